@@ -1,0 +1,41 @@
+# sparsemask — one entry point for a fresh machine.
+#   make test    create .venv, install torch + deps, build the extension (C++ and, when
+#                nvcc is present, CUDA), run the test suite
+#   make demo    the main job on the embedded default
+#   make bench   CPU benchmark of the masked convolution vs the dense baseline
+#   make gpu-check  (on a GPU machine) build, GPU tests, GPU benchmarks -> $(OUT)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1
+export MAX_JOBS ?= 2
+OUT ?= gpu-results
+
+.PHONY: all venv build test demo bench clean gpu-check
+
+all: build
+
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel ninja
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Incremental (ninja) in-place build; cheap when nothing changed.
+build: $(VENV)/.installed
+	$(PY) setup.py -q build_ext --inplace
+
+test: build
+	$(PY) -m pytest -q tests
+
+demo: build
+	$(PY) -m sparsemask demo
+
+bench: build
+	$(PY) benchmarks/bench_masked_conv.py --out benchmarks/results
+
+clean:
+	rm -rf build sparsemask/_C*.so sparsemask/_build_info.py *.egg-info

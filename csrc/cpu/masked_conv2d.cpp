@@ -1,0 +1,542 @@
+// CPU kernels of sparsemask::masked_conv2d: forward, grad_input, grad_weight/grad_bias.
+//
+// Only kept outputs are computed. The work is organised around output positions q: the
+// mask is shared by the whole batch, so at one position q the kept channels C_q form a
+// small dense GEMM  out[n, C_q] = patch[n, :] . W[C_q, :]  with the batch as its M side.
+//
+// Layouts (all built per call from the user's tensors, in the compute type T):
+//   xp  [N, Hp, Wp, Cp]   input, zero padded spatially by `padding` and in channels to
+//                         Cp = C rounded up to whole vectors. With the padding in memory a
+//                         patch is always nseg contiguous runs of seglen elements (kh runs
+//                         of kw*Cp when dilation_w == 1), so no bounds checks and no tails.
+//   wp  [K, kh, kw, Cp]   weight, same channel padding (zeros contribute nothing).
+//   gk  [nnz, N]          grad_output at kept neurons only, rows ordered by (q, j) as in
+//                         the plan's pos_start: contiguous over the batch.
+// Inner loops are register tiles written with GCC/Clang vector extensions, so they are
+// vectorised for the build machine's ISA (-march=native) without intrinsics.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../checks.h"
+#include "../plan.h"
+
+namespace sparsemask {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kRowBlock = 4;  // images (forward, grad_input) per register tile; 32 registers
+#else
+constexpr int kVecBytes = 32;
+constexpr int kRowBlock = 2;  // 16 registers
+#endif
+constexpr int kColBlock = 4;  // channels (forward, grad_weight) or vectors (grad_input) per tile
+
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(kVecBytes)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+constexpr int64_t kLanes = kVecBytes / sizeof(T);
+
+template <typename T>
+inline Vec<T> loadu(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void storeu(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <typename T>
+inline Vec<T> splat(T x) {
+  return Vec<T>{} + x;
+}
+template <typename T>
+inline T hsum(Vec<T> v) {
+  T s = 0;
+  for (int64_t i = 0; i < kLanes<T>; ++i) s += v[i];
+  return s;
+}
+
+struct Geometry {
+  int64_t N, C, H, W, Cp;  // input; Cp = C rounded up to whole vectors
+  int64_t K, Ho, Wo, Q;    // output channels and size, Q = Ho * Wo positions
+  int64_t kh, kw;
+  ConvParams p;
+  int64_t Hp, Wp, img_stride, krow;  // padded input size, elements per image, per weight row
+  int64_t nseg, seglen;              // a patch = nseg runs of seglen contiguous elements
+  std::vector<int64_t> seg_x, seg_w;  // run offsets in xp (from the patch origin) and in wp rows
+
+  // Offset in xp (within one image) of the patch of output position q.
+  int64_t origin(int64_t q) const {
+    const int64_t oy = q / Wo, ox = q % Wo;
+    return (oy * p.sh * Wp + ox * p.sw) * Cp;
+  }
+};
+
+template <typename T>
+Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const ConvParams& p, int64_t ho, int64_t wo) {
+  Geometry g;
+  g.N = input.size(0);
+  g.C = input.size(1);
+  g.H = input.size(2);
+  g.W = input.size(3);
+  g.Cp = (g.C + kLanes<T> - 1) / kLanes<T> * kLanes<T>;
+  g.K = weight.size(0);
+  g.kh = weight.size(2);
+  g.kw = weight.size(3);
+  g.Ho = ho;
+  g.Wo = wo;
+  g.Q = ho * wo;
+  g.p = p;
+  g.Hp = g.H + 2 * p.ph;
+  g.Wp = g.W + 2 * p.pw;
+  g.img_stride = g.Hp * g.Wp * g.Cp;
+  g.krow = g.kh * g.kw * g.Cp;
+  if (p.dw == 1) {  // the kw taps of a kernel row are adjacent in memory: one run per row
+    g.nseg = g.kh;
+    g.seglen = g.kw * g.Cp;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      g.seg_x.push_back(ky * p.dh * g.Wp * g.Cp);
+      g.seg_w.push_back(ky * g.kw * g.Cp);
+    }
+  } else {
+    g.nseg = g.kh * g.kw;
+    g.seglen = g.Cp;
+    for (int64_t ky = 0; ky < g.kh; ++ky)
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        g.seg_x.push_back((ky * p.dh * g.Wp + kx * p.dw) * g.Cp);
+        g.seg_w.push_back((ky * g.kw + kx) * g.Cp);
+      }
+  }
+  return g;
+}
+
+// xp [N, Hp, Wp, Cp] in dtype T from input [N, C, H, W] of any layout and float dtype.
+at::Tensor pack_input(const at::Tensor& input, const Geometry& g, at::ScalarType t) {
+  at::Tensor xp = at::zeros({g.N, g.Hp, g.Wp, g.Cp}, input.options().dtype(t));
+  xp.narrow(1, g.p.ph, g.H).narrow(2, g.p.pw, g.W).narrow(3, 0, g.C).copy_(input.permute({0, 2, 3, 1}));
+  return xp;
+}
+
+// wp [K, kh, kw, Cp] in dtype T.
+at::Tensor pack_weight(const at::Tensor& weight, const Geometry& g, at::ScalarType t) {
+  at::Tensor wp = at::zeros({g.K, g.kh, g.kw, g.Cp}, weight.options().dtype(t));
+  wp.narrow(3, 0, g.C).copy_(weight.permute({0, 2, 3, 1}));
+  return wp;
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward: res[n][j] = <patch of image n at q, weight row of channel j>
+template <typename T, int NB, int JB>
+inline void forward_tile(const T* const* xs, const T* const* ws, const Geometry& g, T (*res)[kColBlock]) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[NB][JB];
+  for (int n = 0; n < NB; ++n)
+    for (int j = 0; j < JB; ++j) acc[n][j] = Vec<T>{};
+  for (int64_t s = 0; s < g.nseg; ++s) {
+    const int64_t xo = g.seg_x[s], wo = g.seg_w[s];
+    for (int64_t k = 0; k < g.seglen; k += L) {
+      Vec<T> xv[NB];
+      for (int n = 0; n < NB; ++n) xv[n] = loadu(xs[n] + xo + k);
+      for (int j = 0; j < JB; ++j) {
+        const Vec<T> wv = loadu(ws[j] + wo + k);
+        for (int n = 0; n < NB; ++n) acc[n][j] += xv[n] * wv;
+      }
+    }
+  }
+  for (int n = 0; n < NB; ++n)
+    for (int j = 0; j < JB; ++j) res[n][j] = hsum<T>(acc[n][j]);
+}
+
+template <typename T, int NB>
+inline void forward_tile_jb(int jb, const T* const* xs, const T* const* ws, const Geometry& g, T (*res)[kColBlock]) {
+  switch (jb) {
+    case 1: return forward_tile<T, NB, 1>(xs, ws, g, res);
+    case 2: return forward_tile<T, NB, 2>(xs, ws, g, res);
+    case 3: return forward_tile<T, NB, 3>(xs, ws, g, res);
+    default: return forward_tile<T, NB, 4>(xs, ws, g, res);
+  }
+}
+
+template <typename T>
+void forward_kernel(const T* xp, const T* wp, const T* bias, const MaskPlan& plan, const Geometry& g, T* out,
+                    at::IntArrayRef out_strides) {
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t sN = out_strides[0], sC = out_strides[1], sH = out_strides[2], sW = out_strides[3];
+  at::parallel_for(0, g.Q, 1, [&](int64_t q0, int64_t q1) {
+    const T* xs[kRowBlock];
+    const T* ws[kColBlock];
+    T res[kRowBlock][kColBlock];
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t cnt = pos_count[q];
+      if (cnt == 0) continue;
+      const int32_t* chs = pos_ch + q * g.K;
+      const int64_t org = g.origin(q), out_q = (q / g.Wo) * sH + (q % g.Wo) * sW;
+      for (int64_t n0 = 0; n0 < g.N; n0 += kRowBlock) {
+        const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, g.N - n0));
+        for (int n = 0; n < nb; ++n) xs[n] = xp + (n0 + n) * g.img_stride + org;
+        for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
+          const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
+          for (int j = 0; j < jb; ++j) ws[j] = wp + chs[j0 + j] * g.krow;
+          if (nb == kRowBlock) {
+            forward_tile_jb<T, kRowBlock>(jb, xs, ws, g, res);
+          } else {
+            for (int n = 0; n < nb; ++n) forward_tile_jb<T, 1>(jb, xs + n, ws, g, res + n);
+          }
+          for (int n = 0; n < nb; ++n)
+            for (int j = 0; j < jb; ++j) {
+              const int64_t co = chs[j0 + j];
+              out[(n0 + n) * sN + co * sC + out_q] = res[n][j] + (bias ? bias[co] : T(0));
+            }
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward, step 1: gk[r, n] = grad_output[n, ch(r), q(r)] for kept neurons r only.
+template <typename T>
+at::Tensor gather_kept_grad(const at::Tensor& grad_output, const MaskPlan& plan, const Geometry& g, at::ScalarType t) {
+  at::Tensor go = grad_output.scalar_type() == t ? grad_output : grad_output.to(t);
+  at::Tensor gk = at::empty({plan.nnz, g.N}, go.options());
+  const T* src = go.data_ptr<T>();
+  T* dst = gk.data_ptr<T>();
+  const int64_t sN = go.stride(0), sC = go.stride(1), sH = go.stride(2), sW = go.stride(3);
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  at::parallel_for(0, g.Q, 16, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t base = (q / g.Wo) * sH + (q % g.Wo) * sW;
+      for (int64_t j = 0; j < pos_count[q]; ++j) {
+        const T* s = src + base + pos_ch[q * g.K + j] * sC;
+        T* d = dst + (pos_start[q] + j) * g.N;
+        for (int64_t n = 0; n < g.N; ++n) d[n] = s[n * sN];
+      }
+    }
+  });
+  return gk;
+}
+
+// ---------------------------------------------------------------------------------------
+// grad_input, gathered per input position (no write conflicts, each element written once):
+//   gx[n, iy, ix, c] = sum over taps (ky, kx) landing on an output position q and over
+//                      kept channels co of q:  gk[(q, co), n] * W[co, ky, kx, c]
+struct Tap {
+  int64_t row0;   // pos_start[q]
+  int64_t count;  // pos_count[q]
+  int64_t q;
+  int64_t woff;   // (ky * kw + kx) * Cp
+};
+
+template <typename T, int NB, int CV>
+inline void grad_input_tile(const std::vector<Tap>& taps, const T* gk, const int32_t* pos_ch, const T* wp,
+                            const Geometry& g, int64_t n0, int64_t c0, T* gx_row, int64_t gx_img_stride) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[NB][CV];
+  for (int n = 0; n < NB; ++n)
+    for (int v = 0; v < CV; ++v) acc[n][v] = Vec<T>{};
+  for (const Tap& t : taps) {
+    const int32_t* chs = pos_ch + t.q * g.K;
+    for (int64_t j = 0; j < t.count; ++j) {
+      const T* grow = gk + (t.row0 + j) * g.N + n0;
+      const T* wrow = wp + chs[j] * g.krow + t.woff + c0;
+      Vec<T> gv[NB];
+      for (int n = 0; n < NB; ++n) gv[n] = splat(grow[n]);
+      for (int v = 0; v < CV; ++v) {
+        const Vec<T> wv = loadu(wrow + v * L);
+        for (int n = 0; n < NB; ++n) acc[n][v] += gv[n] * wv;
+      }
+    }
+  }
+  for (int n = 0; n < NB; ++n)
+    for (int v = 0; v < CV; ++v) storeu(gx_row + n * gx_img_stride + c0 + v * L, acc[n][v]);
+}
+
+template <typename T, int NB>
+inline void grad_input_tile_cv(int cv, const std::vector<Tap>& taps, const T* gk, const int32_t* pos_ch, const T* wp,
+                               const Geometry& g, int64_t n0, int64_t c0, T* gx_row, int64_t gx_img_stride) {
+  switch (cv) {
+    case 1: return grad_input_tile<T, NB, 1>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    case 2: return grad_input_tile<T, NB, 2>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    case 3: return grad_input_tile<T, NB, 3>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    default: return grad_input_tile<T, NB, 4>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+  }
+}
+
+// gx [N, H, W, Cp] (channel padding is written too and dropped by the caller).
+template <typename T>
+void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geometry& g, T* gx) {
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  const int64_t gx_img_stride = g.H * g.W * g.Cp;
+  constexpr int64_t L = kLanes<T>;
+  at::parallel_for(0, g.H * g.W, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<Tap> taps;
+    taps.reserve(g.kh * g.kw);
+    for (int64_t pix = p0; pix < p1; ++pix) {
+      const int64_t iy = pix / g.W, ix = pix % g.W;
+      taps.clear();
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        const int64_t ty = iy + g.p.ph - ky * g.p.dh;
+        if (ty < 0 || ty % g.p.sh != 0 || ty / g.p.sh >= g.Ho) continue;
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t tx = ix + g.p.pw - kx * g.p.dw;
+          if (tx < 0 || tx % g.p.sw != 0 || tx / g.p.sw >= g.Wo) continue;
+          const int64_t q = (ty / g.p.sh) * g.Wo + tx / g.p.sw;
+          if (pos_count[q] > 0) taps.push_back({pos_start[q], pos_count[q], q, (ky * g.kw + kx) * g.Cp});
+        }
+      }
+      T* gx_pix = gx + pix * g.Cp;
+      if (taps.empty()) {
+        for (int64_t n = 0; n < g.N; ++n) std::fill_n(gx_pix + n * gx_img_stride, g.Cp, T(0));
+        continue;
+      }
+      for (int64_t n0 = 0; n0 < g.N; n0 += kRowBlock) {
+        const int64_t nb = std::min<int64_t>(kRowBlock, g.N - n0);
+        for (int64_t c0 = 0; c0 < g.Cp; c0 += kColBlock * L) {
+          const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.Cp - c0) / L));
+          if (nb == kRowBlock) {
+            grad_input_tile_cv<T, kRowBlock>(cv, taps, gk, pos_ch, wp, g, n0, c0, gx_pix + n0 * gx_img_stride,
+                                             gx_img_stride);
+          } else {
+            for (int64_t n = n0; n < n0 + nb; ++n)
+              grad_input_tile_cv<T, 1>(cv, taps, gk, pos_ch, wp, g, n, c0, gx_pix + n * gx_img_stride,
+                                       gx_img_stride);
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// grad_weight, per output position with thread-private accumulators: the patch of q is
+// loaded once per tile of JB kept channels and reused by all of them (an outer product
+// accumulated over the batch), which is what makes this cheaper than per-channel loops.
+template <typename T, int JB, int CV>
+inline void grad_weight_tile(const T* const* grows, const T* xq, const Geometry& g, T* const* gw) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[JB][CV];
+  for (int j = 0; j < JB; ++j)
+    for (int v = 0; v < CV; ++v) acc[j][v] = loadu(gw[j] + v * L);
+  for (int64_t n = 0; n < g.N; ++n) {
+    const T* x = xq + n * g.img_stride;
+    Vec<T> xv[CV];
+    for (int v = 0; v < CV; ++v) xv[v] = loadu(x + v * L);
+    for (int j = 0; j < JB; ++j) {
+      const Vec<T> gj = splat(grows[j][n]);
+      for (int v = 0; v < CV; ++v) acc[j][v] += gj * xv[v];
+    }
+  }
+  for (int j = 0; j < JB; ++j)
+    for (int v = 0; v < CV; ++v) storeu(gw[j] + v * L, acc[j][v]);
+}
+
+template <typename T, int JB>
+inline void grad_weight_tile_cv(int cv, const T* const* grows, const T* xq, const Geometry& g, T* const* gw) {
+  switch (cv) {
+    case 1: return grad_weight_tile<T, JB, 1>(grows, xq, g, gw);
+    case 2: return grad_weight_tile<T, JB, 2>(grows, xq, g, gw);
+    case 3: return grad_weight_tile<T, JB, 3>(grows, xq, g, gw);
+    default: return grad_weight_tile<T, JB, 4>(grows, xq, g, gw);
+  }
+}
+
+template <typename T>
+inline void grad_weight_tile_dispatch(int jb, int cv, const T* const* grows, const T* xq, const Geometry& g,
+                                      T* const* gw) {
+  switch (jb) {
+    case 1: return grad_weight_tile_cv<T, 1>(cv, grows, xq, g, gw);
+    case 2: return grad_weight_tile_cv<T, 2>(cv, grows, xq, g, gw);
+    case 3: return grad_weight_tile_cv<T, 3>(cv, grows, xq, g, gw);
+    default: return grad_weight_tile_cv<T, 4>(cv, grows, xq, g, gw);
+  }
+}
+
+// Returns {gw [K, kh, kw, Cp], gb [K]} in dtype T.
+template <typename T>
+std::pair<at::Tensor, at::Tensor> grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan,
+                                                     const Geometry& g, const at::TensorOptions& opts) {
+  const int64_t nthreads = at::get_num_threads();
+  at::Tensor gw_all = at::zeros({nthreads, g.K, g.kh, g.kw, g.Cp}, opts);
+  at::Tensor gb_all = at::zeros({nthreads, g.K}, opts);
+  T* gw_base = gw_all.data_ptr<T>();
+  T* gb_base = gb_all.data_ptr<T>();
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  constexpr int64_t L = kLanes<T>;
+  at::parallel_for(0, g.Q, 1, [&](int64_t q0, int64_t q1) {
+    const int64_t tid = at::get_thread_num();
+    TORCH_CHECK(tid < nthreads, "masked_conv2d: thread id ", tid, " out of range ", nthreads);
+    T* gw = gw_base + tid * g.K * g.krow;
+    T* gb = gb_base + tid * g.K;
+    const T* grows[kColBlock];
+    T* gws[kColBlock];
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t cnt = pos_count[q];
+      if (cnt == 0) continue;
+      const int32_t* chs = pos_ch + q * g.K;
+      const int64_t org = g.origin(q);
+      for (int64_t j = 0; j < cnt; ++j) {
+        const T* grow = gk + (pos_start[q] + j) * g.N;
+        T s = 0;
+        for (int64_t n = 0; n < g.N; ++n) s += grow[n];
+        gb[chs[j]] += s;
+      }
+      for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
+        const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
+        for (int j = 0; j < jb; ++j) grows[j] = gk + (pos_start[q] + j0 + j) * g.N;
+        for (int64_t s = 0; s < g.nseg; ++s) {
+          for (int64_t k0 = 0; k0 < g.seglen; k0 += kColBlock * L) {
+            const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.seglen - k0) / L));
+            for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + g.seg_w[s] + k0;
+            grad_weight_tile_dispatch<T>(jb, cv, grows, xp + org + g.seg_x[s] + k0, g, gws);
+          }
+        }
+      }
+    }
+  });
+  return {gw_all.sum(0), gb_all.sum(0)};
+}
+
+// ---------------------------------------------------------------------------------------
+// The registered CPU kernels.
+
+struct Prepared {
+  ConvParams p;
+  int64_t ho, wo;
+  std::shared_ptr<const MaskPlan> plan;
+};
+
+Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                 const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(input.device().is_cpu(), "masked_conv2d (CPU kernel): input must be a CPU tensor, got ", input.device());
+  ConvParams p = check_params(stride, padding, dilation);
+  auto [ho, wo] = check_masked_conv2d_args(input, weight, bias, mask, p);
+  return {p, ho, wo, get_plan(mask)};
+}
+
+bool use_dense(const MaskPlan& plan, double max_density) { return max_density < 1.0 && plan.density > max_density; }
+
+at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef dilation, double max_density) {
+  Prepared pr = prepare(input, weight, bias, mask, stride, padding, dilation);
+  if (use_dense(*pr.plan, max_density)) {
+    return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(input.suggest_memory_format());
+  }
+  at::Tensor out = at::zeros({input.size(0), weight.size(0), pr.ho, pr.wo},
+                             input.options().memory_format(input.suggest_memory_format()));
+  if (out.numel() == 0 || pr.plan->nnz == 0) {
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const at::ScalarType t = c10::CppTypeToScalarType<T>::value;
+    Geometry g = make_geometry<T>(input, weight, pr.p, pr.ho, pr.wo);
+    at::Tensor xp = pack_input(input, g, t);
+    at::Tensor wp = pack_weight(weight, g, t);
+    at::Tensor b = bias.has_value() && bias->defined() ? bias->to(t).contiguous() : at::Tensor();
+    at::Tensor res = std::is_same_v<T, scalar_t> ? out : at::zeros_like(out, out.options().dtype(t));
+    forward_kernel<T>(xp.data_ptr<T>(), wp.data_ptr<T>(), b.defined() ? b.data_ptr<T>() : nullptr, *pr.plan, g,
+                      res.data_ptr<T>(), res.strides());
+    if (!std::is_same_v<T, scalar_t>) out.copy_(res);
+  });
+  return out;
+}
+
+at::Tensor masked_conv2d_grad_input_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                        const at::Tensor& weight, const at::Tensor& mask, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef dilation, double max_density) {
+  Prepared pr = prepare(input, weight, std::nullopt, mask, stride, padding, dilation);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({input.size(0), weight.size(0), pr.ho, pr.wo}),
+              "masked_conv2d_grad_input: grad_output must have the output's shape [", input.size(0), ", ",
+              weight.size(0), ", ", pr.ho, ", ", pr.wo, "], got ", grad_output.sizes());
+  if (use_dense(*pr.plan, max_density)) {
+    return std::get<0>(at::convolution_backward(grad_output * mask, input, weight, std::nullopt, stride, padding,
+                                                dilation, false, {0, 0}, 1, {true, false, false}))
+        .contiguous(input.suggest_memory_format());
+  }
+  const at::MemoryFormat fmt = input.suggest_memory_format();
+  if (input.numel() == 0 || pr.plan->nnz == 0) {
+    return at::zeros_like(input, input.options().memory_format(fmt));
+  }
+  at::Tensor result;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_grad_input_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const at::ScalarType t = c10::CppTypeToScalarType<T>::value;
+    Geometry g = make_geometry<T>(input, weight, pr.p, pr.ho, pr.wo);
+    at::Tensor gk = gather_kept_grad<T>(grad_output, *pr.plan, g, t);
+    at::Tensor wp = pack_weight(weight, g, t);
+    at::Tensor gx = at::empty({g.N, g.H, g.W, g.Cp}, input.options().dtype(t));
+    grad_input_kernel<T>(gk.data_ptr<T>(), wp.data_ptr<T>(), *pr.plan, g, gx.data_ptr<T>());
+    // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp.
+    at::Tensor view = gx.narrow(3, 0, g.C).permute({0, 3, 1, 2});
+    result = view.to(input.scalar_type()).contiguous(fmt);
+  });
+  return result;
+}
+
+std::tuple<at::Tensor, at::Tensor> masked_conv2d_grad_weight_cpu(const at::Tensor& grad_output,
+                                                                 const at::Tensor& input, const at::Tensor& weight,
+                                                                 const at::Tensor& mask, at::IntArrayRef stride,
+                                                                 at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                                 double max_density) {
+  Prepared pr = prepare(input, weight, std::nullopt, mask, stride, padding, dilation);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({input.size(0), weight.size(0), pr.ho, pr.wo}),
+              "masked_conv2d_grad_weight: grad_output must have the output's shape [", input.size(0), ", ",
+              weight.size(0), ", ", pr.ho, ", ", pr.wo, "], got ", grad_output.sizes());
+  if (use_dense(*pr.plan, max_density)) {
+    const int64_t bias_size[1] = {weight.size(0)};
+    auto grads = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size), stride,
+                                          padding, dilation, false, {0, 0}, 1, {false, true, true});
+    return {std::get<1>(grads).contiguous(), std::get<2>(grads)};
+  }
+  if (input.numel() == 0 || pr.plan->nnz == 0) {
+    return {at::zeros_like(weight, at::MemoryFormat::Contiguous), at::zeros({weight.size(0)}, weight.options())};
+  }
+  at::Tensor grad_w, grad_b;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_grad_weight_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const at::ScalarType t = c10::CppTypeToScalarType<T>::value;
+    Geometry g = make_geometry<T>(input, weight, pr.p, pr.ho, pr.wo);
+    at::Tensor gk = gather_kept_grad<T>(grad_output, *pr.plan, g, t);
+    at::Tensor xp = pack_input(input, g, t);
+    auto [gw, gb] = grad_weight_kernel<T>(gk.data_ptr<T>(), xp.data_ptr<T>(), *pr.plan, g, xp.options());
+    grad_w = gw.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();
+    grad_b = gb.to(weight.scalar_type());
+  });
+  return {grad_w, grad_b};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sparsemask, CPU, m) {
+  m.impl("masked_conv2d", TORCH_FN(masked_conv2d_cpu));
+  m.impl("masked_conv2d_grad_input", TORCH_FN(masked_conv2d_grad_input_cpu));
+  m.impl("masked_conv2d_grad_weight", TORCH_FN(masked_conv2d_grad_weight_cpu));
+}
+
+}  // namespace sparsemask

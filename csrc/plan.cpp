@@ -1,0 +1,119 @@
+#include "plan.h"
+
+#include <list>
+#include <mutex>
+
+#include <c10/core/Storage.h>
+#include <c10/util/intrusive_ptr.h>
+
+namespace sparsemask {
+
+std::shared_ptr<MaskPlan> build_plan(const at::Tensor& mask) {
+  TORCH_CHECK(mask.dim() == 3, "mask_plan: mask must be 3-D [C_out, H_out, W_out], got ", mask.sizes());
+  TORCH_CHECK(mask.scalar_type() == at::kBool, "mask_plan: mask must be torch.bool, got ", mask.scalar_type());
+  auto plan = std::make_shared<MaskPlan>();
+  plan->channels = mask.size(0);
+  plan->height = mask.size(1);
+  plan->width = mask.size(2);
+  const int64_t C = plan->channels, Q = plan->height * plan->width;
+  at::Tensor by_ch = mask.reshape({C, Q});
+  at::Tensor by_pos = by_ch.t().contiguous();
+  // A stable sort of "dropped" flags puts the kept ids first, in ascending order; this is
+  // plain ATen, so the same code builds plans on every device.
+  auto kept_first = [](const at::Tensor& m) {
+    return at::argsort(m.logical_not().to(at::kByte), /*stable=*/true, /*dim=*/1).to(at::kInt).contiguous();
+  };
+  plan->ch_count = by_ch.sum(1, /*keepdim=*/false, at::kInt).contiguous();
+  plan->ch_pos = C > 0 && Q > 0 ? kept_first(by_ch) : at::zeros({C, Q}, mask.options().dtype(at::kInt));
+  plan->pos_count = by_pos.sum(1, false, at::kInt).contiguous();
+  plan->pos_ch = C > 0 && Q > 0 ? kept_first(by_pos) : at::zeros({Q, C}, mask.options().dtype(at::kInt));
+  plan->pos_start = at::zeros({Q + 1}, mask.options().dtype(at::kLong));
+  if (Q > 0) plan->pos_start.narrow(0, 1, Q).copy_(plan->pos_count.cumsum(0, at::kLong));
+  plan->pos_count_cpu = plan->pos_count.cpu();
+  plan->pos_start_cpu = plan->pos_start.cpu();
+  plan->nnz = plan->pos_start_cpu.data_ptr<int64_t>()[Q];
+  plan->density = mask.numel() > 0 ? static_cast<double>(plan->nnz) / static_cast<double>(mask.numel()) : 0.0;
+  return plan;
+}
+
+namespace {
+
+struct Entry {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  const c10::StorageImpl* storage_key;
+  int64_t offset;
+  std::vector<int64_t> sizes, strides;
+  c10::Device device;
+  uint32_t version;
+  std::shared_ptr<const MaskPlan> plan;
+};
+
+struct Cache {
+  std::mutex mutex;
+  std::list<Entry> entries;  // most recently used first
+  int64_t builds = 0, hits = 0;
+  static constexpr size_t kCapacity = 1024;
+};
+
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+uint32_t version_of(const at::Tensor& t) {
+  // Inference tensors carry no version counter; they cannot be changed in place outside
+  // inference mode, so the cached plan stays valid for them.
+  return t.is_inference() ? 0u : t.unsafeGetTensorImpl()->version_counter().current_version();
+}
+
+}  // namespace
+
+std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask) {
+  if (!mask.has_storage()) return build_plan(mask);
+  Cache& c = cache();
+  const c10::StorageImpl* key = mask.storage().unsafeGetStorageImpl();
+  const uint32_t version = version_of(mask);
+  {
+    std::lock_guard<std::mutex> lock(c.mutex);
+    for (auto it = c.entries.begin(); it != c.entries.end();) {
+      if (it->storage.expired()) {
+        it = c.entries.erase(it);
+        continue;
+      }
+      if (it->storage_key == key && it->offset == mask.storage_offset() && it->device == mask.device() &&
+          it->sizes == mask.sizes().vec() && it->strides == mask.strides().vec()) {
+        if (it->version == version) {
+          ++c.hits;
+          c.entries.splice(c.entries.begin(), c.entries, it);
+          return c.entries.front().plan;
+        }
+        it = c.entries.erase(it);  // the mask was written in place: its old plan is stale
+        continue;
+      }
+      ++it;
+    }
+  }
+  std::shared_ptr<const MaskPlan> plan = build_plan(mask);
+  std::lock_guard<std::mutex> lock(c.mutex);
+  ++c.builds;
+  c.entries.push_front(Entry{mask.storage().getWeakStorageImpl(), key, mask.storage_offset(), mask.sizes().vec(),
+                             mask.strides().vec(), mask.device(), version, plan});
+  if (c.entries.size() > Cache::kCapacity) c.entries.pop_back();
+  return plan;
+}
+
+PlanCacheInfo plan_cache_info() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return {c.builds, c.hits, static_cast<int64_t>(c.entries.size())};
+}
+
+void plan_cache_clear() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  c.entries.clear();
+  c.builds = 0;
+  c.hits = 0;
+}
+
+}  // namespace sparsemask

@@ -1,0 +1,42 @@
+// The mask plan: index lists derived once from a defective layer's mask and cached.
+//
+// mask: bool [C_out, H_out, W_out], Q = H_out * W_out output positions.
+//   pos_count [Q]      int32  kept channels at output position q
+//   pos_ch    [Q, C]   int32  their ids, ascending, first pos_count[q] entries valid
+//   pos_start [Q + 1]  int64  prefix sum of pos_count: row of (q, j) in a kept-only buffer
+//   ch_count  [C]      int32  kept positions of channel c
+//   ch_pos    [C, Q]   int32  their ids, ascending, first ch_count[c] entries valid
+// All shapes depend only on the mask's shape, so fake kernels and torch.compile need no
+// data-dependent sizes. The plan lives on the mask's device.
+#pragma once
+#include <ATen/ATen.h>
+#include <memory>
+
+namespace sparsemask {
+
+struct MaskPlan {
+  int64_t channels = 0, height = 0, width = 0;
+  int64_t nnz = 0;       // kept neurons
+  double density = 0.0;  // nnz / mask.numel()
+  at::Tensor pos_count, pos_ch, pos_start, ch_count, ch_pos;
+  // CPU copies for host-side scheduling of device kernels (set for every plan).
+  at::Tensor pos_count_cpu, pos_start_cpu;
+};
+
+// Builds (or fetches from the cache) the plan of `mask`. The cache is keyed by the mask's
+// storage (held weakly, so a freed storage's address is never reused while its entry lives),
+// storage offset, sizes and strides, and is invalidated by in-place writes through the
+// tensor's version counter: a module's mask buffer gets exactly one plan for its life,
+// and a new one after load_state_dict or any other in-place change.
+std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask);
+
+// Builds a plan without the cache (used by get_plan and by the mask_plan op for tests).
+std::shared_ptr<MaskPlan> build_plan(const at::Tensor& mask);
+
+struct PlanCacheInfo {
+  int64_t builds, hits, entries;
+};
+PlanCacheInfo plan_cache_info();
+void plan_cache_clear();
+
+}  // namespace sparsemask

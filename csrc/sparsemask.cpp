@@ -1,0 +1,57 @@
+// The schemas of the sparsemask ops. Backends register their kernels in csrc/cpu and
+// csrc/cuda; Python (sparsemask/ops.py) adds fake kernels and autograd.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "plan.h"
+
+extern "C" {
+// `import sparsemask._C` loads this library, whose static initialisers register the ops.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace sparsemask {
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mask_plan(const at::Tensor& mask) {
+  // Copies, not the cached tensors: op outputs must not alias state that later calls reuse.
+  std::shared_ptr<const MaskPlan> plan = get_plan(mask);
+  return {plan->pos_count.clone(), plan->pos_ch.clone(), plan->pos_start.clone(), plan->ch_count.clone(),
+          plan->ch_pos.clone()};
+}
+
+std::vector<int64_t> cache_info() {
+  PlanCacheInfo info = plan_cache_info();
+  return {info.builds, info.hits, info.entries};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(sparsemask, m) {
+  // out = conv2d(input, weight, bias, stride, padding, dilation) * mask, computing only the
+  // kept outputs. Where the mask's kept fraction exceeds max_density the kernel runs the
+  // dense convolution instead (the auto backend's fallback); max_density >= 1 forces sparse.
+  m.def(
+      "masked_conv2d(Tensor input, Tensor weight, Tensor? bias, Tensor mask, int[2] stride, int[2] padding, "
+      "int[2] dilation, float max_density) -> Tensor");
+  // Gradient w.r.t. input of the op above (only kept outputs contribute).
+  m.def(
+      "masked_conv2d_grad_input(Tensor grad_output, Tensor input, Tensor weight, Tensor mask, int[2] stride, "
+      "int[2] padding, int[2] dilation, float max_density) -> Tensor");
+  // Gradients w.r.t. weight and bias (bias gradient is returned even when there is no bias).
+  m.def(
+      "masked_conv2d_grad_weight(Tensor grad_output, Tensor input, Tensor weight, Tensor mask, int[2] stride, "
+      "int[2] padding, int[2] dilation, float max_density) -> (Tensor, Tensor)");
+  // The mask plan (see plan.h): (pos_count, pos_ch, pos_start, ch_count, ch_pos).
+  m.def("mask_plan(Tensor mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.impl("mask_plan", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(mask_plan));
+  // [plans built, cache hits, live entries]
+  m.def("plan_cache_info() -> int[]", &cache_info);
+  m.def("plan_cache_clear() -> ()", &plan_cache_clear);
+}
+
+}  // namespace sparsemask

@@ -1,0 +1,91 @@
+"""Build sparsemask._C: the C++ CPU kernels always, the CUDA kernels when a CUDA-enabled
+torch and nvcc are present (or FORCE_CUDA=1).
+
+Environment knobs:
+  FORCE_CUDA=1            build the CUDA sources even if torch/nvcc detection says no
+  SPARSEMASK_NO_CUDA=1    never build the CUDA sources
+  SPARSEMASK_PORTABLE=1   no -march=native (for wheels that run on other x86 machines)
+  TORCH_CUDA_ARCH_LIST    defaults to "9.0" (H100/H200)
+  CUDA_HOME               defaults to /usr/local/cuda when it exists
+"""
+import glob
+import os
+import platform
+import sysconfig
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+
+import torch  # noqa: E402  (after the environment is set: cpp_extension reads it on import)
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME,
+    BuildExtension,
+    CppExtension,
+    CUDAExtension,
+)
+
+
+def _want_cuda() -> bool:
+    if os.environ.get("SPARSEMASK_NO_CUDA") == "1":
+        return False
+    if os.environ.get("FORCE_CUDA") == "1":
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def _pip_nvidia_includes() -> list[str]:
+    """torch's CUDA headers include cusparse/cublas headers that pip installs under
+    site-packages/nvidia/cu*/include, not under CUDA_HOME."""
+    site = sysconfig.get_paths()["purelib"]
+    return sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "include")))
+
+
+def _cxx_flags() -> list[str]:
+    flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
+    if os.environ.get("SPARSEMASK_PORTABLE") != "1" and platform.machine() in ("x86_64", "AMD64"):
+        # The build machine is the machine that runs the kernels (make test / gpu-check
+        # build in place), so its full vector ISA is safe to use.
+        flags.append("-march=native")
+    return flags
+
+
+def _write_build_info(with_cuda: bool) -> None:
+    path = os.path.join(HERE, "sparsemask", "_build_info.py")
+    with open(path, "w") as f:
+        f.write("# Written by setup.py at build time; compared with the running torch on import.\n")
+        f.write(f"TORCH_VERSION = {torch.__version__!r}\n")
+        f.write(f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n")
+        f.write(f"WITH_CUDA = {with_cuda!r}\n")
+        f.write(f"CUDA_ARCH_LIST = {os.environ.get('TORCH_CUDA_ARCH_LIST')!r}\n")
+
+
+def _extension():
+    with_cuda = _want_cuda()
+    _write_build_info(with_cuda)
+    sources = [os.path.join("csrc", "sparsemask.cpp"), os.path.join("csrc", "plan.cpp")]
+    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    include_dirs = [os.path.join(HERE, "csrc")]
+    extra = {"cxx": _cxx_flags()}
+    if not with_cuda:
+        return CppExtension(
+            "sparsemask._C", sources, include_dirs=include_dirs,
+            extra_compile_args=extra, extra_link_args=["-fopenmp"],
+        )
+    sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    include_dirs += _pip_nvidia_includes()
+    extra["cxx"].append("-DSPARSEMASK_WITH_CUDA")
+    extra["nvcc"] = ["-O3", "-DSPARSEMASK_WITH_CUDA", "--expt-relaxed-constexpr", "-lineinfo"]
+    return CUDAExtension(
+        "sparsemask._C", sources, include_dirs=include_dirs,
+        extra_compile_args=extra, extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)

@@ -1,0 +1,38 @@
+"""Loads the compiled extension (sparsemask._C) after checking it matches the running torch."""
+from __future__ import annotations
+
+import torch
+
+
+def load_extension() -> None:
+    """Import sparsemask._C, whose static initialisers register the ``sparsemask::`` ops.
+
+    Raises ImportError with the fix when the extension is missing or was built against
+    another torch (a mismatched build would otherwise fail with undefined symbols, or worse).
+    """
+    try:
+        from . import _build_info
+    except ImportError:
+        raise ImportError(
+            "sparsemask's C++/CUDA extension is not built. In the source tree run `make build` "
+            "(or `pip install --no-build-isolation -e .`)."
+        ) from None
+    if _build_info.TORCH_VERSION != torch.__version__:
+        raise ImportError(
+            f"sparsemask._C was built against torch {_build_info.TORCH_VERSION} but torch "
+            f"{torch.__version__} is installed. Rebuild it: `make clean build` (or "
+            "`pip install --no-build-isolation --force-reinstall --no-deps -e .`)."
+        )
+    try:
+        from . import _C  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"sparsemask._C failed to load ({err}); rebuild with `make clean build`."
+        ) from err
+
+
+def built_with_cuda() -> bool:
+    """Whether the CUDA kernels were compiled into sparsemask._C."""
+    from . import _build_info
+
+    return bool(_build_info.WITH_CUDA)

@@ -1,0 +1,197 @@
+"""The public functional op, its fake (meta) kernels and its autograd formula.
+
+The kernels are C++/CUDA ops in the ``sparsemask`` namespace (csrc/); this module adds
+what the dispatcher needs from Python — ``register_fake`` for torch.compile/FakeTensor and
+``register_autograd`` — and the user-facing :func:`masked_conv2d`, which validates its
+arguments and picks a backend (see :mod:`sparsemask.backend`).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+
+from .backend import get_backend, max_density
+
+IntPair = Union[int, Sequence[int]]
+
+__all__ = ["masked_conv2d", "dense_masked_conv2d", "conv_output_size"]
+
+
+def _pair(value: IntPair, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value, value]
+    value = list(value)
+    if len(value) == 1:
+        return [int(value[0])] * 2
+    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"masked_conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    return value
+
+
+def conv_output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                     padding: Sequence[int], dilation: Sequence[int]) -> tuple[int, int]:
+    """(H_out, W_out) of a convolution over an input of spatial ``size`` (as F.conv2d)."""
+    return tuple(
+        (size[i] + 2 * padding[i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1 for i in range(2)
+    )
+
+
+def _validate(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: list[int],
+              padding: list[int], dilation: list[int], groups: int) -> None:
+    """Raise a ValueError/TypeError naming the offending argument (same rules as csrc/checks.h)."""
+    for name, t in (("input", input), ("weight", weight), ("mask", mask)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"masked_conv2d: {name} must be a Tensor, got {type(t).__name__}")
+    if groups != 1:
+        raise ValueError(f"masked_conv2d: only groups=1 is supported, got groups={groups}")
+    if input.dim() != 4:
+        raise ValueError(f"masked_conv2d: input must be 4-D [N, C_in, H, W], got shape {tuple(input.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"masked_conv2d: weight must be 4-D [C_out, C_in, kh, kw], got shape {tuple(weight.shape)}")
+    if weight.shape[1] != input.shape[1]:
+        raise ValueError(
+            f"masked_conv2d: weight.shape[1] (C_in = {weight.shape[1]}) must equal input.shape[1] = {input.shape[1]}"
+        )
+    if not input.is_floating_point():
+        raise TypeError(f"masked_conv2d: input must be floating point, got {input.dtype}")
+    if weight.dtype != input.dtype:
+        raise TypeError(f"masked_conv2d: weight dtype {weight.dtype} must equal input dtype {input.dtype}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"masked_conv2d: mask must be torch.bool, got {mask.dtype}")
+    for name, t in (("weight", weight), ("mask", mask), ("bias", bias)):
+        if t is not None and t.device != input.device:
+            raise ValueError(f"masked_conv2d: {name} is on {t.device} but input is on {input.device}")
+    if bias is not None:
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"masked_conv2d: bias must have shape [C_out] = [{weight.shape[0]}], got {tuple(bias.shape)}")
+        if bias.dtype != input.dtype:
+            raise TypeError(f"masked_conv2d: bias dtype {bias.dtype} must equal input dtype {input.dtype}")
+    if min(stride) < 1 or min(padding) < 0 or min(dilation) < 1:
+        raise ValueError(
+            f"masked_conv2d: need stride >= 1, padding >= 0, dilation >= 1; got stride={stride}, "
+            f"padding={padding}, dilation={dilation}"
+        )
+    ho, wo = conv_output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation)
+    if ho <= 0 or wo <= 0:
+        raise ValueError(
+            f"masked_conv2d: the output would be empty: input {tuple(input.shape)} is smaller than the "
+            f"(dilated) kernel {tuple(weight.shape)} with padding {padding}"
+        )
+    expected = (weight.shape[0], ho, wo)
+    if tuple(mask.shape) != expected:
+        raise ValueError(f"masked_conv2d: mask must have shape [C_out, H_out, W_out] = {list(expected)}, "
+                         f"got {list(mask.shape)}")
+
+
+def dense_masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: IntPair = 1,
+                        padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
+    """The reference: ``F.conv2d(input, weight, bias, ...) * mask`` (what the papers' code runs)."""
+    return F.conv2d(input, weight, bias, stride, padding, dilation) * mask
+
+
+def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: IntPair = 1,
+                  padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
+    """2-D convolution whose output neurons outside ``mask`` are fixed at zero and never computed.
+
+    ``masked_conv2d(x, w, b, mask, s, p, d) == F.conv2d(x, w, b, s, p, d) * mask``, forward and
+    gradients, but the work scales with the kept fraction of ``mask``.
+
+    Args:
+        input: [N, C_in, H, W], float16/bfloat16/float32/float64, NCHW or channels_last.
+        weight: [C_out, C_in, kh, kw], same dtype and device.
+        bias: [C_out] or None.
+        mask: bool [C_out, H_out, W_out], shared by every image of the batch. Its index
+            lists (the mask plan) are built once per mask and cached.
+        stride, padding, dilation: int or pair, as in ``F.conv2d``. ``groups`` must be 1.
+
+    Returns:
+        [N, C_out, H_out, W_out] in the input's dtype and memory format; exactly 0 where
+        ``mask`` is False.
+
+    The backend (``auto``/``cpu``/``cuda``/``triton``/``dense``) comes from
+    :func:`sparsemask.backend`; ``auto`` falls back to the dense convolution where the
+    sparse kernel would be slower.
+    """
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    _validate(input, weight, bias, mask, stride, padding, dilation, groups)
+    name = get_backend()
+    if name == "dense":
+        return dense_masked_conv2d(input, weight, bias, mask, stride, padding, dilation)
+    if name == "triton":
+        from .triton import masked_conv2d_triton
+
+        return masked_conv2d_triton(input, weight, bias, mask, stride, padding, dilation)
+    device = input.device.type
+    if name == "auto":
+        limit = max_density(device, input.dtype, input.shape[1])
+        if limit <= 0.0:
+            return dense_masked_conv2d(input, weight, bias, mask, stride, padding, dilation)
+    elif name != device:
+        raise RuntimeError(f"masked_conv2d: backend {name!r} cannot run {device} tensors; "
+                           f"use backend 'auto', 'dense' or {device!r}")
+    else:
+        limit = 1.0  # forced: always the sparse kernel
+    return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation, limit)
+
+
+# --------------------------------------------------------------------------------------
+# Fake kernels: shapes, dtypes and memory formats exactly as the real kernels produce them.
+
+@torch.library.register_fake("sparsemask::masked_conv2d")
+def _masked_conv2d_fake(input, weight, bias, mask, stride, padding, dilation, max_density):
+    torch._check(input.dim() == 4 and weight.dim() == 4, lambda: "masked_conv2d: input and weight must be 4-D")
+    ho, wo = conv_output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation)
+    return input.new_empty((input.shape[0], weight.shape[0], ho, wo), memory_format=suggest_memory_format(input))
+
+
+@torch.library.register_fake("sparsemask::masked_conv2d_grad_input")
+def _masked_conv2d_grad_input_fake(grad_output, input, weight, mask, stride, padding, dilation, max_density):
+    return torch.empty_like(input, memory_format=suggest_memory_format(input))
+
+
+@torch.library.register_fake("sparsemask::masked_conv2d_grad_weight")
+def _masked_conv2d_grad_weight_fake(grad_output, input, weight, mask, stride, padding, dilation, max_density):
+    return (torch.empty_like(weight, memory_format=torch.contiguous_format),
+            weight.new_empty((weight.shape[0],)))
+
+
+@torch.library.register_fake("sparsemask::mask_plan")
+def _mask_plan_fake(mask):
+    c, h, w = mask.shape
+    q = h * w
+    i32 = dict(dtype=torch.int32, device=mask.device)
+    return (mask.new_empty((q,), **i32), mask.new_empty((q, c), **i32),
+            mask.new_empty((q + 1,), dtype=torch.int64, device=mask.device),
+            mask.new_empty((c,), **i32), mask.new_empty((c, q), **i32))
+
+
+# --------------------------------------------------------------------------------------
+# Autograd: gradients of conv2d(...) * mask; only kept outputs contribute.
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, mask, stride, padding, dilation, max_density = inputs
+    ctx.save_for_backward(input, weight, mask)
+    ctx.conv_args = (stride, padding, dilation, max_density)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_output):
+    input, weight, mask = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    need_bias = need_bias and ctx.has_bias
+    grad_input = grad_weight = grad_bias = None
+    if need_input:
+        grad_input = torch.ops.sparsemask.masked_conv2d_grad_input(grad_output, input, weight, mask, *ctx.conv_args)
+    if need_weight or need_bias:
+        grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_grad_weight(
+            grad_output, input, weight, mask, *ctx.conv_args)
+        grad_weight = grad_weight if need_weight else None
+        grad_bias = grad_bias if need_bias else None
+    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+
+
+torch.library.register_autograd("sparsemask::masked_conv2d", _backward, setup_context=_setup_context)
