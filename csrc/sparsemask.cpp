@@ -38,14 +38,11 @@ TORCH_LIBRARY(sparsemask, m) {
   m.def(
       "masked_conv2d(Tensor input, Tensor weight, Tensor? bias, Tensor mask, int[2] stride, int[2] padding, "
       "int[2] dilation, float max_density) -> Tensor");
-  // Gradient w.r.t. input of the op above (only kept outputs contribute).
+  // Gradients (grad_input, grad_weight, grad_bias) of the op above; only kept outputs
+  // contribute. Outputs not requested by output_mask come back as empty tensors [0].
   m.def(
-      "masked_conv2d_grad_input(Tensor grad_output, Tensor input, Tensor weight, Tensor mask, int[2] stride, "
-      "int[2] padding, int[2] dilation, float max_density) -> Tensor");
-  // Gradients w.r.t. weight and bias (bias gradient is returned even when there is no bias).
-  m.def(
-      "masked_conv2d_grad_weight(Tensor grad_output, Tensor input, Tensor weight, Tensor mask, int[2] stride, "
-      "int[2] padding, int[2] dilation, float max_density) -> (Tensor, Tensor)");
+      "masked_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor mask, int[2] stride, "
+      "int[2] padding, int[2] dilation, float max_density, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // The mask plan (see plan.h): (pos_count, pos_ch, pos_start, ch_count, ch_pos).
   m.def("mask_plan(Tensor mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.impl("mask_plan", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(mask_plan));

@@ -148,15 +148,13 @@ def _masked_conv2d_fake(input, weight, bias, mask, stride, padding, dilation, ma
     return input.new_empty((input.shape[0], weight.shape[0], ho, wo), memory_format=suggest_memory_format(input))
 
 
-@torch.library.register_fake("sparsemask::masked_conv2d_grad_input")
-def _masked_conv2d_grad_input_fake(grad_output, input, weight, mask, stride, padding, dilation, max_density):
-    return torch.empty_like(input, memory_format=suggest_memory_format(input))
-
-
-@torch.library.register_fake("sparsemask::masked_conv2d_grad_weight")
-def _masked_conv2d_grad_weight_fake(grad_output, input, weight, mask, stride, padding, dilation, max_density):
-    return (torch.empty_like(weight, memory_format=torch.contiguous_format),
-            weight.new_empty((weight.shape[0],)))
+@torch.library.register_fake("sparsemask::masked_conv2d_backward")
+def _masked_conv2d_backward_fake(grad_output, input, weight, mask, stride, padding, dilation, max_density,
+                                 output_mask):
+    need_input, need_weight, need_bias = output_mask
+    return (torch.empty_like(input, memory_format=suggest_memory_format(input)) if need_input else input.new_empty(0),
+            torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else weight.new_empty(0),
+            weight.new_empty((weight.shape[0],)) if need_bias else weight.new_empty(0))
 
 
 @torch.library.register_fake("sparsemask::mask_plan")
@@ -182,16 +180,11 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_output):
     input, weight, mask = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    need_bias = need_bias and ctx.has_bias
-    grad_input = grad_weight = grad_bias = None
-    if need_input:
-        grad_input = torch.ops.sparsemask.masked_conv2d_grad_input(grad_output, input, weight, mask, *ctx.conv_args)
-    if need_weight or need_bias:
-        grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_grad_weight(
-            grad_output, input, weight, mask, *ctx.conv_args)
-        grad_weight = grad_weight if need_weight else None
-        grad_bias = grad_bias if need_bias else None
-    return grad_input, grad_weight, grad_bias, None, None, None, None, None
+    need_bias = bool(need_bias and ctx.has_bias)
+    grad_input, grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_backward(
+        grad_output, input, weight, mask, *ctx.conv_args, [bool(need_input), bool(need_weight), need_bias])
+    return (grad_input if need_input else None, grad_weight if need_weight else None,
+            grad_bias if need_bias else None, None, None, None, None, None)
 
 
 torch.library.register_autograd("sparsemask::masked_conv2d", _backward, setup_context=_setup_context)

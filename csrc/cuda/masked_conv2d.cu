@@ -33,35 +33,25 @@ at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
   return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(input.suggest_memory_format());
 }
 
-at::Tensor masked_conv2d_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& input,
-                                         const at::Tensor& weight, const at::Tensor& mask, at::IntArrayRef stride,
-                                         at::IntArrayRef padding, at::IntArrayRef dilation, double max_density) {
-  c10::cuda::CUDAGuard guard(input.device());
-  prepare_cuda(input, weight, std::nullopt, mask, stride, padding, dilation, max_density);
-  return std::get<0>(at::convolution_backward(grad_output * mask, input, weight, std::nullopt, stride, padding,
-                                              dilation, false, {0, 0}, 1, {true, false, false}))
-      .contiguous(input.suggest_memory_format());
-}
-
-std::tuple<at::Tensor, at::Tensor> masked_conv2d_grad_weight_cuda(const at::Tensor& grad_output,
-                                                                  const at::Tensor& input, const at::Tensor& weight,
-                                                                  const at::Tensor& mask, at::IntArrayRef stride,
-                                                                  at::IntArrayRef padding, at::IntArrayRef dilation,
-                                                                  double max_density) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const at::Tensor& mask,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, double max_density,
+    std::array<bool, 3> output_mask) {
   c10::cuda::CUDAGuard guard(input.device());
   prepare_cuda(input, weight, std::nullopt, mask, stride, padding, dilation, max_density);
   const int64_t bias_size[1] = {weight.size(0)};
-  auto grads = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size), stride, padding,
-                                        dilation, false, {0, 0}, 1, {false, true, true});
-  return {std::get<1>(grads).contiguous(), std::get<2>(grads)};
+  auto [gi, gw, gb] = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size), stride,
+                                               padding, dilation, false, {0, 0}, 1, output_mask);
+  return {output_mask[0] ? gi.contiguous(input.suggest_memory_format()) : at::empty({0}, input.options()),
+          output_mask[1] ? gw.contiguous() : at::empty({0}, weight.options()),
+          output_mask[2] ? gb : at::empty({0}, weight.options())};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sparsemask, CUDA, m) {
   m.impl("masked_conv2d", TORCH_FN(masked_conv2d_cuda));
-  m.impl("masked_conv2d_grad_input", TORCH_FN(masked_conv2d_grad_input_cuda));
-  m.impl("masked_conv2d_grad_weight", TORCH_FN(masked_conv2d_grad_weight_cuda));
+  m.impl("masked_conv2d_backward", TORCH_FN(masked_conv2d_backward_cuda));
 }
 
 }  // namespace sparsemask
