@@ -145,7 +145,8 @@ def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: T
 def _masked_conv2d_fake(input, weight, bias, mask, stride, padding, dilation, max_density):
     torch._check(input.dim() == 4 and weight.dim() == 4, lambda: "masked_conv2d: input and weight must be 4-D")
     ho, wo = conv_output_size(input.shape[2:], weight.shape[2:], stride, padding, dilation)
-    return input.new_empty((input.shape[0], weight.shape[0], ho, wo), memory_format=suggest_memory_format(input))
+    return torch.empty((input.shape[0], weight.shape[0], ho, wo), dtype=input.dtype, device=input.device,
+                       memory_format=suggest_memory_format(input))
 
 
 @torch.library.register_fake("sparsemask::masked_conv2d_backward")

@@ -461,8 +461,10 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
   if (use_dense(*pr.plan, max_density)) {
     return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(input.suggest_memory_format());
   }
-  at::Tensor out = at::zeros({input.size(0), weight.size(0), pr.ho, pr.wo},
-                             input.options().memory_format(input.suggest_memory_format()));
+  // (at::zeros has no memory_format argument: empty + zero_ keeps channels_last.)
+  at::Tensor out = at::empty({input.size(0), weight.size(0), pr.ho, pr.wo},
+                             input.options().memory_format(input.suggest_memory_format()))
+                       .zero_();
   if (out.numel() == 0 || pr.plan->nnz == 0) {
     return out;
   }
