@@ -1,0 +1,97 @@
+"""Iterative gradient attacks: PGD (Madry et al.) and BIM (Kurakin et al.) in L∞, L2, L1."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._common import (Attack, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
+                      make_generator, per_sample, project, random_in_ball, steepest_direction)
+
+
+class PGD(Attack):
+    """Projected gradient descent: ``steps`` normalised gradient steps, each projected back
+    onto the ``norm`` ball of radius ``eps`` around x and onto the [0, 1] box.
+
+    Args:
+        model: callable [N, ...] -> logits [N, K]; its mode and randomness are left alone.
+        eps: budget, float or per-sample tensor [N] (:func:`eps255` converts 0-255 units).
+        norm: ``"inf"`` | ``"2"`` | ``"1"``.
+        steps: number of iterations (the seeds' PGD16: 20 steps of size eps255(1)).
+        step_size: absolute step, float or [N]; default ``2.5 * eps / steps``.
+        random_start: start from a uniform point of the ball (Madry) instead of x (BIM).
+        loss: ``"ce"`` or ``"margin"``.
+        keep_best: return, per example, the iterate with the highest loss seen (the last
+            iterate otherwise).
+        l1_sparsity: for L1, use the sparse top-q step (None: grad / ||grad||_1).
+        seed / generator: for the random start.
+        progress: tqdm bar over the steps.
+    Call: ``attack(x, y, targets=None) -> x_adv``.
+    """
+
+    def __init__(self, model, eps: Eps = 8 / 255, norm="inf", *, steps: int = 10,
+                 step_size: Optional[Eps] = None, random_start: bool = True, loss: str = "ce",
+                 keep_best: bool = True, l1_sparsity: Optional[float] = None,
+                 seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 progress: bool = True):
+        super().__init__(model, progress=progress)
+        self.eps = check_eps(eps)
+        self.norm = check_norm(norm)
+        self.steps = check_nonneg("steps", steps, integer=True)
+        self.step_size = None if step_size is None else check_eps(step_size, "step_size")
+        self.random_start = bool(random_start)
+        adversarial_loss(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), None, loss)
+        self.loss = loss
+        self.keep_best = bool(keep_best)
+        if l1_sparsity is not None and not 0 < l1_sparsity <= 1:
+            raise ValueError(f"l1_sparsity must be in (0, 1] or None, got {l1_sparsity}")
+        self.l1_sparsity = l1_sparsity
+        self.generator = make_generator(seed, generator)
+
+    def _default_step(self, eps: torch.Tensor) -> torch.Tensor:
+        return 2.5 * eps / max(self.steps, 1)
+
+    def _run(self, x, y, targets):
+        eps = per_sample(self.eps, x)
+        alpha = self._default_step(eps) if self.step_size is None else per_sample(self.step_size, x)
+        loss_fn = lambda z: adversarial_loss(z, y, targets, self.loss)  # noqa: E731
+        x_adv = x.clone()
+        if self.random_start:
+            x_adv = (x + random_in_ball(x, eps, self.norm, self.generator)).clamp(0, 1)
+        best, best_loss = x_adv.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
+        with self._pbar(self.steps, type(self).__name__) as bar:
+            for _ in range(self.steps):
+                loss, grad = self.loss_grad(x_adv, loss_fn)
+                best, best_loss = self._update_best(best, best_loss, x_adv, loss)
+                step = alpha * steepest_direction(grad, self.norm, self.l1_sparsity)
+                delta = project(x_adv + step - x, eps, self.norm)
+                x_adv = (x + delta).clamp(0, 1).detach()
+                bar.update()
+        if not self.keep_best:
+            return x_adv
+        with torch.no_grad():
+            loss = loss_fn(self.logits(x_adv))
+        best, _ = self._update_best(best, best_loss, x_adv, loss)
+        return best
+
+    def _update_best(self, best, best_loss, x_adv, loss):
+        better = loss >= best_loss  # ">=": ties go to the later (further-optimised) iterate
+        mask = better.view(-1, *([1] * (x_adv.dim() - 1)))
+        return torch.where(mask, x_adv, best), torch.where(better, loss, best_loss)
+
+    def extra_repr(self) -> str:
+        return (f"eps={self.eps}, norm={self.norm!r}, steps={self.steps}, step_size={self.step_size}, "
+                f"random_start={self.random_start}, loss={self.loss!r}")
+
+
+class BIM(PGD):
+    """Basic iterative method (Kurakin et al. 2017): PGD without random start, default step
+    ``eps / steps``. Same arguments as :class:`PGD`."""
+
+    def __init__(self, model, eps: Eps = 8 / 255, norm="inf", *, steps: int = 10,
+                 step_size: Optional[Eps] = None, random_start: bool = False, **kwargs):
+        super().__init__(model, eps, norm, steps=steps, step_size=step_size,
+                         random_start=random_start, **kwargs)
+
+    def _default_step(self, eps: torch.Tensor) -> torch.Tensor:
+        return eps / max(self.steps, 1)
