@@ -1,0 +1,416 @@
+"""Triton kernels of ``masked_conv2d``: forward, grad_input, grad_weight (+ grad_bias).
+
+The mask is shared by the whole batch, so at one output position q the kept channels
+C_q = pos_ch[q, :pos_count[q]] form a dense GEMM with the batch as its M side:
+
+    forward      out[n, C_q, q]   = patch_q[n, :] @ W[C_q, :]^T           (M=N, N=|C_q|, K=kh*kw*C_in)
+    grad_weight  gW[C_q, :]      += go[n, C_q, q]^T @ patch_q[n, :]        (reduced over the batch)
+    grad_input   gx[n, :, p]      = sum over the taps (ky, kx) that land p on an output q
+                                    of go[n, C_q, q] @ W[C_q, :, ky, kx]     (gathered, no conflicts)
+
+The reduction index k of a patch runs over (ky, kx, c_in) with c_in fastest, so with a
+channels_last input (stride 1 over channels) every patch row is made of contiguous runs and
+the loads coalesce; other layouts work through the strides, just slower. Products
+accumulate in float32 (float64 for float64 inputs); float32 operands use TF32 when
+``torch.backends.cudnn.allow_tf32`` is set, as cuDNN's convolution does.
+
+The index lists come from ``torch.ops.sparsemask.mask_plan(mask)`` (the cached C++ plan),
+which has a static-shape fake kernel, so these ops trace under ``torch.compile``. Grids are
+static too: a program whose block of kept channels is empty exits at once.
+
+Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (tests); autotuning is then
+reduced to one small configuration so the interpreter stays fast.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+
+__all__ = ["masked_conv2d_triton"]
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _configs(space: Sequence[dict], interpret: dict) -> list[triton.Config]:
+    """Autotune configurations; a single small one under the interpreter (no benchmarking)."""
+    if _INTERPRET:
+        return [triton.Config(interpret, num_warps=1, num_stages=1)]
+    return [triton.Config({k: v for k, v in c.items() if k not in ("warps", "stages")},
+                          num_warps=c["warps"], num_stages=c["stages"]) for c in space]
+
+
+@triton.jit
+def _mma(a, b, acc, ALLOW_TF32: tl.constexpr):
+    """acc + a @ b in acc's dtype; TF32 only for float32 operands and only when allowed."""
+    if ALLOW_TF32:
+        return tl.dot(a, b, acc, input_precision="tf32")
+    else:
+        return tl.dot(a, b, acc, input_precision="ieee")
+
+
+# --------------------------------------------------------------------------------------
+# Forward
+
+_FWD_CONFIGS = _configs(
+    [
+        dict(BLOCK_N=64, BLOCK_J=16, BLOCK_K=64, warps=4, stages=3),
+        dict(BLOCK_N=128, BLOCK_J=16, BLOCK_K=64, warps=4, stages=3),
+        dict(BLOCK_N=128, BLOCK_J=32, BLOCK_K=32, warps=4, stages=3),
+        dict(BLOCK_N=128, BLOCK_J=32, BLOCK_K=64, warps=8, stages=3),
+        dict(BLOCK_N=64, BLOCK_J=32, BLOCK_K=64, warps=4, stages=4),
+        dict(BLOCK_N=256, BLOCK_J=16, BLOCK_K=32, warps=8, stages=3),
+    ],
+    interpret=dict(BLOCK_N=16, BLOCK_J=16, BLOCK_K=32),
+)
+
+
+@triton.autotune(configs=_FWD_CONFIGS, key=["N", "C_IN", "C_OUT", "KH", "KW"])
+@triton.jit
+def _masked_conv2d_fwd_kernel(
+    x_ptr,  # input [N, C_IN, H, W], any strides (channels_last: x_sc == 1)
+    w_ptr,  # weight [C_OUT, C_IN, KH, KW], any strides
+    b_ptr,  # bias [C_OUT] (read only when HAS_BIAS)
+    out_ptr,  # output [N, C_OUT, H_OUT, W_OUT], zero-filled; only kept neurons are written
+    pos_count_ptr,  # [Q] int32: kept channels of output position q
+    pos_ch_ptr,  # [Q, C_OUT] int32: their ids, first pos_count[q] valid
+    N, C_IN, H, W, C_OUT, H_OUT, W_OUT,  # sizes
+    x_sn, x_sc, x_sh, x_sw,  # input strides (elements)
+    w_sco, w_sc, w_sh, w_sw,  # weight strides
+    o_sn, o_sc, o_sh, o_sw,  # output strides
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,  # convolution parameters
+    KH: tl.constexpr,  # kernel height
+    KW: tl.constexpr,  # kernel width
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,  # accumulate in float64 (else float32)
+    ALLOW_TF32: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # images per program (the MMA M side)
+    BLOCK_J: tl.constexpr,  # kept channels per program (MMA N side)
+    BLOCK_K: tl.constexpr,  # patch elements per step (MMA K side)
+):
+    q = tl.program_id(0).to(tl.int64)
+    j0 = tl.program_id(1) * BLOCK_J
+    n0 = tl.program_id(2) * BLOCK_N
+    cnt = tl.load(pos_count_ptr + q)
+    if j0 < cnt:
+        oy = q // W_OUT
+        ox = q % W_OUT
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < N
+        offs_j = j0 + tl.arange(0, BLOCK_J)
+        j_ok = offs_j < cnt
+        ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
+        x_rows = x_ptr + offs_n.to(tl.int64)[:, None] * x_sn  # [BLOCK_N, 1]
+        w_rows = w_ptr + ch[:, None] * w_sco  # [BLOCK_J, 1]
+        k_total = KH * KW * C_IN
+        if IS_FP64:
+            acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float64)
+        else:
+            acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
+        for k0 in range(0, k_total, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < k_total
+            c = offs_k % C_IN
+            tap = offs_k // C_IN
+            ky = tap // KW
+            kx = tap % KW
+            iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+            ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+            in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+            x_off = c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw
+            xt = tl.load(x_rows + x_off[None, :], mask=n_ok[:, None] & in_ok[None, :], other=0.0)
+            w_off = c.to(tl.int64) * w_sc + ky * w_sh + kx * w_sw
+            wt = tl.load(w_rows + w_off[None, :], mask=j_ok[:, None] & k_ok[None, :], other=0.0)
+            acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + ch, mask=j_ok, other=0.0).to(acc.dtype)[None, :]
+        o_off = offs_n.to(tl.int64)[:, None] * o_sn + ch[None, :] * o_sc + oy * o_sh + ox * o_sw
+        tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=n_ok[:, None] & j_ok[None, :])
+
+
+# --------------------------------------------------------------------------------------
+# grad_input: gathered per input position p; every element of grad_input written once.
+
+_GRAD_INPUT_CONFIGS = _configs(
+    [
+        dict(BLOCK_N=64, BLOCK_C=32, BLOCK_J=16, warps=4, stages=3),
+        dict(BLOCK_N=128, BLOCK_C=32, BLOCK_J=16, warps=4, stages=3),
+        dict(BLOCK_N=128, BLOCK_C=64, BLOCK_J=16, warps=8, stages=3),
+        dict(BLOCK_N=64, BLOCK_C=64, BLOCK_J=32, warps=4, stages=3),
+        dict(BLOCK_N=256, BLOCK_C=32, BLOCK_J=16, warps=8, stages=2),
+    ],
+    interpret=dict(BLOCK_N=16, BLOCK_C=16, BLOCK_J=16),
+)
+
+
+@triton.autotune(configs=_GRAD_INPUT_CONFIGS, key=["N", "C_IN", "C_OUT", "KH", "KW"])
+@triton.jit
+def _masked_conv2d_grad_input_kernel(
+    go_ptr,  # grad_output [N, C_OUT, H_OUT, W_OUT], any strides (channels_last: g_sc == 1)
+    w_ptr,  # weight [C_OUT, C_IN, KH, KW], any strides
+    gx_ptr,  # grad_input [N, C_IN, H, W], fully written
+    pos_count_ptr,  # [Q] int32
+    pos_ch_ptr,  # [Q, C_OUT] int32
+    N, C_IN, H, W, C_OUT, H_OUT, W_OUT,  # sizes
+    g_sn, g_sc, g_sh, g_sw,  # grad_output strides
+    w_sco, w_sc, w_sh, w_sw,  # weight strides
+    gx_sn, gx_sc, gx_sh, gx_sw,  # grad_input strides
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
+    BLOCK_N: tl.constexpr,  # images per program (MMA M)
+    BLOCK_C: tl.constexpr,  # input channels per program (MMA N)
+    BLOCK_J: tl.constexpr,  # kept output channels per step (MMA K)
+):
+    p = tl.program_id(0).to(tl.int64)
+    c0 = tl.program_id(1) * BLOCK_C
+    n0 = tl.program_id(2) * BLOCK_N
+    iy = p // W
+    ix = p % W
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    offs_c = c0 + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C_IN
+    g_rows = go_ptr + offs_n.to(tl.int64)[:, None] * g_sn  # [BLOCK_N, 1]
+    w_cols = w_ptr + offs_c.to(tl.int64)[None, :] * w_sc  # [1, BLOCK_C]
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+    for ky in tl.static_range(KH):
+        ty = iy + PAD_H - ky * DIL_H
+        oy = ty // STRIDE_H
+        y_ok = (ty >= 0) & (ty - oy * STRIDE_H == 0) & (oy < H_OUT)
+        for kx in tl.static_range(KW):
+            tx = ix + PAD_W - kx * DIL_W
+            ox = tx // STRIDE_W
+            ok = y_ok & (tx >= 0) & (tx - ox * STRIDE_W == 0) & (ox < W_OUT)
+            q = tl.where(ok, oy * W_OUT + ox, 0)
+            cnt = tl.where(ok, tl.load(pos_count_ptr + q), 0)
+            for j0 in range(0, cnt, BLOCK_J):
+                offs_j = j0 + tl.arange(0, BLOCK_J)
+                j_ok = offs_j < cnt
+                ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
+                g = tl.load(g_rows + (ch * g_sc + oy * g_sh + ox * g_sw)[None, :],
+                            mask=n_ok[:, None] & j_ok[None, :], other=0.0)
+                wt = tl.load(w_cols + (ch * w_sco + ky * w_sh + kx * w_sw)[:, None],
+                             mask=j_ok[:, None] & c_ok[None, :], other=0.0)
+                acc = _mma(g, wt, acc, ALLOW_TF32)
+    gx_off = offs_n.to(tl.int64)[:, None] * gx_sn + offs_c.to(tl.int64)[None, :] * gx_sc + iy * gx_sh + ix * gx_sw
+    tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=n_ok[:, None] & c_ok[None, :])
+
+
+# --------------------------------------------------------------------------------------
+# grad_weight (+ grad_bias): per output position, reduced over the batch, added atomically
+# into a float32 (float64) buffer gw [C_OUT, KH*KW*C_IN] in (ky, kx, c_in) order.
+
+_GRAD_WEIGHT_CONFIGS = _configs(
+    [
+        dict(BLOCK_J=16, BLOCK_K=64, BLOCK_N=64, warps=4, stages=3),
+        dict(BLOCK_J=16, BLOCK_K=128, BLOCK_N=64, warps=4, stages=3),
+        dict(BLOCK_J=32, BLOCK_K=64, BLOCK_N=64, warps=4, stages=3),
+        dict(BLOCK_J=16, BLOCK_K=64, BLOCK_N=128, warps=8, stages=3),
+        dict(BLOCK_J=32, BLOCK_K=128, BLOCK_N=32, warps=8, stages=2),
+    ],
+    interpret=dict(BLOCK_J=16, BLOCK_K=32, BLOCK_N=16),
+)
+
+
+@triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["N", "C_IN", "C_OUT", "KH", "KW"],
+                 reset_to_zero=["gw_ptr", "gb_ptr"])
+@triton.jit
+def _masked_conv2d_grad_weight_kernel(
+    go_ptr,  # grad_output [N, C_OUT, H_OUT, W_OUT], any strides
+    x_ptr,  # input [N, C_IN, H, W], any strides
+    gw_ptr,  # grad_weight accumulator [C_OUT, KH*KW*C_IN] float32/float64, zero-filled
+    gb_ptr,  # grad_bias accumulator [C_OUT] float32/float64, zero-filled (used when HAS_BIAS)
+    pos_count_ptr,  # [Q] int32
+    pos_ch_ptr,  # [Q, C_OUT] int32
+    N, C_IN, H, W, C_OUT, H_OUT, W_OUT,  # sizes
+    g_sn, g_sc, g_sh, g_sw,  # grad_output strides
+    x_sn, x_sc, x_sh, x_sw,  # input strides
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr,
+    ALLOW_TF32: tl.constexpr,
+    BLOCK_J: tl.constexpr,  # kept channels per program (MMA M)
+    BLOCK_K: tl.constexpr,  # patch elements per program (MMA N)
+    BLOCK_N: tl.constexpr,  # images per step (MMA K)
+):
+    q = tl.program_id(0).to(tl.int64)
+    j0 = tl.program_id(1) * BLOCK_J
+    pid_k = tl.program_id(2)
+    cnt = tl.load(pos_count_ptr + q)
+    if j0 < cnt:
+        oy = q // W_OUT
+        ox = q % W_OUT
+        offs_j = j0 + tl.arange(0, BLOCK_J)
+        j_ok = offs_j < cnt
+        ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
+        k_total = KH * KW * C_IN
+        offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < k_total
+        c = offs_k % C_IN
+        tap = offs_k // C_IN
+        ky = tap // KW
+        kx = tap % KW
+        iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+        ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+        in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        x_cols = x_ptr + (c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw)[None, :]  # [1, BLOCK_K]
+        g_rows = go_ptr + (ch * g_sc + oy * g_sh + ox * g_sw)[:, None]  # [BLOCK_J, 1]
+        if IS_FP64:
+            acc = tl.zeros((BLOCK_J, BLOCK_K), dtype=tl.float64)
+            gsum = tl.zeros((BLOCK_J,), dtype=tl.float64)
+        else:
+            acc = tl.zeros((BLOCK_J, BLOCK_K), dtype=tl.float32)
+            gsum = tl.zeros((BLOCK_J,), dtype=tl.float32)
+        for n0 in range(0, N, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            n_ok = offs_n < N
+            g = tl.load(g_rows + offs_n.to(tl.int64)[None, :] * g_sn, mask=j_ok[:, None] & n_ok[None, :], other=0.0)
+            xt = tl.load(x_cols + offs_n.to(tl.int64)[:, None] * x_sn, mask=n_ok[:, None] & in_ok[None, :],
+                         other=0.0)
+            acc = _mma(g, xt, acc, ALLOW_TF32)
+            if HAS_BIAS:
+                gsum += tl.sum(g.to(gsum.dtype), axis=1)
+        tl.atomic_add(gw_ptr + ch[:, None] * k_total + offs_k[None, :], acc, mask=j_ok[:, None] & k_ok[None, :])
+        if HAS_BIAS:
+            tl.atomic_add(gb_ptr + ch, gsum, mask=j_ok & (pid_k == 0))
+
+
+# --------------------------------------------------------------------------------------
+# Launchers and the registered ops
+
+
+def _flags(dtype: torch.dtype) -> dict:
+    return dict(IS_FP64=dtype == torch.float64,
+                ALLOW_TF32=dtype == torch.float32 and bool(torch.backends.cudnn.allow_tf32))
+
+
+def _out_size(input: Tensor, weight: Tensor, stride, padding, dilation) -> tuple[int, int]:
+    return tuple((input.shape[2 + i] + 2 * padding[i] - dilation[i] * (weight.shape[2 + i] - 1) - 1) // stride[i] + 1
+                 for i in range(2))
+
+
+def _conv_args(stride, padding, dilation) -> tuple:
+    return (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
+
+
+@torch.library.triton_op("sparsemask::masked_conv2d_triton", mutates_args=())
+def _masked_conv2d_triton_op(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor,
+                             stride: list[int], padding: list[int], dilation: list[int]) -> Tensor:
+    n, c_in, h, w = input.shape
+    c_out, _, kh, kw = weight.shape
+    ho, wo = _out_size(input, weight, stride, padding, dilation)
+    # Dropped neurons are never visited by the kernel, so the output starts at zero.
+    out = torch.empty((n, c_out, ho, wo), dtype=input.dtype, device=input.device,
+                      memory_format=suggest_memory_format(input)).zero_()
+    pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
+    if out.numel() == 0:
+        return out
+    grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
+    torch.library.wrap_triton(_masked_conv2d_fwd_kernel)[grid](
+        input, weight, bias if bias is not None else out, out, pos_count, pos_ch,
+        n, c_in, h, w, c_out, ho, wo,
+        *input.stride(), *weight.stride(), *out.stride(), *_conv_args(stride, padding, dilation),
+        KH=kh, KW=kw, HAS_BIAS=bias is not None, **_flags(input.dtype),
+    )
+    return out
+
+
+@torch.library.triton_op("sparsemask::masked_conv2d_triton_backward", mutates_args=())
+def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight: Tensor, mask: Tensor,
+                                      stride: list[int], padding: list[int], dilation: list[int],
+                                      output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    n, c_in, h, w = input.shape
+    c_out, _, kh, kw = weight.shape
+    ho, wo = _out_size(input, weight, stride, padding, dilation)
+    need_input, need_weight, need_bias = output_mask
+    pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
+    flags = _flags(input.dtype)
+    conv = _conv_args(stride, padding, dilation)
+    grad_input = input.new_empty(0)
+    grad_weight = weight.new_empty(0)
+    grad_bias = weight.new_empty(0)
+    if need_input:
+        grad_input = torch.empty_like(input, memory_format=suggest_memory_format(input))
+        if grad_input.numel() > 0:
+            grid = lambda meta: (h * w, triton.cdiv(c_in, meta["BLOCK_C"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
+            torch.library.wrap_triton(_masked_conv2d_grad_input_kernel)[grid](
+                grad_output, weight, grad_input, pos_count, pos_ch,
+                n, c_in, h, w, c_out, ho, wo,
+                *grad_output.stride(), *weight.stride(), *grad_input.stride(), *conv,
+                KH=kh, KW=kw, **flags,
+            )
+    if need_weight or need_bias:
+        acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+        gw = torch.zeros((c_out, kh * kw * c_in), dtype=acc_dtype, device=input.device)
+        gb = torch.zeros((c_out,), dtype=acc_dtype, device=input.device)
+        if n > 0:
+            # grad_bias alone needs one program per kept (q, channel) block, so one K block.
+            k_total = kh * kw * c_in
+            grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]),  # noqa: E731
+                                 triton.cdiv(k_total, meta["BLOCK_K"]) if need_weight else 1)
+            torch.library.wrap_triton(_masked_conv2d_grad_weight_kernel)[grid](
+                grad_output, input, gw, gb, pos_count, pos_ch,
+                n, c_in, h, w, c_out, ho, wo,
+                *grad_output.stride(), *input.stride(), *conv,
+                KH=kh, KW=kw, HAS_BIAS=bool(need_bias), **flags,
+            )
+        if need_weight:
+            grad_weight = gw.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2).to(weight.dtype).contiguous()
+        if need_bias:
+            grad_bias = gb.to(weight.dtype)
+    return grad_input, grad_weight, grad_bias
+
+
+def _setup_context(ctx, inputs, output):
+    input, weight, bias, mask, stride, padding, dilation = inputs
+    ctx.save_for_backward(input, weight, mask)
+    ctx.conv_args = (stride, padding, dilation)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_output):
+    input, weight, mask = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    need_bias = bool(need_bias and ctx.has_bias)
+    grad_input, grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_triton_backward(
+        grad_output, input, weight, mask, *ctx.conv_args, [bool(need_input), bool(need_weight), need_bias])
+    return (grad_input if need_input else None, grad_weight if need_weight else None,
+            grad_bias if need_bias else None, None, None, None, None)
+
+
+_masked_conv2d_triton_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def masked_conv2d_triton(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor,
+                         stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]) -> Tensor:
+    """``conv2d(input, weight, bias, stride, padding, dilation) * mask`` with the Triton kernels.
+
+    Args:
+        input: [N, C_in, H, W] float16/bfloat16/float32/float64 on CUDA (or CPU under
+            ``TRITON_INTERPRET=1``); channels_last is the fast layout.
+        weight: [C_out, C_in, kh, kw]; bias: [C_out] or None; mask: bool [C_out, H_out, W_out].
+        stride, padding, dilation: 2-lists of ints (already validated by
+            :func:`sparsemask.masked_conv2d`, which calls this for backend ``"triton"``).
+
+    Returns:
+        [N, C_out, H_out, W_out] in the input's dtype and memory format, 0 where mask is False.
+        Differentiable (grad_input, grad_weight, grad_bias through the Triton kernels).
+    """
+    if input.device.type != "cuda" and not _INTERPRET:
+        raise RuntimeError(f"masked_conv2d: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU "
+                           f"tensors), got input on {input.device}")
+    return torch.ops.sparsemask.masked_conv2d_triton(input, weight, bias, mask, list(stride), list(padding),
+                                                     list(dilation))
