@@ -1,0 +1,45 @@
+"""Model builders for every architecture in the seeds, torchvision style.
+
+Every builder has the signature ``(num_classes=10, in_channels=3, input_size=32,
+defective=None, **kw)`` with ``defective = dict(keep=..., where="bottom"|"top"|[names],
+kind="neuron"|"channel"|"shared", widen=1, seed=..., reference="sparse"|"paper")``.
+Inputs are in [0, 1]; normalisation is the model's first module. ``build(name, **kw)``
+looks a builder up in :data:`MODELS`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .common import Normalize
+from .densenet import DenseNet, densenet121
+from .lenet import CWMnist, LeNet5, cw_mnist, lenet5
+from .resnet import ResNet, resnet18, resnet50
+from .senet import SENet, senet18
+from .vgg import VGG, vgg19
+from .wide_resnet import WideResNet, wide_resnet, wrn_28_10, wrn_32_4
+
+__all__ = ["MODELS", "build", "Normalize", "resnet18", "resnet50", "densenet121", "senet18", "vgg19",
+           "wide_resnet", "wrn_32_4", "wrn_28_10", "lenet5", "cw_mnist", "ResNet", "DenseNet", "SENet", "VGG",
+           "WideResNet", "LeNet5", "CWMnist"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "densenet121": densenet121,
+    "senet18": senet18,
+    "vgg19": vgg19,
+    "wide_resnet": wide_resnet,
+    "wrn_32_4": wrn_32_4,
+    "wrn_28_10": wrn_28_10,
+    "lenet5": lenet5,
+    "cw_mnist": cw_mnist,
+}
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """``MODELS[name](**kwargs)``, with a clear error for unknown names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)

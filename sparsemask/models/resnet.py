@@ -1,0 +1,128 @@
+"""ResNet-18 and ResNet-50 (He et al. 2016), torchvision module names, CIFAR or ImageNet stem.
+
+Blocks as the seeds count them (000/001 appendix C): block 0 is the stem conv, blocks 1-4
+are ``layer1``..``layer4``. Defective placement:
+  ResNet-18  bottom = blocks 0, 1, 2 (stem conv + every 3x3 conv of layer1, layer2);
+             top = blocks 3, 4. Shortcut (``downsample``) 1x1 convs are not block layers.
+  ResNet-50  bottom = the 3x3 convs of blocks 0, 1, 2 (the CIFAR stem is 3x3, so it counts;
+             the 7x7 ImageNet stem does not); top = the 3x3 convs of blocks 3, 4.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .common import Normalize, check_builder_args, choose_stem, default_stats, finish
+
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet50"]
+
+
+def _downsample(in_planes: int, out_planes: int, stride: int) -> Optional[nn.Module]:
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), nn.BatchNorm2d(out_planes))
+
+
+class BasicBlock(nn.Module):
+    """relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x)); [N, C_in, H, W] -> [N, planes, H/s, W/s]."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.downsample = _downsample(in_planes, planes, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (stride), 1x1 expand (x4), post-activation; [N, C_in, H, W] -> [N, 4*planes, H/s, W/s]."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = _downsample(in_planes, planes * 4, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with a Normalize first module; input [N, C, H, W] in [0, 1] -> logits [N, num_classes]."""
+
+    def __init__(self, block, layers: list[int], num_classes: int = 10, in_channels: int = 3, stem: str = "cifar",
+                 mean=None, std=None) -> None:
+        super().__init__()
+        d_mean, d_std = default_stats(in_channels)
+        self.normalize = Normalize(d_mean if mean is None else mean, d_std if std is None else std)
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        in_planes = 64
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(in_planes, planes, 2 if (j == 0 and i > 0) else 1))
+                in_planes = planes * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _placement(model: ResNet, only_3x3: bool) -> dict:
+    blocks = [["conv1"]]
+    for i in range(1, 5):
+        blocks.append([f"layer{i}.{n}" for n, m in getattr(model, f"layer{i}").named_modules()
+                       if isinstance(m, nn.Conv2d) and "downsample" not in n])
+    if only_3x3:
+        blocks = [[n for n in b if tuple(model.get_submodule(n).kernel_size) == (3, 3)] for b in blocks]
+    return {"bottom": blocks[0] + blocks[1] + blocks[2], "top": blocks[3] + blocks[4]}
+
+
+def resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, defective: Optional[dict] = None,
+             *, stem: Optional[str] = None, mean=None, std=None) -> ResNet:
+    """ResNet-18 (2-2-2-2 basic blocks). ``defective=dict(keep=..., where="bottom", kind=..., widen=1, seed=...)``."""
+    check_builder_args("resnet18", num_classes, in_channels, input_size)
+    model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, choose_stem(stem, input_size), mean, std)
+    return finish(model, in_channels, input_size, _placement(model, only_3x3=False), defective)
+
+
+def resnet50(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, defective: Optional[dict] = None,
+             *, stem: Optional[str] = None, mean=None, std=None) -> ResNet:
+    """ResNet-50 (3-4-6-3 bottlenecks); defective placement on the 3x3 convs of blocks 0-2."""
+    check_builder_args("resnet50", num_classes, in_channels, input_size)
+    model = ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, choose_stem(stem, input_size), mean, std)
+    return finish(model, in_channels, input_size, _placement(model, only_3x3=True), defective)

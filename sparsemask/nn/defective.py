@@ -1,0 +1,187 @@
+"""Defective convolutional layers (seeds 000/001): output neurons at fixed random positions are zero.
+
+``DefectiveConv2d``     a Conv2d whose mask is a persistent bool buffer; forward runs
+                        :func:`sparsemask.masked_conv2d`, which computes the kept neurons only.
+``MaskedBatchNorm2d``   a BatchNorm2d that multiplies its output by the mask of the
+                        defective conv feeding it: the defective unit of the published code is
+                        ``act(mask * BN(conv(x)))`` — BN adds its shift ``beta - gamma*mu/sigma``
+                        everywhere, so without the second mask the defective neurons would not
+                        stay zero after BN.
+
+BN statistics. In the default order the convolution is sparse, so BN's batch mean/variance
+are taken over a tensor that is exactly 0 at the defective positions. The official code
+computed the dense convolution, ran BN on the dense values and masked afterwards
+(``reference="paper"``): its statistics include the values of the defective neurons. The
+two orders give identical outputs in eval mode with the same running statistics (BN is an
+affine map per channel, and the mask zeroes the defective positions either way); in
+training mode the normalisation constants, hence the learned models, differ slightly.
+Use ``reference="paper"`` (``DefectiveConv2d.defer_mask = True``) for parity runs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..masks import MASK_KINDS, check_keep, random_mask
+from ..ops import conv_output_size, masked_conv2d
+
+__all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES"]
+
+IntPair = Union[int, Sequence[int]]
+REFERENCES = ("sparse", "paper")
+
+
+def _check_feature_size(feature_size) -> tuple[int, int]:
+    if isinstance(feature_size, int):
+        feature_size = (feature_size, feature_size)
+    try:
+        h, w = (int(v) for v in feature_size)
+    except (TypeError, ValueError):
+        raise TypeError(f"feature_size must be an int or a pair (H_out, W_out), got {feature_size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"feature_size must be positive, got {(h, w)}")
+    return h, w
+
+
+class DefectiveConv2d(nn.Conv2d):
+    """Conv2d with fixed defective output neurons, computed sparsely.
+
+    ``y = conv2d(x, weight, bias) * mask`` with ``mask`` a bool buffer [C_out, H_out, W_out]
+    drawn once by :func:`sparsemask.random_mask` (``kind`` = ``neuron`` | ``channel`` |
+    ``shared``, keep probability ``keep``) and saved in the state_dict.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as nn.Conv2d
+            (``groups`` must be 1, ``padding_mode`` "zeros", padding an int or pair).
+        keep: probability a neuron is kept (the seeds' p; seed 000's drop ratio is 1 - p).
+        kind: mask kind, see :data:`sparsemask.MASK_KINDS`.
+        feature_size: (H_out, W_out) of this layer's output in the model (int for square).
+        seed / generator: where the mask comes from (neither: torch's global generator).
+
+    Shapes: input [N, C_in, H, W] -> output [N, C_out, H_out, W_out], exactly 0 where
+    ``mask`` is False (unless ``defer_mask``: then the dense output, masked later by the
+    :class:`MaskedBatchNorm2d` that follows — the official code's order).
+
+    The mask's plan (index lists) is cached by the op per mask storage and version, so the
+    module keeps ONE mask tensor for its life and updates it in place (``load_state_dict``
+    copies into it: one plan rebuild, then cache hits).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
+                 padding: IntPair = 0, dilation: IntPair = 1, bias: bool = True, *, keep: float,
+                 kind: str = "neuron", feature_size, seed: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None, groups: int = 1, padding_mode: str = "zeros",
+                 device=None, dtype=None) -> None:
+        if groups != 1:
+            raise ValueError(f"DefectiveConv2d: only groups=1 is supported, got groups={groups}")
+        if padding_mode != "zeros":
+            raise ValueError(f"DefectiveConv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        if isinstance(padding, str):
+            raise ValueError(f"DefectiveConv2d: padding must be an int or a pair of ints, got {padding!r}")
+        keep = check_keep(keep)
+        if kind not in MASK_KINDS:
+            raise ValueError(f"DefectiveConv2d: unknown kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")
+        feature_size = _check_feature_size(feature_size)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=1, bias=bias,
+                         device=device, dtype=dtype)
+        self.keep = keep
+        self.kind = kind
+        self.feature_size = feature_size
+        # True when a MaskedBatchNorm2d downstream applies the mask (reference="paper").
+        self.defer_mask = False
+        mask = random_mask(out_channels, *feature_size, keep, kind, seed=seed, generator=generator,
+                           device=self.weight.device)
+        self.register_buffer("mask", mask, persistent=True)
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, *, keep: float, feature_size, kind: str = "neuron",
+                    seed: Optional[int] = None, generator: Optional[torch.Generator] = None) -> "DefectiveConv2d":
+        """A DefectiveConv2d with ``conv``'s hyper-parameters and a copy of its weights."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"from_conv2d: conv must be an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError(f"from_conv2d: only groups=1 convolutions can be made defective, got groups={conv.groups}")
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                  bias=conv.bias is not None, keep=keep, kind=kind, feature_size=feature_size, seed=seed,
+                  generator=generator, padding_mode=conv.padding_mode, device=conv.weight.device,
+                  dtype=conv.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+        new.train(conv.training)
+        return new
+
+    def kept_fraction(self) -> float:
+        """Fraction of kept neurons in the mask."""
+        return float(self.mask.float().mean())
+
+    def _check_input(self, input: Tensor) -> None:
+        out = conv_output_size(input.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
+        if tuple(out) != tuple(self.mask.shape[1:]):
+            raise ValueError(
+                f"DefectiveConv2d: an input of spatial size {tuple(input.shape[-2:])} gives an output of "
+                f"{tuple(out)}, but this layer's feature_size (mask) is {tuple(self.mask.shape[1:])}; "
+                "build the layer for the input size the model sees")
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.dim() == 4:
+            self._check_input(input)
+        if self.defer_mask:
+            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        return masked_conv2d(input, self.weight, self.bias, self.mask, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        s = f"{super().extra_repr()}, keep={self.keep:g}, kind={self.kind}, kept={self.kept_fraction():.3f}"
+        if self.defer_mask:
+            s += ", reference=paper"
+        return s
+
+
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d followed by the mask of the defective conv that feeds it: ``BN(x) * mask``.
+
+    Same parameters, buffers and state_dict keys as the BatchNorm2d it replaces; the mask
+    is read from ``source`` (a :class:`DefectiveConv2d`) at every call, so it follows that
+    module through ``.to()``, ``load_state_dict`` and ``deepcopy`` and is stored once.
+
+    Shapes: [N, C, H, W] -> [N, C, H, W] with C, H, W matching ``source.mask``.
+    """
+
+    def __init__(self, num_features: int, source: DefectiveConv2d, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        if not isinstance(source, DefectiveConv2d):
+            raise TypeError(f"MaskedBatchNorm2d: source must be a DefectiveConv2d, got {type(source).__name__}")
+        if source.out_channels != num_features:
+            raise ValueError(f"MaskedBatchNorm2d: num_features={num_features} must equal the source conv's "
+                             f"out_channels={source.out_channels}")
+        # A tuple keeps the conv out of this module's children (no duplicate parameters or
+        # state_dict entries) while deepcopy still maps it to the copied conv.
+        self._source = (source,)
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d, source: DefectiveConv2d) -> "MaskedBatchNorm2d":
+        """Wrap ``bn``'s parameters and running statistics (shared, not copied)."""
+        if not isinstance(bn, nn.BatchNorm2d):
+            raise TypeError(f"from_batchnorm: bn must be an nn.BatchNorm2d, got {type(bn).__name__}")
+        new = cls(bn.num_features, source, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                  track_running_stats=bn.track_running_stats, device="meta")
+        # Take over bn's tensors as they are (device, dtype, values).
+        new.weight, new.bias = bn.weight, bn.bias
+        new.running_mean, new.running_var, new.num_batches_tracked = bn.running_mean, bn.running_var, \
+            bn.num_batches_tracked
+        new.train(bn.training)
+        return new
+
+    @property
+    def source(self) -> DefectiveConv2d:
+        return self._source[0]
+
+    def forward(self, input: Tensor) -> Tensor:
+        return super().forward(input) * self.source.mask
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, masked_by=DefectiveConv2d(keep={self.source.keep:g}, kind={self.source.kind})"
