@@ -315,7 +315,8 @@ def widen_channels(model: nn.Module, names: Iterable[str], factor: int,
 
 
 def _device(m: nn.Module):
-    t = next(iter(m.parameters()), None) or next(iter(m.buffers()), None)
+    t = next(iter(m.parameters()), None)
+    t = next(iter(m.buffers()), None) if t is None else t
     return t.device if t is not None else None
 
 
