@@ -85,6 +85,8 @@ class RandomResizePad(Randomized, nn.Module):
     # -- patterns ---------------------------------------------------------------------------
     def check_pattern(self, pattern) -> Pattern:
         """``pattern`` as a :class:`Pattern`, or ValueError if it does not fit ``out_size``."""
+        if isinstance(pattern, list):
+            pattern = tuple(pattern)
         if not isinstance(pattern, tuple) or len(pattern) not in (3, 4):
             raise TypeError(f"pattern must be Pattern(size, top, left[, flip]), got {pattern!r}")
         pattern = Pattern(*pattern)
@@ -151,7 +153,7 @@ class RandomResizePad(Randomized, nn.Module):
 
     def fix_pattern(self, pattern: Optional[Sequence]) -> "RandomResizePad":
         """Use ``pattern`` for every image and call (None: back to random). Returns self."""
-        self._fixed = None if pattern is None else self.check_pattern(tuple(pattern))
+        self._fixed = None if pattern is None else self.check_pattern(pattern)
         return self
 
     def release_pattern(self) -> "RandomResizePad":
@@ -166,7 +168,7 @@ class RandomResizePad(Randomized, nn.Module):
     # -- transform --------------------------------------------------------------------------
     def apply(self, x: Tensor, pattern) -> Tensor:
         """Apply one ``pattern`` to every image: [N, C, H, W] -> [N, C, out_size, out_size]."""
-        pattern = self.check_pattern(tuple(pattern))
+        pattern = self.check_pattern(pattern)
         self._check_input(x)
         size, top, left, flip = pattern
         if x.shape[-2:] != (size, size):
@@ -218,7 +220,7 @@ class PatternEnsemble(nn.Module):
         if not patterns:
             raise ValueError("patterns must not be empty")
         self.model, self.transform, self.combine = model, transform, combine
-        self.patterns = [transform.check_pattern(tuple(p)) for p in patterns]
+        self.patterns = [transform.check_pattern(p) for p in patterns]
         combine_outputs([torch.zeros(1, 2)], combine)  # validates `combine` now, not at first call
 
     def forward(self, x: Tensor) -> Tensor:
