@@ -56,7 +56,8 @@ class CW(Attack):
                 w = w0.clone()
                 m, v = torch.zeros_like(w), torch.zeros_like(w)
                 succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
-                prev = float("inf")
+                prev = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
+                done = torch.zeros(n, dtype=torch.bool, device=x.device)
                 for it in range(self.steps):
                     loss, grad, x_new, margin = self._loss_grad_w(w, x, y, targets, c)
                     # Record the best before stepping: x_new is the point the model just scored.
@@ -66,18 +67,20 @@ class CW(Attack):
                     best_l2 = torch.where(better, l2, best_l2)
                     best_adv = torch.where(better.view(view), x_new, best_adv)
                     succeeded |= ok
+                    # Early abort is decided per example, so a row's result never depends on
+                    # the rest of the batch.
+                    if self.abort_early and it % max(1, self.steps // 10) == 0:
+                        done |= loss > prev * 0.9999
+                        prev = torch.where(done, prev, loss)
+                        if done.all():
+                            bar.update(self.steps - it)
+                            break
                     # Adam (elementwise, so every example is optimised independently of the batch)
                     m = 0.9 * m + 0.1 * grad
                     v = 0.999 * v + 0.001 * grad * grad
                     m_hat, v_hat = m / (1 - 0.9 ** (it + 1)), v / (1 - 0.999 ** (it + 1))
-                    w = w - self.lr * m_hat / (v_hat.sqrt() + 1e-8)
+                    w = torch.where(done.view(view), w, w - self.lr * m_hat / (v_hat.sqrt() + 1e-8))
                     bar.update()
-                    if self.abort_early and it % max(1, self.steps // 10) == 0:
-                        total = loss.sum().item()
-                        if total > prev * 0.9999:
-                            bar.update(self.steps - it - 1)
-                            break
-                        prev = total
                 # Binary search on c, per example.
                 upper = torch.where(succeeded, torch.minimum(upper, c), upper)
                 lower = torch.where(succeeded, lower, torch.maximum(lower, c))
