@@ -1,0 +1,216 @@
+"""Model builders: seed placements, sparse == dense per architecture, parameters, state_dict, stems, errors."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import sparsemask
+from sparsemask import models
+from sparsemask.nn import DefectiveConv2d, MaskedBatchNorm2d, defective_layers
+
+
+def _r18_layer(i):
+    return [f"layer{i}.{b}.conv{c}" for b in range(2) for c in (1, 2)]
+
+
+# The seeds' placements (000/001 appendix C), written out by hand.
+EXPECTED_BOTTOM = {
+    "resnet18": ["conv1"] + _r18_layer(1) + _r18_layer(2),
+    "resnet50": ["conv1"] + [f"layer1.{b}.conv2" for b in range(3)] + [f"layer2.{b}.conv2" for b in range(4)],
+    "densenet121": ["conv1"] + [f"dense1.{i}.conv2" for i in range(6)] + [f"dense2.{i}.conv2" for i in range(12)],
+    "senet18": ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "layer2.0.conv1",
+                "layer2.0.conv2"],
+    "vgg19": ["features.0", "features.3", "features.7", "features.10"],
+    "wide_resnet": ["conv1"] + [f"block1.{u}.conv{c}" for u in range(5) for c in (1, 2)],
+    "lenet5": ["conv1"],
+    "cw_mnist": ["conv1", "conv2"],
+}
+EXPECTED_TOP_COUNT = {"resnet18": 8, "resnet50": 9, "densenet121": 40, "senet18": 6, "vgg19": 4, "wide_resnet": 20,
+                      "lenet5": 1, "cw_mnist": 2}
+
+
+def _params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_BOTTOM))
+def test_bottom_placement_names_match_seeds_and_params_unchanged(name):
+    torch.manual_seed(0)
+    plain = models.build(name)
+    torch.manual_seed(0)
+    model = models.build(name, defective=dict(keep=0.1, seed=0))
+    assert defective_layers(model) == EXPECTED_BOTTOM[name]
+    assert len(model.defect_placement["top"]) == EXPECTED_TOP_COUNT[name]
+    assert not set(model.defect_placement["top"]) & set(model.defect_placement["bottom"])
+    assert _params(model) == _params(plain)
+    for n, m in model.named_modules():  # every defective conv followed by BN has it masked
+        if isinstance(m, MaskedBatchNorm2d):
+            assert m.source.keep == 0.1
+    # same weights as the standard model: defect() only adds masks
+    sd_plain, sd = plain.state_dict(), model.state_dict()
+    assert set(sd) - set(sd_plain) == {f"{n}.mask" for n in EXPECTED_BOTTOM[name]}
+    assert all(torch.equal(sd[k], sd_plain[k]) for k in sd_plain)
+
+
+def test_top_placement_resnet18():
+    model = models.resnet18(defective=dict(keep=0.3, where="top", seed=0))
+    assert defective_layers(model) == _r18_layer(3) + _r18_layer(4)
+    assert model.layer4[1].conv2.feature_size == (4, 4)
+
+
+def test_resnet50_imagenet_stem_is_not_a_3x3_defective_layer():
+    model = models.resnet50(input_size=224)
+    assert model.conv1.kernel_size == (7, 7) and isinstance(model.maxpool, nn.MaxPool2d)
+    assert model.defect_placement["bottom"][0] == "layer1.0.conv2"
+    assert len(model.defect_placement["bottom"]) == 7
+
+
+def test_resnet18_imagenet_stem_224():
+    model = models.resnet18(num_classes=7, input_size=224, defective=dict(keep=0.2, seed=0))
+    assert model.conv1.kernel_size == (7, 7) and model.conv1.feature_size == (112, 112)
+    assert model.layer2[1].conv2.feature_size == (28, 28)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 224, 224)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg19", "lenet5", "cw_mnist", "wide_resnet"])
+def test_grayscale_28x28(name):
+    model = models.build(name, in_channels=1, input_size=28, defective=dict(keep=0.5, seed=0))
+    assert model.normalize.mean.shape == (1, 1, 1)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+# Sparse path (C++ CPU kernels, forced) vs dense reference (conv2d * mask), forward and gradients,
+# at 16x16 with batch 2 so every architecture fits the test budget. float64: with train-mode BN
+# over batch 2 at 2x2 feature maps the deep nets' gradients are ill-conditioned, and float32
+# round-off alone (dense vs dense in another summation order) moves them by ~0.5%.
+@pytest.mark.parametrize("name,kind", [("resnet18", "neuron"), ("resnet50", "neuron"), ("densenet121", "channel"),
+                                       ("senet18", "shared"), ("vgg19", "neuron"), ("wide_resnet", "neuron"),
+                                       ("lenet5", "neuron"), ("cw_mnist", "neuron")])
+def test_sparse_path_equals_dense_reference(name, kind):
+    torch.manual_seed(0)
+    size = 16 if name not in ("lenet5", "cw_mnist") else 28
+    model = models.build(name, input_size=size, defective=dict(keep=0.3, kind=kind, seed=1)).double()
+    ref = copy.deepcopy(model)
+    x = torch.rand(2, 3, size, size, dtype=torch.float64)
+    with sparsemask.backend("cpu"):
+        torch.manual_seed(2)  # same dropout draws in both runs (cw_mnist)
+        y = model(x)
+        y.square().sum().backward()
+    with sparsemask.backend("dense"):
+        torch.manual_seed(2)
+        y_ref = ref(x)
+        y_ref.square().sum().backward()
+    torch.testing.assert_close(y, y_ref)
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=lambda m: f"{name} {n}: {m}")
+
+
+def test_outputs_zero_at_defective_positions_inside_model():
+    model = models.resnet18(input_size=16, defective=dict(keep=0.2, seed=0))
+    outs = {}
+    for n, m in model.named_modules():
+        if isinstance(m, MaskedBatchNorm2d):
+            m.register_forward_hook(lambda mod, a, o, n=n: outs.__setitem__(n, (mod.source.mask, o)))
+    with sparsemask.backend("cpu"):
+        model(torch.rand(2, 3, 16, 16))
+    assert len(outs) == 9
+    for n, (mask, out) in outs.items():
+        assert bool((out.detach()[:, ~mask] == 0).all()), n
+        assert bool((out.detach()[:, mask] != 0).any()), n
+
+
+def test_state_dict_round_trip_and_loading_other_masks():
+    a = models.resnet18(input_size=16, defective=dict(keep=0.3, seed=0))
+    b = models.resnet18(input_size=16, defective=dict(keep=0.3, seed=5))
+    assert not torch.equal(a.conv1.mask, b.conv1.mask)
+    b.load_state_dict(a.state_dict())
+    for n in defective_layers(a):
+        assert torch.equal(a.get_submodule(n).mask, b.get_submodule(n).mask)
+    a.eval(), b.eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad(), sparsemask.backend("cpu"):
+        torch.testing.assert_close(a(x), b(x))
+    # a standard model's checkpoint has no masks: loading it into a defective model is an error
+    with pytest.raises(RuntimeError, match="mask"):
+        b.load_state_dict(models.resnet18(input_size=16).state_dict())
+
+
+def test_widen_multiplies_defective_channels():
+    plain = models.resnet18(input_size=16)
+    wide = models.resnet18(input_size=16, defective=dict(keep=0.1, widen=2, seed=0))
+    assert wide.conv1.out_channels == 128 and wide.layer2[1].conv2.out_channels == 256
+    assert wide.layer3[0].conv1.in_channels == 256 and wide.layer3[0].conv1.out_channels == 256
+    assert wide.layer3[0].downsample[0].in_channels == 256
+    assert _params(wide) > _params(plain)
+    assert wide(torch.rand(2, 3, 16, 16)).shape == (2, 10)
+    vgg = models.vgg19(input_size=16, defective=dict(keep=0.1, widen=3, seed=0))
+    assert [vgg.get_submodule(n).out_channels for n in EXPECTED_BOTTOM["vgg19"]] == [192, 192, 384, 384]
+    assert vgg.features[14].in_channels == 384
+    with pytest.raises(ValueError, match="concatenates"):
+        models.densenet121(input_size=16, defective=dict(keep=0.1, widen=2))
+
+
+def test_wide_resnet_variants():
+    w284 = models.wrn_28_10(input_size=16)
+    assert len(w284.block1) == 4 and w284.block3[0].conv1.out_channels == 640
+    w = models.wide_resnet(depth=32, width=4)
+    assert len(w.block1) == 5 and w.block1[0].conv1.out_channels == 64
+    with pytest.raises(ValueError, match="depth"):
+        models.wide_resnet(depth=30)
+
+
+def test_normalize_inside_model_and_per_pixel_mean():
+    model = models.resnet18(input_size=16)
+    data = torch.rand(20, 3, 16, 16)
+    model.normalize.fit_(data, per_pixel=True)
+    assert model.normalize.mean.shape == (3, 16, 16)
+    assert "per-pixel" in repr(model.normalize)
+    other = models.resnet18(input_size=16)
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other.normalize.mean, data.mean(0))
+
+
+def test_paper_reference_builds_deferred_masks():
+    model = models.resnet18(input_size=16, defective=dict(keep=0.3, seed=0, reference="paper"))
+    assert all(model.get_submodule(n).defer_mask for n in defective_layers(model))
+    model.eval()
+    sparse = models.resnet18(input_size=16, defective=dict(keep=0.3, seed=0))
+    sparse.load_state_dict(model.state_dict())
+    sparse.eval()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), sparse(x), atol=1e-5, rtol=1e-5)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet19'"):
+        models.build("resnet19")
+    with pytest.raises(TypeError, match="unknown keys"):
+        models.resnet18(defective=dict(keep=0.1, drop=0.9))
+    with pytest.raises(TypeError, match="'keep'"):
+        models.resnet18(defective=dict(where="bottom"))
+    with pytest.raises(ValueError, match="keep must be in"):
+        models.resnet18(defective=dict(keep=2))
+    with pytest.raises(ValueError, match="no layer named 'layer9'"):
+        models.resnet18(defective=dict(keep=0.1, where=["layer9"]))
+    with pytest.raises(ValueError, match="num_classes"):
+        models.resnet18(num_classes=0)
+    with pytest.raises(ValueError, match="stem"):
+        models.resnet18(stem="tiny")
+    model = models.resnet18(input_size=32, defective=dict(keep=0.1, seed=0))
+    with pytest.raises(ValueError, match="feature_size"):
+        model(torch.rand(1, 3, 16, 16))
+
+
+def test_where_by_block_prefix():
+    model = models.resnet18(input_size=16, defective=dict(keep=0.5, where=["layer3"], seed=0))
+    names = defective_layers(model)
+    assert names[0] == "layer3.0.conv1" and "layer3.0.downsample.0" in names and len(names) == 5
+    assert all(isinstance(model.get_submodule(n), DefectiveConv2d) for n in names)
