@@ -198,23 +198,32 @@ inline void forward_tile_jb(int jb, const T* const* xs, const T* const* ws, cons
   }
 }
 
+// Work is split into tiles of (a block of kRowBlock images) x (kPosChunk output positions),
+// ordered so that one thread sweeps many positions with the same images: the rows those
+// images' patches come from then stay in L2 while the positions advance, instead of the
+// whole batch's patches (megabytes) streaming from L3 for every position.
+constexpr int64_t kPosChunk = 64;
+
 template <typename T>
 void forward_kernel(const T* xp, const T* wp, const T* bias, const MaskPlan& plan, const Geometry& g, T* out,
                     at::IntArrayRef out_strides) {
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t sN = out_strides[0], sC = out_strides[1], sH = out_strides[2], sW = out_strides[3];
-  at::parallel_for(0, g.Q, 1, [&](int64_t q0, int64_t q1) {
+  const int64_t nblocks = (g.N + kRowBlock - 1) / kRowBlock;
+  const int64_t qchunks = (g.Q + kPosChunk - 1) / kPosChunk;
+  at::parallel_for(0, nblocks * qchunks, 1, [&](int64_t t0, int64_t t1) {
     const T* xs[kRowBlock];
     const T* ws[kColBlock];
     T res[kRowBlock][kColBlock];
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t cnt = pos_count[q];
-      if (cnt == 0) continue;
-      const int32_t* chs = pos_ch + q * g.K;
-      const int64_t org = g.origin(q), out_q = (q / g.Wo) * sH + (q % g.Wo) * sW;
-      for (int64_t n0 = 0; n0 < g.N; n0 += kRowBlock) {
-        const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, g.N - n0));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = (t / qchunks) * kRowBlock, qbegin = (t % qchunks) * kPosChunk;
+      const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, g.N - n0));
+      for (int64_t q = qbegin; q < std::min(g.Q, qbegin + kPosChunk); ++q) {
+        const int64_t cnt = pos_count[q];
+        if (cnt == 0) continue;
+        const int32_t* chs = pos_ch + q * g.K;
+        const int64_t org = g.origin(q), out_q = (q / g.Wo) * sH + (q % g.Wo) * sW;
         for (int n = 0; n < nb; ++n) xs[n] = xp + (n0 + n) * g.img_stride + org;
         for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
           const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
@@ -247,13 +256,20 @@ at::Tensor gather_kept_grad(const at::Tensor& grad_output, const MaskPlan& plan,
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
-  at::parallel_for(0, g.Q, 16, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t base = (q / g.Wo) * sH + (q % g.Wo) * sW;
-      for (int64_t j = 0; j < pos_count[q]; ++j) {
-        const T* s = src + base + pos_ch[q * g.K + j] * sC;
-        T* d = dst + (pos_start[q] + j) * g.N;
-        for (int64_t n = 0; n < g.N; ++n) d[n] = s[n * sN];
+  // Chunks of 16 images (one 64-byte line of a gk row) outermost: each gk line is written
+  // whole, and the 16 images' grad_output is read as 16 sequential streams (channels_last).
+  constexpr int64_t kChunk = 16;
+  at::parallel_for(0, (g.N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t n0 = c0 * kChunk; n0 < std::min(g.N, c1 * kChunk); n0 += kChunk) {
+      const int64_t n1 = std::min(g.N, n0 + kChunk);
+      for (int64_t q = 0; q < g.Q; ++q) {
+        const T* s = src + (q / g.Wo) * sH + (q % g.Wo) * sW;
+        const int32_t* chs = pos_ch + q * g.K;
+        for (int64_t j = 0; j < pos_count[q]; ++j) {
+          const T* sj = s + chs[j] * sC;
+          T* d = dst + (pos_start[q] + j) * g.N;
+          for (int64_t n = n0; n < n1; ++n) d[n] = sj[n * sN];
+        }
       }
     }
   });
@@ -358,12 +374,13 @@ void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geo
 // loaded once per tile of JB kept channels and reused by all of them (an outer product
 // accumulated over the batch), which is what makes this cheaper than per-channel loops.
 template <typename T, int JB, int CV>
-inline void grad_weight_tile(const T* const* grows, const T* xq, const Geometry& g, T* const* gw) {
+inline void grad_weight_tile(const T* const* grows, const T* xq, const Geometry& g, int64_t n0, int64_t n1,
+                             T* const* gw) {
   constexpr int64_t L = kLanes<T>;
   Vec<T> acc[JB][CV];
   for (int j = 0; j < JB; ++j)
     for (int v = 0; v < CV; ++v) acc[j][v] = loadu(gw[j] + v * L);
-  for (int64_t n = 0; n < g.N; ++n) {
+  for (int64_t n = n0; n < n1; ++n) {
     const T* x = xq + n * g.img_stride;
     Vec<T> xv[CV];
     for (int v = 0; v < CV; ++v) xv[v] = loadu(x + v * L);
@@ -377,30 +394,35 @@ inline void grad_weight_tile(const T* const* grows, const T* xq, const Geometry&
 }
 
 template <typename T, int JB>
-inline void grad_weight_tile_cv(int cv, const T* const* grows, const T* xq, const Geometry& g, T* const* gw) {
+inline void grad_weight_tile_cv(int cv, const T* const* grows, const T* xq, const Geometry& g, int64_t n0,
+                                int64_t n1, T* const* gw) {
   switch (cv) {
-    case 1: return grad_weight_tile<T, JB, 1>(grows, xq, g, gw);
-    case 2: return grad_weight_tile<T, JB, 2>(grows, xq, g, gw);
-    case 3: return grad_weight_tile<T, JB, 3>(grows, xq, g, gw);
-    default: return grad_weight_tile<T, JB, 4>(grows, xq, g, gw);
+    case 1: return grad_weight_tile<T, JB, 1>(grows, xq, g, n0, n1, gw);
+    case 2: return grad_weight_tile<T, JB, 2>(grows, xq, g, n0, n1, gw);
+    case 3: return grad_weight_tile<T, JB, 3>(grows, xq, g, n0, n1, gw);
+    default: return grad_weight_tile<T, JB, 4>(grows, xq, g, n0, n1, gw);
   }
 }
 
 template <typename T>
 inline void grad_weight_tile_dispatch(int jb, int cv, const T* const* grows, const T* xq, const Geometry& g,
-                                      T* const* gw) {
+                                      int64_t n0, int64_t n1, T* const* gw) {
   switch (jb) {
-    case 1: return grad_weight_tile_cv<T, 1>(cv, grows, xq, g, gw);
-    case 2: return grad_weight_tile_cv<T, 2>(cv, grows, xq, g, gw);
-    case 3: return grad_weight_tile_cv<T, 3>(cv, grows, xq, g, gw);
-    default: return grad_weight_tile_cv<T, 4>(cv, grows, xq, g, gw);
+    case 1: return grad_weight_tile_cv<T, 1>(cv, grows, xq, g, n0, n1, gw);
+    case 2: return grad_weight_tile_cv<T, 2>(cv, grows, xq, g, n0, n1, gw);
+    case 3: return grad_weight_tile_cv<T, 3>(cv, grows, xq, g, n0, n1, gw);
+    default: return grad_weight_tile_cv<T, 4>(cv, grows, xq, g, n0, n1, gw);
   }
 }
 
+// Images per grad_weight tile: enough to amortise the accumulators' load/store, few enough
+// that these images' input rows stay in L2 while the positions advance.
+constexpr int64_t kImageChunk = 16;
+
 // Returns gw [K, kh, kw, Cp] in dtype T.
 template <typename T>
-at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan,
-                                                     const Geometry& g, const at::TensorOptions& opts) {
+at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, const Geometry& g,
+                              const at::TensorOptions& opts) {
   const int64_t nthreads = at::get_num_threads();
   at::Tensor gw_all = at::zeros({nthreads, g.K, g.kh, g.kw, g.Cp}, opts);
   T* gw_base = gw_all.data_ptr<T>();
@@ -408,25 +430,31 @@ at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan,
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
   constexpr int64_t L = kLanes<T>;
-  at::parallel_for(0, g.Q, 1, [&](int64_t q0, int64_t q1) {
+  const int64_t nchunks = (g.N + kImageChunk - 1) / kImageChunk;
+  const int64_t qchunks = (g.Q + kPosChunk - 1) / kPosChunk;
+  at::parallel_for(0, nchunks * qchunks, 1, [&](int64_t t0, int64_t t1) {
     const int64_t tid = at::get_thread_num();
     TORCH_CHECK(tid < nthreads, "masked_conv2d: thread id ", tid, " out of range ", nthreads);
     T* gw = gw_base + tid * g.K * g.krow;
     const T* grows[kColBlock];
     T* gws[kColBlock];
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t cnt = pos_count[q];
-      if (cnt == 0) continue;
-      const int32_t* chs = pos_ch + q * g.K;
-      const int64_t org = g.origin(q);
-      for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
-        const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
-        for (int j = 0; j < jb; ++j) grows[j] = gk + (pos_start[q] + j0 + j) * g.N;
-        for (int64_t s = 0; s < g.nseg; ++s) {
-          for (int64_t k0 = 0; k0 < g.seglen; k0 += kColBlock * L) {
-            const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.seglen - k0) / L));
-            for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + g.seg_w[s] + k0;
-            grad_weight_tile_dispatch<T>(jb, cv, grows, xp + org + g.seg_x[s] + k0, g, gws);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = (t / qchunks) * kImageChunk, n1 = std::min(g.N, n0 + kImageChunk);
+      const int64_t qbegin = (t % qchunks) * kPosChunk;
+      for (int64_t q = qbegin; q < std::min(g.Q, qbegin + kPosChunk); ++q) {
+        const int64_t cnt = pos_count[q];
+        if (cnt == 0) continue;
+        const int32_t* chs = pos_ch + q * g.K;
+        const int64_t org = g.origin(q);
+        for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
+          const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
+          for (int j = 0; j < jb; ++j) grows[j] = gk + (pos_start[q] + j0 + j) * g.N;
+          for (int64_t s = 0; s < g.nseg; ++s) {
+            for (int64_t k0 = 0; k0 < g.seglen; k0 += kColBlock * L) {
+              const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.seglen - k0) / L));
+              for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + g.seg_w[s] + k0;
+              grad_weight_tile_dispatch<T>(jb, cv, grows, xp + org + g.seg_x[s] + k0, g, n0, n1, gws);
+            }
           }
         }
       }
