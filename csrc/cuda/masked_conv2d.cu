@@ -1,10 +1,25 @@
-// CUDA kernels of sparsemask::masked_conv2d.
+// CUDA kernels of sparsemask::masked_conv2d: forward, grad_input, grad_weight (+ grad_bias).
 //
-// Starting point for the GPU issue: the ops are registered for CUDA with the dense
-// (cuDNN conv + mask) path that `auto` falls back to; forcing the sparse path
-// (max_density >= 1, backend "cuda") raises until the sparse CUDA kernels land.
+// Only kept outputs are computed. The mask is shared by the whole batch, so at an output
+// position q the kept channels C_q (the plan's pos_ch[q, :pos_count[q]]) form a small dense
+// GEMM with the batch as its M side:
+//   forward      out[n, C_q, q] = patch_q[n, :] . W[C_q, :]          one block per (q, image tile)
+//   grad_input   gx[n, :, p]    = sum over taps landing p on q of go[n, C_q, q] . W[C_q, :, tap]
+//                                 one block per (input position, image tile); each element of
+//                                 grad_input written by exactly one thread, no atomics
+//   grad_weight  gW[C_q, :]    += go[n, C_q, q]^T . patch_q[n, :]    one block per (q, K tile),
+//                                 reduced over the batch in the block, added atomically into a
+//                                 float32 (float64) buffer; grad_bias rides along.
+// The reduction index k of a patch runs over (ky, kx, c_in) with c_in fastest, so channels_last
+// inputs (stride 1 over channels) give coalesced patch loads; every layout works via strides.
+//
+// This is the simple, correct version: 32x32 shared-memory tiles, scalar FMA in the
+// accumulation type (float for half/bfloat16/float, double for double), int64 indexing.
+// Tensor-core (mma/wmma) variants for half/bfloat16 are the next step; see docs/gpu.md.
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -14,23 +29,320 @@
 namespace sparsemask {
 namespace {
 
-void prepare_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                  const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                  double max_density) {
+constexpr int kTile = 32;                  // images, channels and patch elements per tile
+constexpr int kThreads = 256;              // 8 warps
+constexpr int kRows = kThreads / kTile;    // 8: each thread owns kTile / kRows = 4 outputs
+constexpr int kPerThread = kTile / kRows;  // 4
+
+// Sizes, convolution parameters and element strides, passed by value to every kernel.
+struct Geometry {
+  int64_t N, C, H, W;  // input
+  int64_t K, Ho, Wo;   // output channels and size
+  int64_t kh, kw, KT;  // kernel; KT = kh * kw * C patch elements
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t x[4], w[4], o[4];  // strides of input, weight, output (or grad_output)
+};
+
+// Patch element k of output position (oy, ox) as an input offset; -1 when it is padding.
+__device__ __forceinline__ int64_t patch_offset(const Geometry& g, int64_t k, int64_t oy, int64_t ox) {
+  const int64_t c = k % g.C, tap = k / g.C;
+  const int64_t ky = tap / g.kw, kx = tap % g.kw;
+  const int64_t iy = oy * g.sh - g.ph + ky * g.dh, ix = ox * g.sw - g.pw + kx * g.dw;
+  if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return -1;
+  return c * g.x[1] + iy * g.x[2] + ix * g.x[3];
+}
+
+// Patch element k as a weight offset within one output channel's filter.
+__device__ __forceinline__ int64_t weight_offset(const Geometry& g, int64_t k) {
+  const int64_t c = k % g.C, tap = k / g.C;
+  return c * g.w[1] + (tap / g.kw) * g.w[2] + (tap % g.kw) * g.w[3];
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward. Block (q, image tile); thread (tn, tj) owns images n0 + tn and tile channels
+// tj + kRows * r. The patch tile is stored [k][n] (consecutive threads read consecutive n),
+// the weight tile [k][j] (a warp shares tj, so those reads broadcast).
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
+                                                           const T* __restrict__ bias, T* __restrict__ out,
+                                                           const int32_t* __restrict__ pos_count,
+                                                           const int32_t* __restrict__ pos_ch, Geometry g) {
+  const int64_t q = blockIdx.x;
+  const int cnt = pos_count[q];
+  if (cnt == 0) return;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  __shared__ Acc xs[kTile][kTile + 1];
+  __shared__ Acc ws[kTile][kTile + 1];
+  __shared__ int32_t chs[kTile];
+  const int tid = threadIdx.x, tn = tid % kTile, tj = tid / kTile;
+  for (int j0 = 0; j0 < cnt; j0 += kTile) {
+    __syncthreads();  // the previous tile's readers of chs are done
+    if (tid < kTile) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+    Acc acc[kPerThread];
+#pragma unroll
+    for (int r = 0; r < kPerThread; ++r) acc[r] = Acc(0);
+    for (int64_t k0 = 0; k0 < g.KT; k0 += kTile) {
+      __syncthreads();
+      for (int e = tid; e < kTile * kTile; e += kThreads) {
+        const int kk = e % kTile, nn = e / kTile;
+        const int64_t k = k0 + kk, n = n0 + nn;
+        Acc v = Acc(0);
+        if (k < g.KT && n < g.N) {
+          const int64_t off = patch_offset(g, k, oy, ox);
+          if (off >= 0) v = static_cast<Acc>(x[n * g.x[0] + off]);
+        }
+        xs[kk][nn] = v;
+      }
+      for (int e = tid; e < kTile * kTile; e += kThreads) {
+        const int kk = e % kTile, jj = e / kTile;
+        const int64_t k = k0 + kk;
+        const int32_t ch = chs[jj];
+        ws[kk][jj] = k < g.KT && ch >= 0 ? static_cast<Acc>(w[ch * g.w[0] + weight_offset(g, k)]) : Acc(0);
+      }
+      __syncthreads();
+#pragma unroll 8
+      for (int kk = 0; kk < kTile; ++kk) {
+        const Acc xv = xs[kk][tn];
+#pragma unroll
+        for (int r = 0; r < kPerThread; ++r) acc[r] += xv * ws[kk][tj + kRows * r];
+      }
+    }
+    const int64_t n = n0 + tn;
+    if (n < g.N) {
+#pragma unroll
+      for (int r = 0; r < kPerThread; ++r) {
+        const int32_t ch = chs[tj + kRows * r];
+        if (ch < 0) continue;
+        const Acc b = bias != nullptr ? static_cast<Acc>(bias[ch]) : Acc(0);
+        out[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]] = static_cast<T>(acc[r] + b);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// grad_input. Block (input position p, image tile); thread (tn, tc) owns images n0 + tn and
+// input channels c0 + tc + kRows * r. For every tap that lands p on an output position q,
+// the kept channels of q are walked in tiles: gs [j][n] = grad_output, ws [j][c] = weight.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads) grad_input_kernel(const T* __restrict__ go, const T* __restrict__ w,
+                                                              T* __restrict__ gx, const int32_t* __restrict__ pos_count,
+                                                              const int32_t* __restrict__ pos_ch, Geometry g,
+                                                              int64_t gx_s0, int64_t gx_s1, int64_t gx_s2,
+                                                              int64_t gx_s3) {
+  const int64_t p = blockIdx.x;
+  const int64_t iy = p / g.W, ix = p % g.W;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  __shared__ Acc gs[kTile][kTile + 1];
+  __shared__ Acc ws[kTile][kTile + 1];
+  __shared__ int32_t chs[kTile];
+  const int tid = threadIdx.x, tn = tid % kTile, tc = tid / kTile;
+  const int64_t n = n0 + tn;
+  for (int64_t c0 = 0; c0 < g.C; c0 += kTile) {
+    Acc acc[kPerThread];
+#pragma unroll
+    for (int r = 0; r < kPerThread; ++r) acc[r] = Acc(0);
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      const int64_t ty = iy + g.ph - ky * g.dh;
+      if (ty < 0 || ty % g.sh != 0 || ty / g.sh >= g.Ho) continue;  // uniform over the block
+      const int64_t oy = ty / g.sh;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const int64_t tx = ix + g.pw - kx * g.dw;
+        if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.Wo) continue;
+        const int64_t ox = tx / g.sw, q = oy * g.Wo + ox;
+        const int cnt = pos_count[q];
+        for (int j0 = 0; j0 < cnt; j0 += kTile) {
+          __syncthreads();  // previous readers of chs, gs, ws are done
+          if (tid < kTile) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+          __syncthreads();
+          for (int e = tid; e < kTile * kTile; e += kThreads) {
+            const int jj = e % kTile, nn = e / kTile;
+            const int32_t ch = chs[jj];
+            const int64_t ni = n0 + nn;
+            gs[jj][nn] = ch >= 0 && ni < g.N
+                             ? static_cast<Acc>(go[ni * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]])
+                             : Acc(0);
+          }
+          for (int e = tid; e < kTile * kTile; e += kThreads) {
+            const int cc = e % kTile, jj = e / kTile;
+            const int32_t ch = chs[jj];
+            const int64_t c = c0 + cc;
+            ws[jj][cc] = ch >= 0 && c < g.C
+                             ? static_cast<Acc>(w[ch * g.w[0] + c * g.w[1] + ky * g.w[2] + kx * g.w[3]])
+                             : Acc(0);
+          }
+          __syncthreads();
+#pragma unroll 8
+          for (int jj = 0; jj < kTile; ++jj) {
+            const Acc gv = gs[jj][tn];
+#pragma unroll
+            for (int r = 0; r < kPerThread; ++r) acc[r] += gv * ws[jj][tc + kRows * r];
+          }
+        }
+      }
+    }
+    if (n < g.N) {
+#pragma unroll
+      for (int r = 0; r < kPerThread; ++r) {
+        const int64_t c = c0 + tc + kRows * r;
+        if (c < g.C) gx[n * gx_s0 + c * gx_s1 + iy * gx_s2 + ix * gx_s3] = static_cast<T>(acc[r]);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// grad_weight (+ grad_bias). Block (q, K tile); thread (tk, tj) owns patch element k0 + tk
+// and tile channels tj + kRows * r. Tiles over the batch: gs [n][j] = grad_output,
+// xs [n][k] = patch. Results go to gw [K, KT] (and gb [K]) with atomicAdd.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads) grad_weight_kernel(const T* __restrict__ go, const T* __restrict__ x,
+                                                               Acc* __restrict__ gw, Acc* __restrict__ gb,
+                                                               const int32_t* __restrict__ pos_count,
+                                                               const int32_t* __restrict__ pos_ch, Geometry g,
+                                                               bool need_weight) {
+  const int64_t q = blockIdx.x;
+  const int cnt = pos_count[q];
+  if (cnt == 0) return;
+  const int64_t k0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  const bool do_bias = gb != nullptr && blockIdx.y == 0;
+  __shared__ Acc gs[kTile][kTile + 1];
+  __shared__ Acc xs[kTile][kTile + 1];
+  __shared__ int64_t xoff[kTile];  // input offset of patch element k0 + kk, -1 for padding
+  __shared__ int32_t chs[kTile];
+  const int tid = threadIdx.x, tk = tid % kTile, tj = tid / kTile;
+  if (tid < kTile) xoff[tid] = k0 + tid < g.KT ? patch_offset(g, k0 + tid, oy, ox) : -1;
+  for (int j0 = 0; j0 < cnt; j0 += kTile) {
+    __syncthreads();
+    if (tid < kTile) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+    Acc acc[kPerThread], bsum[kPerThread];
+#pragma unroll
+    for (int r = 0; r < kPerThread; ++r) acc[r] = bsum[r] = Acc(0);
+    for (int64_t n0 = 0; n0 < g.N; n0 += kTile) {
+      __syncthreads();
+      for (int e = tid; e < kTile * kTile; e += kThreads) {
+        const int jj = e % kTile, nn = e / kTile;
+        const int32_t ch = chs[jj];
+        const int64_t n = n0 + nn;
+        gs[nn][jj] = ch >= 0 && n < g.N ? static_cast<Acc>(go[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]])
+                                        : Acc(0);
+      }
+      if (need_weight) {
+        for (int e = tid; e < kTile * kTile; e += kThreads) {
+          const int kk = e % kTile, nn = e / kTile;
+          const int64_t n = n0 + nn, off = xoff[kk];
+          xs[nn][kk] = off >= 0 && n < g.N ? static_cast<Acc>(x[n * g.x[0] + off]) : Acc(0);
+        }
+      }
+      __syncthreads();
+      if (need_weight) {
+#pragma unroll 8
+        for (int nn = 0; nn < kTile; ++nn) {
+          const Acc xv = xs[nn][tk];
+#pragma unroll
+          for (int r = 0; r < kPerThread; ++r) acc[r] += gs[nn][tj + kRows * r] * xv;
+        }
+      }
+      if (do_bias && tk == 0) {
+        for (int nn = 0; nn < kTile; ++nn)
+#pragma unroll
+          for (int r = 0; r < kPerThread; ++r) bsum[r] += gs[nn][tj + kRows * r];
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kPerThread; ++r) {
+      const int32_t ch = chs[tj + kRows * r];
+      if (ch < 0) continue;
+      if (need_weight && k0 + tk < g.KT) atomicAdd(gw + ch * g.KT + k0 + tk, acc[r]);
+      if (do_bias && tk == 0) atomicAdd(gb + ch, bsum[r]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Host side
+
+Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const ConvParams& p, int64_t ho,
+                       int64_t wo, const at::Tensor& out_like) {
+  Geometry g;
+  g.N = input.size(0);
+  g.C = input.size(1);
+  g.H = input.size(2);
+  g.W = input.size(3);
+  g.K = weight.size(0);
+  g.Ho = ho;
+  g.Wo = wo;
+  g.kh = weight.size(2);
+  g.kw = weight.size(3);
+  g.KT = g.kh * g.kw * g.C;
+  g.sh = p.sh;
+  g.sw = p.sw;
+  g.ph = p.ph;
+  g.pw = p.pw;
+  g.dh = p.dh;
+  g.dw = p.dw;
+  for (int i = 0; i < 4; ++i) {
+    g.x[i] = input.stride(i);
+    g.w[i] = weight.stride(i);
+    g.o[i] = out_like.stride(i);
+  }
+  return g;
+}
+
+// CUDA grids allow 65535 blocks in y.
+void check_grid_y(int64_t blocks, const char* what) {
+  TORCH_CHECK(blocks <= 65535, "masked_conv2d (CUDA kernel): too many ", what, " tiles (", blocks,
+              " > 65535); split the batch");
+}
+
+struct Prepared {
+  ConvParams p;
+  int64_t ho, wo;
+  std::shared_ptr<const MaskPlan> plan;
+};
+
+Prepared prepare_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                      const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
+                      at::IntArrayRef dilation) {
   TORCH_CHECK(input.is_cuda(), "masked_conv2d (CUDA kernel): input must be a CUDA tensor, got ", input.device());
   ConvParams p = check_params(stride, padding, dilation);
-  check_masked_conv2d_args(input, weight, bias, mask, p);
-  TORCH_CHECK(max_density < 1.0 && get_plan(mask)->density > max_density,
-              "masked_conv2d: the sparse CUDA kernels are not built in this version; use backend 'auto', "
-              "'dense' or 'triton' on CUDA tensors");
+  auto [ho, wo] = check_masked_conv2d_args(input, weight, bias, mask, p);
+  std::shared_ptr<const MaskPlan> plan = get_plan(mask);
+  TORCH_CHECK(plan->pos_count.device() == input.device(), "masked_conv2d (CUDA kernel): the mask plan is on ",
+              plan->pos_count.device(), " but input is on ", input.device());
+  return {p, ho, wo, plan};
 }
+
+bool use_dense(const MaskPlan& plan, double max_density) { return max_density < 1.0 && plan.density > max_density; }
 
 at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
                               at::IntArrayRef dilation, double max_density) {
   c10::cuda::CUDAGuard guard(input.device());
-  prepare_cuda(input, weight, bias, mask, stride, padding, dilation, max_density);
-  return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(input.suggest_memory_format());
+  Prepared pr = prepare_cuda(input, weight, bias, mask, stride, padding, dilation);
+  const at::MemoryFormat fmt = input.suggest_memory_format();
+  if (use_dense(*pr.plan, max_density)) {
+    return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(fmt);
+  }
+  // Dropped neurons are never visited, so the output starts at zero.
+  at::Tensor out = at::zeros({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options().memory_format(fmt));
+  if (out.numel() == 0 || pr.plan->nnz == 0) return out;
+  const int64_t q = pr.ho * pr.wo, n_tiles = (input.size(0) + kTile - 1) / kTile;
+  check_grid_y(n_tiles, "image");
+  Geometry g = make_geometry(input, weight, pr.p, pr.ho, pr.wo, out);
+  const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_cuda", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    forward_kernel<scalar_t, Acc><<<dim3(q, n_tiles), kThreads, 0, stream>>>(
+        input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(),
+        pr.plan->pos_count.const_data_ptr<int32_t>(), pr.plan->pos_ch.const_data_ptr<int32_t>(), g);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
@@ -38,13 +350,69 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, double max_density,
     std::array<bool, 3> output_mask) {
   c10::cuda::CUDAGuard guard(input.device());
-  prepare_cuda(input, weight, std::nullopt, mask, stride, padding, dilation, max_density);
-  const int64_t bias_size[1] = {weight.size(0)};
-  auto [gi, gw, gb] = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size), stride,
-                                               padding, dilation, false, {0, 0}, 1, output_mask);
-  return {output_mask[0] ? gi.contiguous(input.suggest_memory_format()) : at::empty({0}, input.options()),
-          output_mask[1] ? gw.contiguous() : at::empty({0}, weight.options()),
-          output_mask[2] ? gb : at::empty({0}, weight.options())};
+  Prepared pr = prepare_cuda(input, weight, std::nullopt, mask, stride, padding, dilation);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({input.size(0), weight.size(0), pr.ho, pr.wo}),
+              "masked_conv2d_backward: grad_output must have the output's shape [", input.size(0), ", ",
+              weight.size(0), ", ", pr.ho, ", ", pr.wo, "], got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "masked_conv2d_backward: grad_output dtype ",
+              grad_output.scalar_type(), " must equal input dtype ", input.scalar_type());
+  TORCH_CHECK(grad_output.device() == input.device(), "masked_conv2d_backward: grad_output is on ",
+              grad_output.device(), " but input is on ", input.device());
+  const at::MemoryFormat fmt = input.suggest_memory_format();
+  const auto [need_input, need_weight, need_bias] = output_mask;
+  at::Tensor grad_input = at::empty({0}, input.options());
+  at::Tensor grad_weight = at::empty({0}, weight.options());
+  at::Tensor grad_bias = at::empty({0}, weight.options());
+  if (use_dense(*pr.plan, max_density)) {
+    const int64_t bias_size[1] = {weight.size(0)};
+    auto [gi, gw, gb] = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size),
+                                                 stride, padding, dilation, false, {0, 0}, 1, output_mask);
+    if (need_input) grad_input = gi.contiguous(fmt);
+    if (need_weight) grad_weight = gw.contiguous();
+    if (need_bias) grad_bias = gb;
+    return {grad_input, grad_weight, grad_bias};
+  }
+  if (input.numel() == 0 || pr.plan->nnz == 0) {
+    if (need_input) grad_input = at::zeros_like(input, input.options().memory_format(fmt));
+    if (need_weight) grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
+    if (need_bias) grad_bias = at::zeros({weight.size(0)}, weight.options());
+    return {grad_input, grad_weight, grad_bias};
+  }
+  const int64_t n_tiles = (input.size(0) + kTile - 1) / kTile;
+  Geometry g = make_geometry(input, weight, pr.p, pr.ho, pr.wo, grad_output);
+  const int64_t q = pr.ho * pr.wo;
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_backward_cuda", [&] {
+    using Acc = at::opmath_type<scalar_t>;
+    const int32_t* pos_count = pr.plan->pos_count.const_data_ptr<int32_t>();
+    const int32_t* pos_ch = pr.plan->pos_ch.const_data_ptr<int32_t>();
+    if (need_input) {
+      check_grid_y(n_tiles, "image");
+      grad_input = at::empty_like(input, input.options().memory_format(fmt));
+      grad_input_kernel<scalar_t, Acc><<<dim3(g.H * g.W, n_tiles), kThreads, 0, stream>>>(
+          grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+          grad_input.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g, grad_input.stride(0), grad_input.stride(1),
+          grad_input.stride(2), grad_input.stride(3));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (need_weight || need_bias) {
+      const at::ScalarType acc_type = c10::CppTypeToScalarType<Acc>::value;
+      at::Tensor gw = at::zeros({g.K, g.KT}, input.options().dtype(acc_type));
+      at::Tensor gb = at::zeros({g.K}, input.options().dtype(acc_type));
+      const int64_t k_tiles = need_weight ? (g.KT + kTile - 1) / kTile : 1;
+      check_grid_y(k_tiles, "patch");
+      grad_weight_kernel<scalar_t, Acc><<<dim3(q, k_tiles), kThreads, 0, stream>>>(
+          grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<Acc>(),
+          need_bias ? gb.mutable_data_ptr<Acc>() : nullptr, pos_count, pos_ch, g, need_weight);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (need_weight) {
+        // gw is [K, kh, kw, C] (patch order); the op returns [K, C, kh, kw] contiguous.
+        grad_weight = gw.view({g.K, g.kh, g.kw, g.C}).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();
+      }
+      if (need_bias) grad_bias = gb.to(weight.scalar_type());
+    }
+  });
+  return {grad_input, grad_weight, grad_bias};
 }
 
 }  // namespace
