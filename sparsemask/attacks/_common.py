@@ -122,7 +122,10 @@ def per_sample(value: Eps, x: torch.Tensor) -> torch.Tensor:
 
 
 def make_generator(seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
-    """A CPU generator from ``seed`` (or the given one); None means torch's global RNG."""
+    """A CPU generator from ``seed`` (or the given one); None means torch's global RNG.
+
+    Attacks call this at every call, so an attack built with ``seed=`` gives the same result
+    each time it is called; a ``generator=`` passed in advances from call to call."""
     if seed is not None and generator is not None:
         raise ValueError("give either seed or generator, not both")
     if generator is not None:
@@ -210,6 +213,24 @@ def steepest_direction(grad: torch.Tensor, norm: str, l1_sparsity: Optional[floa
     chosen = (flat.abs() >= thresh) & (flat != 0)
     d = flat.sign() * chosen
     return (d / d.abs().sum(1, keepdim=True).clamp_min(1)).view_as(grad)
+
+
+def check_seed(seed: Optional[int], generator: Optional[torch.Generator]):
+    """Validate a seed / generator pair at construction; returns them."""
+    if seed is not None and generator is not None:
+        raise ValueError("give either seed or generator, not both")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return seed, generator
+
+
+def box_free(grad: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """Zero the gradient where the [0, 1] box stops the ascent step (pixel at 0 pushed down or
+    at 1 pushed up), so normalised L2 / L1 steps spend their budget on pixels that can move."""
+    blocked = ((x_adv <= 0) & (grad < 0)) | ((x_adv >= 1) & (grad > 0))
+    return grad.masked_fill(blocked, 0)
 
 
 def random_in_ball(x: torch.Tensor, eps: torch.Tensor, norm: str,

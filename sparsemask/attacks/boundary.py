@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ._common import (Attack, check_inputs, check_nonneg, flat_norm, is_adversarial,
-                      make_generator, rand_like, randn_like)
+                      make_generator, check_seed, rand_like, randn_like)
 
 
 class Boundary(Attack):
@@ -48,7 +48,7 @@ class Boundary(Attack):
             raise ValueError(f"adaptation must be > 1, got {adaptation}")
         self.update_every = check_nonneg("update_every", update_every, integer=True, positive=True)
         self.init_attempts = check_nonneg("init_attempts", init_attempts, integer=True, positive=True)
-        self.generator = make_generator(seed, generator)
+        self.seed, self.generator = check_seed(seed, generator)
 
     def __call__(self, x, y, targets=None, starting_points: Optional[torch.Tensor] = None):
         return self.trace(x, y, targets, starting_points)[0]
@@ -81,7 +81,7 @@ class Boundary(Attack):
             return starting_points, self._adv(starting_points, y, targets)
         noise, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
         for _ in range(self.init_attempts):
-            u = rand_like(x, self.generator)
+            u = rand_like(x, self._gen)
             hit = self._adv(u, y, targets) & ~found
             noise = torch.where(hit.view(view), u, noise)
             found |= hit
@@ -97,6 +97,7 @@ class Boundary(Attack):
         return torch.where(found.view(view), start, x), found
 
     def _trace(self, x, y, targets, starting_points):
+        self._gen = make_generator(self.seed, self.generator)
         n = x.shape[0]
         view = (n, *([1] * (x.dim() - 1)))
         adv, found = self._initialise(x, y, targets, starting_points)
@@ -132,7 +133,7 @@ class Boundary(Attack):
         d = dist.clamp_min(1e-12).view(view)
         d = torch.where(torch.isinf(d), torch.ones_like(d), d)
         source_dir = (x - adv) / d
-        eta = randn_like(x, self.generator)
+        eta = randn_like(x, self._gen)
         eta = eta - (eta * source_dir).flatten(1).sum(1).view(view) * source_dir  # orthogonal
         eta = eta / flat_norm(eta, "2").clamp_min(1e-12) * sph.view(view) * d
         # Step sideways, then rescale so the point lies on the sphere of radius d around x.

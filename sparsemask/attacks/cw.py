@@ -90,11 +90,11 @@ class CW(Attack):
     def _loss_grad_w(self, w, x, y, targets, c):
         """Per-example C&W loss [N], its gradient w.r.t. w (mean over EOT passes), x' and margin."""
         w = w.detach().requires_grad_(True)
-        x_new = (torch.tanh(w) + 1) / 2
-        dist = (x_new - x).flatten(1).pow(2).sum(1)
         grad = torch.zeros_like(w)
         loss_sum, margin_sum = 0.0, 0.0
         for _ in range(self.eot_n):
+            x_new = (torch.tanh(w) + 1) / 2  # rebuilt per pass: each autograd.grad frees its graph
+            dist = (x_new - x).flatten(1).pow(2).sum(1)
             logits = self.model(x_new)
             margin = self._margin(logits, y, targets)
             loss = dist + c * torch.clamp(self.kappa - margin, min=0)

@@ -5,8 +5,8 @@ from typing import Optional
 
 import torch
 
-from ._common import (Attack, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
-                      make_generator, per_sample, project, random_in_ball, steepest_direction)
+from ._common import (Attack, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
+                      make_generator, check_seed, per_sample, project, random_in_ball, steepest_direction)
 
 
 class PGD(Attack):
@@ -46,7 +46,7 @@ class PGD(Attack):
         if l1_sparsity is not None and not 0 < l1_sparsity <= 1:
             raise ValueError(f"l1_sparsity must be in (0, 1] or None, got {l1_sparsity}")
         self.l1_sparsity = l1_sparsity
-        self.generator = make_generator(seed, generator)
+        self.seed, self.generator = check_seed(seed, generator)
 
     def _default_step(self, eps: torch.Tensor) -> torch.Tensor:
         return 2.5 * eps / max(self.steps, 1)
@@ -57,13 +57,14 @@ class PGD(Attack):
         loss_fn = lambda z: adversarial_loss(z, y, targets, self.loss)  # noqa: E731
         x_adv = x.clone()
         if self.random_start:
-            x_adv = (x + random_in_ball(x, eps, self.norm, self.generator)).clamp(0, 1)
+            gen = make_generator(self.seed, self.generator)
+            x_adv = (x + random_in_ball(x, eps, self.norm, gen)).clamp(0, 1)
         best, best_loss = x_adv.clone(), torch.full((x.shape[0],), float("-inf"), device=x.device)
         with self._pbar(self.steps, type(self).__name__) as bar:
             for _ in range(self.steps):
                 loss, grad = self.loss_grad(x_adv, loss_fn)
                 best, best_loss = self._update_best(best, best_loss, x_adv, loss)
-                step = alpha * steepest_direction(grad, self.norm, self.l1_sparsity)
+                step = alpha * steepest_direction(box_free(grad, x_adv), self.norm, self.l1_sparsity)
                 delta = project(x_adv + step - x, eps, self.norm)
                 x_adv = (x + delta).clamp(0, 1).detach()
                 bar.update()
