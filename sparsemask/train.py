@@ -80,7 +80,10 @@ class TrainConfig:
     ``checkpoint``: file path, resumed from when it exists and ``resume`` is True.
     ``max_steps_per_epoch``: cap for smoke runs. Adversarial training: ``adv_*``
     (L-inf eps and step in [0, 1] units). ``temperature``: softmax temperature of the
-    training loss (defensive distillation's T for teacher and student).
+    training loss (defensive distillation's T for teacher and student); with
+    ``temperature_loss_scale`` the loss is multiplied by T, which makes the gradient w.r.t.
+    the logits that of T = 1, so T = 100 trains in a normal number of epochs (Papernot et
+    al. did not scale and trained longer; set it False for their exact loss).
     """
 
     epochs: int = 10
@@ -95,6 +98,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     method: str = "standard"
     temperature: float = 1.0
+    temperature_loss_scale: bool = True
     adv_eps: float = 8 / 255
     adv_steps: int = 7
     adv_step_size: float = 2 / 255
@@ -400,7 +404,7 @@ def save_checkpoint(path: Union[str, os.PathLike], model: nn.Module, *, optimize
         "config": config.to_dict() if config is not None else None,
         "history": list(history or []),
         "rng": _rng_state(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
     _check_plain(state["history"], "history")
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -566,7 +570,7 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
     logger = _Logger(cfg.log_path, info.is_main)
     if start_epoch == 0:
         logger.write({"event": "start", "config": cfg.to_dict(), "model_config": model_cfg,
-                      "world_size": info.world_size, "device": str(dev), "torch": torch.__version__})
+                      "world_size": info.world_size, "device": str(dev), "torch": str(torch.__version__)})
     elif start_epoch < cfg.epochs:
         logger.write({"event": "resume", "epoch": start_epoch, "checkpoint": cfg.checkpoint})
 
@@ -631,6 +635,10 @@ def _train_epoch(net, model, source: _Source, epoch: int, cfg: TrainConfig, info
             loss = soft_cross_entropy(logits / cfg.temperature, soft)
         else:
             loss = F.cross_entropy(logits / cfg.temperature, y, label_smoothing=cfg.label_smoothing)
+        if cfg.temperature_loss_scale and cfg.temperature != 1.0:
+            # d CE(z / T) / dz = (p - y) / T: at T = 100 SGD barely moves. Scaling the loss by T restores the
+            # logit gradient of T = 1 (the optimum is unchanged); T^2 (Hinton et al.) diverges here.
+            loss = loss * cfg.temperature
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
