@@ -1,0 +1,347 @@
+"""The ``sparsemask`` command line (also ``python -m sparsemask``).
+
+Subcommands: ``train``, ``evaluate``, ``attack``, ``bench``, ``experiment``, ``demo``.
+Run ``sparsemask SUBCOMMAND --help`` for each one's options and examples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = """\
+examples:
+  sparsemask demo                                   # the main job, ~5 min on 2 CPU cores
+  sparsemask experiment --list
+  sparsemask experiment 001-transfer --scale smoke --out runs/t
+  sparsemask train --arch resnet18 --dataset fashion-mnist --keep 0.1 --out runs/r18-def.pt
+  sparsemask evaluate runs/r18-def.pt --noise 8 16 32
+  sparsemask attack runs/r18-def.pt --source runs/r18-std.pt --attack pgd --eps255 16 --steps 20
+  sparsemask bench
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: Optional[str] = "fashion-mnist") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default,
+                   help="dataset name: fashion-mnist, mnist, cifar10, svhn, digits (scikit-learn's, embedded)")
+    g.add_argument("--data-root", default=None,
+                   help="directory holding the dataset files (default: the loader's search path, "
+                        "e.g. /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--n-train", type=int, default=None, help="use a random subset of this many training images")
+    g.add_argument("--n-test", type=int, default=None, help="use a random subset of this many test images")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "triton", "dense"],
+                   help="masked-convolution backend (dense = the reference conv2d * mask)")
+    g.add_argument("--seed", type=int, default=0, help="seed for weights, masks, data subsets and attacks")
+    g.add_argument("--batch-size", type=int, default=256, help="evaluation / attack batch size")
+    g.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the whole CLI."""
+    parser = argparse.ArgumentParser(
+        prog="sparsemask", formatter_class=_Formatter, epilog=_EPILOG,
+        description="Defective (Random Mask) convolutional layers with sparse kernels, the seed papers' "
+                    "randomized defenses, attacks and experiments.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # train
+    p = sub.add_parser("train", formatter_class=_Formatter, help="train a (defective) model and save it",
+                       description="Train a standard or defective model on a dataset and save a model file "
+                                   "(weights, masks and the spec needed to rebuild it).",
+                       epilog="example:\n  sparsemask train --arch resnet18 --width 16 --dataset fashion-mnist "
+                              "--n-train 10000 --epochs 3 --keep 0.1 --out runs/r18-def.pt")
+    p.add_argument("--arch", default="resnet18",
+                   help="resnet18, resnet50, densenet121, senet18, vgg19, wide_resnet, lenet5, cw_mnist")
+    p.add_argument("--width", type=int, default=None, help="base channel width (architecture default if omitted)")
+    p.add_argument("--keep", type=float, default=None,
+                   help="keep probability of defective layers; omit for a standard model")
+    p.add_argument("--where", default="bottom", help="bottom, top, or comma-separated layer names")
+    p.add_argument("--kind", default="neuron", choices=["neuron", "channel", "shared"],
+                   help="mask kind: neuron (the method), channel (DC), shared (SM)")
+    p.add_argument("--widen", type=int, default=1, help="multiply the channels of defective layers (the seeds' xn)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--train-batch-size", type=int, default=128)
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "multistep", "constant"])
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--out", required=True, help="model file to write (.pt)")
+    _add_data_args(p)
+    _add_runtime_args(p)
+
+    # evaluate
+    p = sub.add_parser("evaluate", formatter_class=_Formatter, help="clean (and noisy) accuracy of a saved model",
+                       description="Clean test accuracy of a model file, optionally under seed 001's additive "
+                                   "Gaussian noise (σ on the 0-255 scale, clipped to [-2σ, 2σ]).",
+                       epilog="example:\n  sparsemask evaluate runs/r18-def.pt --noise 4 8 16 32 --json runs/eval.json")
+    p.add_argument("model", help="model file written by `sparsemask train`")
+    p.add_argument("--noise", type=float, nargs="*", default=[], help="Gaussian noise σ values (0-255 scale)")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    _add_data_args(p, default=None)
+    _add_runtime_args(p)
+
+    # attack
+    p = sub.add_parser("attack", formatter_class=_Formatter, help="attack a saved model (white-box or transfer)",
+                       description="Attack a model file. With --source the adversarial examples are crafted on the "
+                                   "source model and transferred (black-box, seed 001's protocol); otherwise the "
+                                   "attack is white-box. Reports the success defense rate (accuracy on adversarial "
+                                   "examples whose clean originals the target classifies correctly).",
+                       epilog="examples:\n  sparsemask attack runs/r18-def.pt --attack pgd --eps255 8 --steps 10\n"
+                              "  sparsemask attack runs/r18-def.pt --source runs/r18-std.pt --attack fgsm --eps255 16\n"
+                              "  sparsemask attack runs/r18-def.pt --attack cw --kappa 20 --steps 100 --grid adv.png")
+    p.add_argument("model", help="target model file")
+    p.add_argument("--source", default=None, help="craft the examples on this model file (transfer attack)")
+    p.add_argument("--attack", default="pgd", choices=["fgsm", "pgd", "bim", "mifgsm", "cw", "deepfool", "boundary"])
+    p.add_argument("--eps255", type=float, default=16, help="ε on the 0-255 pixel scale")
+    p.add_argument("--norm", default="inf", choices=["inf", "2", "1"])
+    p.add_argument("--steps", type=int, default=None, help="iterations (iterative attacks)")
+    p.add_argument("--step255", type=float, default=None, help="step size on the 0-255 scale")
+    p.add_argument("--kappa", type=float, default=None, help="CW confidence κ")
+    p.add_argument("--eot", type=int, default=None, help="wrap in EOT with this many draws (randomized models)")
+    p.add_argument("--grid", default=None, help="write a PNG grid of adversarial examples here")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    _add_data_args(p, default=None)
+    _add_runtime_args(p)
+
+    # bench
+    p = sub.add_parser("bench", formatter_class=_Formatter, help="benchmark the masked convolution vs dense",
+                       description="Run benchmarks/bench_masked_conv.py (sparse kernels vs the dense "
+                                   "conv2d * mask baseline); extra arguments are passed through.",
+                       epilog="example:\n  sparsemask bench -- --out benchmarks/results")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for bench_masked_conv.py")
+
+    # experiment
+    from .experiments import EXPERIMENTS
+
+    names = "\n".join(f"  {n}" for n in EXPERIMENTS)
+    p = sub.add_parser("experiment", formatter_class=_Formatter, help="reproduce a seed paper's table or figure",
+                       description="Run one experiment at a scale: smoke (scikit-learn digits, seconds), small "
+                                   "(Fashion-MNIST on CPU, minutes), paper (the seed's settings: CIFAR-10 from "
+                                   "data.root, GPU). Writes results.json (every number and hyperparameter), "
+                                   "results.md (tables laid out like the seed's) and PNG plots.\n\n"
+                                   "experiments:\n" + names,
+                       epilog="examples:\n  sparsemask experiment 001-transfer --scale smoke\n"
+                              "  sparsemask experiment 001-gaussian --scale small --out docs/results/001-gaussian\n"
+                              "  sparsemask experiment 001-transfer --scale paper --config configs/001-transfer-paper.yaml "
+                              "--set data.root=/data/cifar-10-batches-py\n  sparsemask experiment --list")
+    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("--scale", default="smoke", choices=["smoke", "small", "paper"])
+    p.add_argument("--config", default=None, help="YAML or TOML file overriding the scale preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting with a dotted key, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--out", default=None, help="output directory (default runs/NAME-SCALE)")
+    p.add_argument("--list", action="store_true", help="list the experiments with one line each and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+
+    # demo
+    p = sub.add_parser("demo", formatter_class=_Formatter, help="the main job: standard vs defective ResNet-18",
+                       description="Train a standard and a bottom-defective (keep 0.1) small ResNet-18 on "
+                                   "Fashion-MNIST (falls back to scikit-learn's digits, and says so, when "
+                                   "/usr/share/datasets/fashion-mnist is missing) with the sparse kernels; report "
+                                   "clean accuracy, transfer-PGD success defense rate from a separately trained "
+                                   "source model, Gaussian-noise accuracy and the sparse-vs-dense training-step "
+                                   "speed. About 5 minutes on 2 CPU cores.",
+                       epilog="examples:\n  sparsemask demo\n  sparsemask demo --quick --out /tmp/demo")
+    p.add_argument("--out", default="runs/demo", help="directory for summary.md, results.json and plots")
+    p.add_argument("--quick", action="store_true", help="a few-second version on digits (for tests)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a demo setting, e.g. --set train.epochs=1")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"sparsemask {__version__}"
+
+
+# --------------------------------------------------------------------------- commands
+
+def _data_cfg(args, saved: Optional[dict] = None) -> dict[str, Any]:
+    data = dict((saved or {}).get("data", {}))
+    if args.dataset is not None:
+        data = {"name": args.dataset, "root": None, "seed": args.seed}
+    if args.data_root is not None:
+        data["root"] = args.data_root
+    data.setdefault("name", "fashion-mnist")
+    data.setdefault("root", None)
+    data["n_train"] = args.n_train if args.n_train is not None else data.get("n_train")
+    data["n_test"] = args.n_test
+    return data
+
+
+def _runtime_cfg(args) -> dict[str, Any]:
+    import sparsemask
+
+    sparsemask.set_backend(args.backend)
+    return {"device": args.device, "seed": args.seed, "progress": not args.no_progress,
+            "eval": {"batch_size": args.batch_size}, "cache": None}
+
+
+def cmd_train(args) -> int:
+    from .experiments.common import ModelSpec, deep_merge, SCALES, get_model, load_data, save_model
+
+    defective = None
+    if args.keep is not None:
+        where = args.where if args.where in ("bottom", "top") else args.where.split(",")
+        defective = {"keep": args.keep, "where": where, "kind": args.kind, "widen": args.widen}
+    cfg = deep_merge(SCALES["small"], _runtime_cfg(args))
+    cfg["data"] = _data_cfg(args)
+    cfg["model"] = {"arch": args.arch, "width": args.width}
+    cfg["train"].update(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size, schedule=args.schedule,
+                        label_smoothing=args.label_smoothing)
+    spec = ModelSpec(arch=args.arch, defective=defective, seed=args.seed)
+    data = load_data(cfg)
+    log: list = []
+    model = get_model(spec, cfg, data, log)
+    save_model(args.out, model, spec, cfg, data)
+    print(f"{spec.label}: clean test accuracy {100 * log[-1]['clean_accuracy']:.2f}% "
+          f"({log[-1].get('train_seconds', 0):.1f} s training); saved {args.out}")
+    return 0
+
+
+def _load_for_eval(args, path):
+    from .experiments.common import deep_merge, load_model
+
+    model, saved = load_model(path, device=args.device)
+    cfg = deep_merge(saved, _runtime_cfg(args))
+    cfg["data"] = _data_cfg(args, saved)
+    return model, cfg
+
+
+def cmd_evaluate(args) -> int:
+    from .experiments.common import accuracy, load_data, markdown_table, fmt_pct
+    from .experiments.seed001_gaussian import add_noise
+
+    model, cfg = _load_for_eval(args, args.model)
+    data = load_data(cfg)
+    result = {"model": args.model, "data": data.info(), "clean_accuracy": accuracy(model, data.x_test, data.y_test, cfg),
+              "noise": {}}
+    for i, sigma in enumerate(args.noise):
+        xn = add_noise(data.x_test, sigma, seed=args.seed * 1000 + i)
+        result["noise"][f"{sigma:g}"] = accuracy(model, xn, data.y_test, cfg)
+    rows = [["clean", fmt_pct(result["clean_accuracy"])]] + [[f"σ={s}", fmt_pct(v)] for s, v in result["noise"].items()]
+    print(markdown_table(["Input", "Accuracy"], rows, f"{args.model} on {data.name} ({len(data.y_test)} test images)"))
+    _maybe_json(args.json, result)
+    return 0
+
+
+def cmd_attack(args) -> int:
+    from .experiments.common import (load_data, load_model, make_attack, predict, run_attack,
+                                     save_adversarial_grid, success_defense_rate, fmt_pct, attack_label)
+
+    target, cfg = _load_for_eval(args, args.model)
+    source = load_model(args.source, device=args.device)[0] if args.source else target
+    data = load_data(cfg)
+    params: dict[str, Any] = {"name": args.attack}
+    if args.attack not in ("deepfool", "cw", "boundary"):
+        params["eps255"] = args.eps255
+    if args.attack not in ("fgsm",):
+        params["norm"] = args.norm
+    if args.attack == "cw":
+        params.pop("norm")
+    for key in ("steps", "step255", "kappa", "eot"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    x, y = data.x_test, data.y_test
+    x_adv = run_attack(make_attack(source, params, cfg), x, y, cfg, desc=args.attack)
+    delta = (x_adv - x).flatten(1)
+    result = {"target": args.model, "source": args.source or "(white-box)", "attack": params,
+              "clean_accuracy": float((predict(target, x, cfg) == y).float().mean()),
+              "adversarial_accuracy": float((predict(target, x_adv, cfg) == y).float().mean()),
+              "success_defense_rate": success_defense_rate(target, x, x_adv, y, cfg),
+              "mean_linf_255": float(delta.abs().amax(1).mean() * 255), "mean_l2": float(delta.norm(dim=1).mean())}
+    print(f"{attack_label(params)} {'transfer from ' + args.source if args.source else 'white-box'} on {args.model}: "
+          f"clean {fmt_pct(result['clean_accuracy'])}, adversarial {fmt_pct(result['adversarial_accuracy'])}, "
+          f"success defense rate {fmt_pct(result['success_defense_rate'])} "
+          f"(mean L∞ {result['mean_linf_255']:.1f}/255, mean L2 {result['mean_l2']:.3f})")
+    if args.grid:
+        save_adversarial_grid(args.grid, x[:8], x_adv[:8], y[:8], predict(target, x[:8], cfg),
+                              predict(target, x_adv[:8], cfg), title=attack_label(params))
+        print(f"wrote {args.grid}")
+    _maybe_json(args.json, result)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_masked_conv.py"
+    if not script.is_file():
+        print(f"sparsemask bench: {script} not found (the benchmark ships with the source tree, not the wheel)",
+              file=sys.stderr)
+        return 2
+    extra = [a for a in args.args if a != "--"]
+    return subprocess.call([sys.executable, str(script), *extra])
+
+
+def cmd_experiment(args) -> int:
+    from .experiments import EXPERIMENTS, describe, get_experiment, run_experiment
+    from .experiments.common import load_config_file, parse_overrides, resolve_config
+
+    if args.list or not args.name:
+        for name, text in describe().items():
+            print(f"{name:22s} {text}")
+        return 0 if args.list else 2
+    config = load_config_file(args.config) if args.config else None
+    overrides = parse_overrides(args.overrides)
+    if args.print_config:
+        module = get_experiment(args.name)
+        print(json.dumps(resolve_config(args.scale, module.DEFAULTS, config, overrides), indent=2))
+        return 0
+    result = run_experiment(args.name, args.scale, config=config, out=args.out, overrides=overrides)
+    for title, table in result["tables"].items():
+        print(f"## {title}\n\n{table}")
+    out = args.out or f"runs/{args.name}-{args.scale}"
+    print(f"{args.name} ({args.scale}) done in {result['seconds']:.1f} s; results in {out}/")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .experiments.common import parse_overrides
+    from .experiments.demo import run_demo
+
+    overrides = parse_overrides(args.overrides)
+    if args.no_progress:
+        overrides["progress"] = False
+    run_demo(args.out, quick=args.quick, overrides=overrides)
+    return 0
+
+
+def _maybe_json(path: Optional[str], result: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"wrote {path}")
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "attack": cmd_attack, "bench": cmd_bench,
+            "experiment": cmd_experiment, "demo": cmd_demo}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``sparsemask`` / ``python -m sparsemask``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Seed 001 Tables 2, 3 and 5: black-box defense against transfer-based attacks.
+
+Adversarial examples are generated on standard *source* models (and on ensembles of them,
+Table 5) and fed to *target* models: each architecture as a standard CNN and with
+defective bottom layers at several keep probabilities. The number is the *success defense
+rate*: accuracy on adversarial examples whose clean originals the target classifies
+correctly. Sources and targets of the same architecture are initialised differently.
+
+Tables written:
+  * one source x target matrix per attack (Table 3 layout: rows are targets grouped by
+    architecture, columns are sources, ensemble sources, then the target's test accuracy);
+  * a Table 2-style summary: rows are targets, columns are the attacks from the first
+    source, then test accuracy.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .common import (ModelSpec, ResultWriter, adversarial_grid, arch_name, attack_label, builder_kwargs, fmt_pct,
+                     get_model,
+                     load_data, make_attack, markdown_table, model_key, plot_bars, run_attack,
+                     success_defense_rate, variants)
+
+NAME = "001-transfer"
+DESCRIPTION = "seed 001 Tables 2/3/5: transfer-attack success defense rate, sources x (standard, p-Bottom) targets"
+
+DEFAULTS: dict[str, Any] = {
+    "all": {
+        "target_archs": None,  # None: the configured model.arch
+        "keeps": [0.5, 0.3],
+        # Source models: standard CNNs, seeds distinct from every target's (arch None: model.arch).
+        "sources": [{"arch": None, "seed": 100}],
+        # "all": one extra column attacking with the ensemble of every source;
+        # "leave_one_out": one column per source with the ensemble of the others (Table 5).
+        "ensemble": "all",
+        "attacks": [{"name": "pgd", "eps255": 16, "steps": 20, "step255": 1, "random_start": False}],
+    },
+    "smoke": {
+        "keeps": [0.1],
+        "sources": [{"arch": None, "seed": 100}, {"arch": None, "seed": 101}],
+        "attacks": [{"name": "fgsm", "eps255": 16},
+                    {"name": "pgd", "eps255": 16, "steps": 5, "step255": 4, "random_start": False}],
+        "grid_attack": {"name": "mifgsm", "eps255": 16, "steps": 3},
+    },
+    "small": {
+        "keeps": [0.5, 0.3, 0.1],
+        "sources": [{"arch": None, "seed": 100}, {"arch": "lenet5", "seed": 100},
+                    {"arch": "cw_mnist", "seed": 100}],
+        "attacks": [{"name": "fgsm", "eps255": 16},
+                    {"name": "pgd", "eps255": 16, "steps": 20, "step255": 1, "random_start": False}],
+    },
+    "paper": {
+        "target_archs": ["resnet18", "resnet50", "densenet121", "senet18", "vgg19"],
+        "sources": [{"arch": a, "seed": 100} for a in ("resnet18", "resnet50", "densenet121", "senet18", "vgg19")],
+        "ensemble": "leave_one_out",
+        "attacks": [{"name": "fgsm", "eps255": 8}, {"name": "pgd", "eps255": 8, "steps": 7, "step255": 2},
+                    {"name": "pgd", "eps255": 16, "steps": 20, "step255": 1, "random_start": False}],
+    },
+}
+
+
+def source_models(cfg: Mapping[str, Any], data, log: list) -> dict[str, Any]:
+    """label -> trained source model, plus the ensemble sources the config asks for."""
+    from sparsemask.nn import Ensemble
+
+    sources = {}
+    specs = [ModelSpec(s, arch=s.get("arch") or cfg["model"]["arch"]) for s in cfg["sources"]]
+    for spec in specs:
+        label = spec.get("label") or arch_name(spec["arch"], builder_kwargs(spec, cfg))
+        if sum(s["arch"] == spec["arch"] for s in specs) > 1:
+            label += f"#{spec['seed']}"
+        sources[label] = get_model(spec, cfg, data, log)
+    singles = list(sources.items())
+    mode = cfg.get("ensemble")
+    if mode and len(singles) >= 2:
+        if mode == "all":
+            sources["Ensemble(all)"] = Ensemble([m for _, m in singles], combine="logits").eval()
+        elif mode == "leave_one_out":
+            for label, _ in singles:
+                sources[f"Ensemble(-{label})"] = Ensemble([m for l, m in singles if l != label],
+                                                          combine="logits").eval()
+        else:
+            raise ValueError(f"config 'ensemble' must be null, 'all' or 'leave_one_out', got {mode!r}")
+    return sources
+
+
+def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
+    writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
+    data = load_data(cfg)
+    sources = source_models(cfg, data, writer.models)
+    targets, clean = [], {}
+    for arch in cfg["target_archs"] or [cfg["model"]["arch"]]:
+        for spec in variants(arch, cfg["keeps"], seed=int(cfg.get("seed", 0)), cfg=cfg):
+            targets.append((spec, get_model(spec, cfg, data, writer.models)))
+            clean[model_key(spec)] = writer.models[-1]["clean_accuracy"]
+    x, y = data.x_test, data.y_test
+
+    sdr: dict[str, dict[str, dict[str, float]]] = {}
+    for params in cfg["attacks"]:
+        a_label = attack_label(params)
+        sdr[a_label] = {model_key(t): {} for t, _ in targets}
+        for s_label, source in sources.items():
+            x_adv = run_attack(make_attack(source, params, cfg), x, y, cfg, desc=f"{a_label} on {s_label}")
+            for spec, target in targets:
+                sdr[a_label][model_key(spec)][s_label] = success_defense_rate(target, x, x_adv, y, cfg)
+    writer.numbers.update({"success_defense_rate": sdr, "clean_accuracy": clean,
+                           "source_clean_accuracy": {e["label"]: e["clean_accuracy"]
+                                                     for e in writer.models[:len(cfg["sources"])]}})
+
+    for a_label, table in sdr.items():
+        header = ["Architecture", *sources.keys(), "Test Accuracy"]
+        rows = [[spec.label, *(fmt_pct(table[model_key(spec)][s]) for s in sources), fmt_pct(clean[model_key(spec)])]
+                for spec, _ in targets]
+        writer.table(f"Table 3 layout: {a_label} transfer", markdown_table(
+            header, rows, f"Success defense rates of {a_label} adversarial examples generated on the source "
+                          "models (columns) against the targets (rows); p-Bottom = defective bottom layers with "
+                          "keep probability p."))
+    first = next(iter(sources))
+    header = ["Model", *sdr.keys(), "Test Accuracy"]
+    rows = [[spec.label, *(fmt_pct(sdr[a][model_key(spec)][first]) for a in sdr), fmt_pct(clean[model_key(spec)])]
+            for spec, _ in targets]
+    writer.table(f"Table 2 layout: transfer from {first}", markdown_table(header, rows))
+
+    a_last = list(sdr)[-1]
+    plot_bars(writer.figure("transfer_sdr.png", f"{a_last} success defense rate per target and source"),
+              [spec.label for spec, _ in targets],
+              {s: [sdr[a_last][model_key(spec)][s] for spec, _ in targets] for s in sources},
+              ylabel="success defense rate", title=f"{a_last} transfer")
+    defective = [(spec, m) for spec, m in targets if spec.get("defective")]
+    if defective:
+        adversarial_grid(writer, defective[-1][1], data, cfg, title=defective[-1][0].label)
+    return writer.finish(data)
