@@ -51,7 +51,7 @@ def main():
                                                             l1_sparsity=0.05, seed=0)),
         ("BIM", "Linf eps=0.1, 10 steps", A.BIM(model, eps=0.1, steps=10)),
         ("MI-FGSM", "Linf eps=0.1, 10 steps, mu=1", A.MIFGSM(model, eps=0.1, steps=10)),
-        ("CW-L2", "kappa=0, 5 binary steps x 100", A.CW(model, kappa=0, binary_steps=5, steps=100)),
+        ("CW-L2", "kappa=0, 9 binary steps x 100, lr 0.05", A.CW(model, kappa=0, binary_steps=9, steps=100, lr=0.05)),
         ("DeepFool", "L2, overshoot 0.02", A.DeepFool(model, norm="2")),
         ("DeepFool", "Linf, overshoot 0.02", A.DeepFool(model, norm="inf")),
         ("Boundary", "500 steps (unbounded)", A.Boundary(model, steps=500, seed=0)),
