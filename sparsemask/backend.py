@@ -25,12 +25,25 @@ _current = "auto"
 # Largest kept fraction at which the sparse kernel beats the dense baseline (forward +
 # backward), by (device type, dtype). Above it `auto` runs dense. Measured with
 # benchmarks/bench_masked_conv.py; see benchmarks/RESULTS.md for the numbers behind each.
-# CUDA rows start at 0 (always dense) until GPU kernels are measured.
+#
+# CUDA rows are 0.0 (auto = always dense, cuDNN conv + mask) until the GPU kernels are
+# measured. How they get filled: `make gpu-check` (benchmarks/gpu_check.sh) runs
+# benchmarks/bench_gpu.py, whose $OUT/bench_gpu.md ends with "Suggested max-density rows":
+# per backend and dtype, the largest keep at which that sparse kernel beats the dense
+# baseline (forward + backward, bf16/fp32, channels_last) on *every* benchmarked shape.
+# Copy the "cuda/<dtype>" values here (auto calls the C++ op; Triton is only reached by
+# backend "triton"), add the run to benchmarks/RESULTS.md, and rerun gpu-check: its
+# "auto never slower than dense" line must stay True. float64 stays 0.0 (never a training
+# dtype; the kernels exist for gradcheck).
 _MAX_DENSITY = {
     ("cpu", torch.float32): 0.5,
     ("cpu", torch.float64): 0.5,
     ("cpu", torch.bfloat16): 0.3,
     ("cpu", torch.float16): 0.3,
+    ("cuda", torch.float32): 0.0,   # unmeasured (needs a GPU run)
+    ("cuda", torch.float64): 0.0,
+    ("cuda", torch.bfloat16): 0.0,  # unmeasured (needs a GPU run)
+    ("cuda", torch.float16): 0.0,   # unmeasured (needs a GPU run)
 }
 # The sparse kernel pads C_in to whole vectors; with very few input channels (the RGB
 # stem) it does several times the useful work, so auto is stricter there.
