@@ -186,3 +186,13 @@ def test_keep_zero_and_one():
     with sparsemask.backend("cpu"):
         assert bool((off(x) == 0).all())
         torch.testing.assert_close(on(x), F.conv2d(x, on.weight, on.bias, padding=1))
+
+
+def test_defective_unit_compiles_fullgraph():
+    conv = DefectiveConv2d(3, 6, 3, padding=1, keep=0.3, feature_size=6, seed=0)
+    unit = nn.Sequential(conv, MaskedBatchNorm2d.from_batchnorm(nn.BatchNorm2d(6), conv), nn.ReLU())
+    ref = copy.deepcopy(unit)
+    x = torch.rand(2, 3, 6, 6)
+    with sparsemask.backend("cpu"):
+        y = torch.compile(unit, fullgraph=True, backend="aot_eager")(x)
+        torch.testing.assert_close(y, ref(x))
