@@ -278,6 +278,15 @@ def adversarial_loss(logits: torch.Tensor, y: torch.Tensor, targets: Optional[to
     raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
 
 
+LOSSES = ("ce", "margin")
+
+
+def check_loss(loss: str) -> str:
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be 'ce' or 'margin', got {loss!r}")
+    return loss
+
+
 def is_adversarial(logits: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor]) -> torch.Tensor:
     """Bool [N]: prediction differs from y (untargeted) or equals the target (targeted)."""
     pred = logits.argmax(1)

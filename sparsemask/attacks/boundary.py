@@ -73,7 +73,7 @@ class Boundary(Attack):
     def _adv(self, z, y, targets):
         return is_adversarial(self.logits(z), y, targets)
 
-    def _initialise(self, x, y, targets, starting_points):
+    def _initialise(self, x, y, targets, starting_points, gen):
         """Adversarial starting points [N, ...] and a bool [N] of which were found."""
         n = x.shape[0]
         view = (n, *([1] * (x.dim() - 1)))
@@ -81,7 +81,7 @@ class Boundary(Attack):
             return starting_points, self._adv(starting_points, y, targets)
         noise, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
         for _ in range(self.init_attempts):
-            u = rand_like(x, self._gen)
+            u = rand_like(x, gen)
             hit = self._adv(u, y, targets) & ~found
             noise = torch.where(hit.view(view), u, noise)
             found |= hit
@@ -97,10 +97,10 @@ class Boundary(Attack):
         return torch.where(found.view(view), start, x), found
 
     def _trace(self, x, y, targets, starting_points):
-        self._gen = make_generator(self.seed, self.generator)
+        gen = make_generator(self.seed, self.generator)
         n = x.shape[0]
         view = (n, *([1] * (x.dim() - 1)))
-        adv, found = self._initialise(x, y, targets, starting_points)
+        adv, found = self._initialise(x, y, targets, starting_points, gen)
         dist = torch.where(found, flat_norm(adv - x, "2").view(n), torch.full((n,), float("inf"),
                                                                               device=x.device, dtype=x.dtype))
         history = [dist.clone()]
@@ -109,7 +109,7 @@ class Boundary(Attack):
         sph_hits, src_hits = torch.zeros_like(sph), torch.zeros_like(src)
         with self._pbar(self.steps, "Boundary") as bar:
             for step in range(1, self.steps + 1):
-                spherical, cand = self._proposals(x, adv, dist, sph, src)
+                spherical, cand = self._proposals(x, adv, dist, sph, src, gen)
                 sph_ok = self._adv(spherical, y, targets)
                 cand_ok = self._adv(cand, y, targets)
                 new_dist = flat_norm(cand - x, "2").view(n)
@@ -126,14 +126,14 @@ class Boundary(Attack):
                 bar.update()
         return adv, torch.stack(history)
 
-    def _proposals(self, x, adv, dist, sph, src):
+    def _proposals(self, x, adv, dist, sph, src, gen):
         """Spherical candidates (same distance to x) and full candidates (closer by ``src``)."""
         n = x.shape[0]
         view = (n, *([1] * (x.dim() - 1)))
         d = dist.clamp_min(1e-12).view(view)
         d = torch.where(torch.isinf(d), torch.ones_like(d), d)
         source_dir = (x - adv) / d
-        eta = randn_like(x, self._gen)
+        eta = randn_like(x, gen)
         eta = eta - (eta * source_dir).flatten(1).sum(1).view(view) * source_dir  # orthogonal
         eta = eta / flat_norm(eta, "2").clamp_min(1e-12) * sph.view(view) * d
         # Step sideways, then rescale so the point lies on the sphere of radius d around x.

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-
-from ._common import (Attack, Eps, adversarial_loss, check_eps, check_norm, per_sample,
+from ._common import (Attack, check_loss, Eps, adversarial_loss, check_eps, check_norm, per_sample,
                       steepest_direction)
 
 
@@ -30,8 +28,7 @@ class FGSM(Attack):
         super().__init__(model, progress=progress)
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
-        adversarial_loss(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), None, loss)  # validates
-        self.loss = loss
+        self.loss = check_loss(loss)
         if l1_sparsity is not None and not 0 < l1_sparsity <= 1:
             raise ValueError(f"l1_sparsity must be in (0, 1] or None, got {l1_sparsity}")
         self.l1_sparsity = l1_sparsity

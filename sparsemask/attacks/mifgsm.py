@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ._common import (Attack, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
+from ._common import (Attack, check_loss, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
                       flat_norm, per_sample, project, steepest_direction)
 
 
@@ -31,8 +31,7 @@ class MIFGSM(Attack):
         self.steps = check_nonneg("steps", steps, integer=True)
         self.step_size = None if step_size is None else check_eps(step_size, "step_size")
         self.decay = check_nonneg("decay", decay)
-        adversarial_loss(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), None, loss)
-        self.loss = loss
+        self.loss = check_loss(loss)
 
     def _run(self, x, y, targets):
         eps = per_sample(self.eps, x)

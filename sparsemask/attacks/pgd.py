@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ._common import (Attack, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
+from ._common import (Attack, check_loss, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
                       make_generator, check_seed, per_sample, project, random_in_ball, steepest_direction)
 
 
@@ -40,8 +40,7 @@ class PGD(Attack):
         self.steps = check_nonneg("steps", steps, integer=True)
         self.step_size = None if step_size is None else check_eps(step_size, "step_size")
         self.random_start = bool(random_start)
-        adversarial_loss(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), None, loss)
-        self.loss = loss
+        self.loss = check_loss(loss)
         self.keep_best = bool(keep_best)
         if l1_sparsity is not None and not 0 < l1_sparsity <= 1:
             raise ValueError(f"l1_sparsity must be in (0, 1] or None, got {l1_sparsity}")

@@ -49,10 +49,12 @@ def test_patch_shuffle_permutes_patches(batch):
     for k in (2, 4, 8):
         out = A.patch_shuffle(x, k, seed=0)
         p = 8 // k
-        patches = lambda z: z.reshape(z.shape[0], 1, k, p, k, p).permute(0, 2, 4, 1, 3, 5).reshape(z.shape[0], k * k, -1)  # noqa: E731
+        def patches(z):
+            return z.reshape(z.shape[0], 1, k, p, k, p).permute(0, 2, 4, 1, 3, 5).reshape(z.shape[0], k * k, -1)
         a, b = patches(x), patches(out)
         # same multiset of patches per image: sort patches by their content
-        w = torch.rand(p * p, generator=torch.Generator().manual_seed(0))  # generic projection: equal keys <=> equal patches
+        # a generic projection: equal keys <=> equal patches
+        w = torch.rand(p * p, generator=torch.Generator().manual_seed(0))
         key = lambda t: t @ w  # noqa: E731
         sa = a.gather(1, key(a).argsort(1)[..., None].expand_as(a))
         sb = b.gather(1, key(b).argsort(1)[..., None].expand_as(b))
