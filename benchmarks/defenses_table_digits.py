@@ -56,6 +56,12 @@ class DigitsNet(nn.Module):
         return self.head(self.features((x - 0.5) / 0.5).flatten(1))
 
 
+def net(seed: int = 0, **kwargs) -> DigitsNet:
+    """A :class:`DigitsNet` whose initial weights depend only on ``seed``."""
+    torch.manual_seed(seed)
+    return DigitsNet(**kwargs)
+
+
 def train(model: nn.Module, x, y, *, epochs: int = 15, seed: int = 0, transform=None) -> nn.Module:
     """Adam 3e-3, batch 64; ``transform`` (e.g. a GridMask) applied to every training batch."""
     torch.manual_seed(seed)
@@ -85,30 +91,31 @@ def accuracy(model: nn.Module, x, y) -> float:
 
 def build_defenses(xtr, ytr):
     """[(name, deployed model, randomized, how it is trained / decides)]."""
+    torch.manual_seed(0)  # layers built outside net() (the defective conv) draw from the global RNG
     rows = []
-    rows.append(("standard", train(DigitsNet(), xtr, ytr), False, "plain training"))
-    defective = DigitsNet(conv1=DefectiveConv2d(1, 16, 3, padding=1, keep=0.5, feature_size=8, seed=0))
+    rows.append(("standard", train(net(), xtr, ytr), False, "plain training"))
+    defective = net(conv1=DefectiveConv2d(1, 16, 3, padding=1, keep=0.5, feature_size=8, seed=0))
     rows.append(("defective conv1 (keep 0.5)", train(defective, xtr, ytr), False,
                  "fixed random mask on the first conv (seeds 000/001)"))
-    rows.append(("DropBlock", train(DigitsNet(after_conv1=DropBlock2d(0.9, 3, seed=0)), xtr, ytr), False,
+    rows.append(("DropBlock", train(net(after_conv1=DropBlock2d(0.9, 3, seed=0)), xtr, ytr), False,
                  "keep 0.9, 3x3 blocks after conv1; off at test"))
-    rows.append(("SpatialDropout", train(DigitsNet(after_conv1=SpatialDropout2d(0.9, seed=0)), xtr, ytr), False,
+    rows.append(("SpatialDropout", train(net(after_conv1=SpatialDropout2d(0.9, seed=0)), xtr, ytr), False,
                  "keep 0.9 after conv1; off at test"))
-    mc = train(DigitsNet(head_dropout=MCDropout(0.5, mc=True, seed=0)), xtr, ytr)
+    mc = train(net(head_dropout=MCDropout(0.5, mc=True, seed=0)), xtr, ytr)
     rows.append(("MC dropout", RandomizedInference(mc, n=10, combine="mean"), True,
                  "keep 0.5 before the linear layer; MC average of 10"))
-    rs = train(insert_after_first_conv(DigitsNet(), RandomSpiking(0.8, "mc", n=10, seed=0)), xtr, ytr)
+    rs = train(insert_after_first_conv(net(), RandomSpiking(0.8, "mc", n=10, seed=0)), xtr, ytr)
     rows.append(("Random Spiking RS-1", spiking_inference(rs), True, "p 0.8 after conv1; MC average of 10"))
     rs_vote = copy.deepcopy(rs)
     rs_vote.features[0][1].mode = "vote"
     rows.append(("RS-1, vote", spiking_inference(rs_vote), True, "same model; vote of 10"))
-    rsd = insert_after_first_conv(DigitsNet(head_dropout=MCDropout(0.5, mc=True, seed=1)),
+    rsd = insert_after_first_conv(net(head_dropout=MCDropout(0.5, mc=True, seed=1)),
                                   RandomSpiking(0.8, "mc", n=10, seed=0))
     rows.append(("RSD-1 (spiking + dropout)", spiking_inference(train(rsd, xtr, ytr)), True,
                  "RS-1 + MC dropout keep 0.5; MC average of 10"))
     d = mad_defaults(8)
     # masked training converges slower: 30 epochs instead of 15
-    mad_net = train(DigitsNet(), xtr, ytr, epochs=30, transform=GridMask(d["train_grid"], d["rate"], seed=0))
+    mad_net = train(net(), xtr, ytr, epochs=30, transform=GridMask(d["train_grid"], d["rate"], seed=0))
     for combine, label in (("vote", "vote"), ("probs", "probability average")):
         rows.append((f"MAD, {combine}", MADClassifier(mad_net, grid=d["train_grid"], rate=d["rate"], n=7,
                                                       combine=combine, seed=0), True,
@@ -117,7 +124,7 @@ def build_defenses(xtr, ytr):
     base = rows[0][1]
     rows.append(("randomization, no retraining", nn.Sequential(RandomResizePad(10, 8, seed=0), base), True,
                  "standard model behind 8 -> [8, 10) -> pad 10, one pattern per image"))
-    rr = train(nn.Sequential(RandomResizePad(10, 8, seed=1), DigitsNet()), xtr, ytr)
+    rr = train(nn.Sequential(RandomResizePad(10, 8, seed=1), net()), xtr, ytr)
     rows.append(("randomization, trained with it", rr, True, "same layer, also active in training; one pattern"))
     rows.append(("randomization, trained, 10 patterns", RandomizedInference(rr, n=10), True,
                  "MC average of 10 patterns"))

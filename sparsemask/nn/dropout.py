@@ -20,6 +20,7 @@ defense's behaviour must not hinge on the attacker's choice of mode):
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional
 
 import torch
@@ -139,7 +140,7 @@ def combine_outputs(outputs: Iterable[Tensor], combine: str = "mean") -> Tensor:
     # Distinct vote counts differ by more than log1p(1/n) in log space; half of that, spread
     # over the labels, breaks ties towards the smaller label without reordering counts.
     ranks = torch.arange(k - 1, -1, -1, dtype=stacked.dtype, device=stacked.device) / k
-    tie_break = 0.5 * torch.log1p(torch.tensor(1.0 / n, dtype=stacked.dtype)).item() * ranks
+    tie_break = 0.5 * math.log1p(1.0 / n) * ranks
     vote_scores = torch.log((votes / n).clamp_min(1e-6)) + tie_break
     return mean_scores + (vote_scores - mean_scores).detach()
 

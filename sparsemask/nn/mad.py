@@ -152,8 +152,7 @@ class MADClassifier(Randomized, nn.Module):
         if combine not in ("vote", "probs"):
             raise ValueError(f"combine must be 'vote' or 'probs', got {combine!r}")
         self.model = model
-        self.masker = GridMask(grid, rate, fill)
-        self.masker.generator = None  # the wrapper's stream drives the masks (below)
+        self.masker = GridMask(grid, rate, fill)  # holds the settings; masks come from the wrapper's stream
         self.n = check_positive_int("n", n)
         self.combine = combine
         self._fixed: Optional[Tensor] = None

@@ -107,3 +107,27 @@ def test_bad_arguments():
         MCDropout(keep=0)
     with pytest.raises(TypeError, match="generator"):
         MCDropout(generator=0)
+
+
+@pytest.mark.cuda
+def test_all_randomized_pieces_run_on_cuda_and_reproduce():
+    from sparsemask.nn.mad import GridMask, MADClassifier
+    from sparsemask.nn.randomization import RandomResizePad
+    from sparsemask.nn.spiking import RandomSpiking
+    from sparsemask.nn.dropblock import DropBlock2d, SpatialDropout2d
+
+    dev = torch.device("cuda")
+    x = torch.rand(4, 3, 16, 16, device=dev)
+    makers = [lambda: GridMask(4, 0.75, seed=0), lambda: RandomResizePad(20, 16, p_flip=0.5, seed=0),
+              lambda: RandomSpiking(0.8, "mc", seed=0), lambda: DropBlock2d(0.9, 3, mc=True, seed=0),
+              lambda: SpatialDropout2d(0.9, mc=True, seed=0), lambda: MCDropout(0.5, mc=True, seed=0)]
+    for make in makers:
+        a, b = make().eval(), make().eval()
+        out = a(x)
+        assert out.device.type == "cuda" and torch.equal(out, b(x)) and not torch.equal(out, a(x))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10)).to(dev)
+    mad = MADClassifier(model, grid=4, n=3, seed=0)
+    assert mad(x).device.type == "cuda" and mad.predict(x).shape == (4,)
+    # a CPU generator drives CUDA tensors too (draws on the CPU, then moved)
+    out = RandomSpiking(0.5, "mc", generator=torch.Generator().manual_seed(1)).eval()(x)
+    assert out.device.type == "cuda"
