@@ -118,8 +118,8 @@ def combine_outputs(outputs: Iterable[Tensor], combine: str = "mean") -> Tensor:
     ``"mean"``: ``log(mean_i softmax(outputs_i))`` — the MC average; its softmax is the averaged
     probability vector, and it is differentiable, so attacks can use it as logits.
     ``"vote"``: the value is ``log`` of the vote fractions (floored at 1e-6) plus a tie-break
-    smaller than the gap between vote counts, favouring the smaller label, so ``argmax`` is the majority vote with ties to the
-    smaller index (seed 003). A vote has no gradient; the returned tensor carries the gradient
+    smaller than the gap between vote counts, favouring the smaller label, so ``argmax`` is
+    the majority vote with ties to the smaller index (seed 003). A vote has no gradient; the returned tensor carries the gradient
     of the ``"mean"`` scores (straight-through), so gradient attacks still see a signal —
     report such attacks as attacks on the averaged surrogate.
     """
