@@ -37,5 +37,10 @@ demo: build
 bench: build
 	$(PY) benchmarks/bench_masked_conv.py --out benchmarks/results
 
+# On a GPU machine (no internet, its own torch): installs in place without touching torch,
+# runs the GPU tests and the GPU benchmark, writes markdown + JSON results to $(OUT).
+gpu-check:
+	OUT=$(OUT) bash benchmarks/gpu_check.sh
+
 clean:
 	rm -rf build sparsemask/_C*.so sparsemask/_build_info.py *.egg-info
