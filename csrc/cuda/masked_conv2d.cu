@@ -13,15 +13,27 @@
 // The reduction index k of a patch runs over (ky, kx, c_in) with c_in fastest, so channels_last
 // inputs (stride 1 over channels) give coalesced patch loads; every layout works via strides.
 //
-// This is the simple, correct version: 32x32 shared-memory tiles, scalar FMA in the
-// accumulation type (float for half/bfloat16/float, double for double), int64 indexing.
-// Tensor-core (mma/wmma) variants for half/bfloat16 are the next step; see docs/gpu.md.
+// Two implementations of each kernel:
+//   * scalar: 32x32 shared-memory tiles, FMA in the accumulation type (float for
+//     half/bfloat16/float, double for double). Every dtype; the reference path.
+//   * mma: half/bfloat16 operands on the tensor cores (wmma 16x16x16, float accumulators),
+//     same blocking, used for half/bfloat16 unless SPARSEMASK_CUDA_MMA=0 (which selects the
+//     scalar kernels, e.g. to tell a tensor-core bug from a plan bug).
+// int64 indexing throughout; launches on the current stream.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 #include "../checks.h"
 #include "../plan.h"
@@ -261,6 +273,318 @@ __global__ void __launch_bounds__(kThreads) grad_weight_kernel(const T* __restri
   }
 }
 
+
+// ---------------------------------------------------------------------------------------
+// Tensor-core kernels (half, bfloat16). Operands are staged in shared memory as raw 16-bit
+// patterns (zero bits = 0.0 for both types), rows padded by 8 elements (16 bytes) against
+// bank conflicts; every fragment pointer is 32-byte aligned and every ldm a multiple of 8.
+namespace wmma = nvcuda::wmma;
+
+template <typename T>
+struct WmmaType;
+template <>
+struct WmmaType<at::Half> {
+  using type = __half;
+};
+template <>
+struct WmmaType<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+constexpr int kMmaThreads = 128;  // 4 warps
+constexpr int kPadH = 8;          // 16-bit elements of padding per shared row
+constexpr int kPadF = 4;          // float elements of padding per shared row
+
+// Forward on tensor cores. Block (q, 64 images); warp w owns images 16w..16w+15 and the two
+// 16-channel halves of a 32-channel tile: C[64 x 32] = A[64 x K] (patch) * B[K x 32] (W^T).
+template <typename T>
+__global__ void __launch_bounds__(kMmaThreads) forward_mma_kernel(const T* __restrict__ x, const T* __restrict__ w,
+                                                                  const T* __restrict__ bias, T* __restrict__ out,
+                                                                  const int32_t* __restrict__ pos_count,
+                                                                  const int32_t* __restrict__ pos_ch, Geometry g) {
+  using WT = typename WmmaType<T>::type;
+  constexpr int BN = 64, BJ = 32, BK = 32;
+  const int64_t q = blockIdx.x;
+  const int cnt = pos_count[q];
+  if (cnt == 0) return;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BN;
+  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  __shared__ __align__(32) uint16_t a_s[BN][BK + kPadH];  // patch [n][k]
+  __shared__ __align__(32) uint16_t b_s[BJ][BK + kPadH];  // weight [j][k]: B in column-major
+  __shared__ __align__(32) float c_s[BN][BJ + kPadF];
+  __shared__ int32_t chs[BJ];
+  const int tid = threadIdx.x, warp = tid / 32;
+  for (int j0 = 0; j0 < cnt; j0 += BJ) {
+    __syncthreads();
+    if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    for (int64_t k0 = 0; k0 < g.KT; k0 += BK) {
+      __syncthreads();
+      for (int e = tid; e < BN * BK; e += kMmaThreads) {
+        const int kk = e % BK, nn = e / BK;
+        const int64_t k = k0 + kk, n = n0 + nn;
+        uint16_t v = 0;
+        if (k < g.KT && n < g.N) {
+          const int64_t off = patch_offset(g, k, oy, ox);
+          if (off >= 0) v = x[n * g.x[0] + off].x;
+        }
+        a_s[nn][kk] = v;
+      }
+      for (int e = tid; e < BJ * BK; e += kMmaThreads) {
+        const int kk = e % BK, jj = e / BK;
+        const int64_t k = k0 + kk;
+        const int32_t ch = chs[jj];
+        b_s[jj][kk] = k < g.KT && ch >= 0 ? w[ch * g.w[0] + weight_offset(g, k)].x : uint16_t(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int ks = 0; ks < BK; ks += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, WT, wmma::row_major> af;
+        wmma::load_matrix_sync(af, reinterpret_cast<const WT*>(&a_s[warp * 16][ks]), BK + kPadH);
+#pragma unroll
+        for (int f = 0; f < 2; ++f) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, WT, wmma::col_major> bf;
+          wmma::load_matrix_sync(bf, reinterpret_cast<const WT*>(&b_s[f * 16][ks]), BK + kPadH);
+          wmma::mma_sync(acc[f], af, bf, acc[f]);
+        }
+      }
+    }
+    wmma::store_matrix_sync(&c_s[warp * 16][0], acc[0], BJ + kPadF, wmma::mem_row_major);
+    wmma::store_matrix_sync(&c_s[warp * 16][16], acc[1], BJ + kPadF, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < BN * BJ; e += kMmaThreads) {
+      const int jj = e % BJ, nn = e / BJ;  // consecutive threads: consecutive kept channels
+      const int32_t ch = chs[jj];
+      const int64_t n = n0 + nn;
+      if (ch < 0 || n >= g.N) continue;
+      const float b = bias != nullptr ? static_cast<float>(bias[ch]) : 0.0f;
+      out[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]] = static_cast<T>(c_s[nn][jj] + b);
+    }
+  }
+}
+
+// grad_input on tensor cores. Block (input position p, 64 images); for each 32-channel tile
+// of C_in: C[64 x 32] = sum over taps and 16-channel chunks of kept outputs of
+// A[64 x 16] (grad_output) * B[16 x 32] (weight at the tap).
+template <typename T>
+__global__ void __launch_bounds__(kMmaThreads) grad_input_mma_kernel(
+    const T* __restrict__ go, const T* __restrict__ w, T* __restrict__ gx, const int32_t* __restrict__ pos_count,
+    const int32_t* __restrict__ pos_ch, Geometry g, int64_t gx_s0, int64_t gx_s1, int64_t gx_s2, int64_t gx_s3) {
+  using WT = typename WmmaType<T>::type;
+  constexpr int BN = 64, BC = 32, BJ = 16;
+  const int64_t p = blockIdx.x;
+  const int64_t iy = p / g.W, ix = p % g.W;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BN;
+  __shared__ __align__(32) uint16_t a_s[BN][BJ + kPadH];  // grad_output [n][j]
+  __shared__ __align__(32) uint16_t b_s[BJ][BC + kPadH];  // weight [j][c]: B in row-major
+  __shared__ __align__(32) float c_s[BN][BC + kPadF];
+  __shared__ int32_t chs[BJ];
+  const int tid = threadIdx.x, warp = tid / 32;
+  for (int64_t c0 = 0; c0 < g.C; c0 += BC) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      const int64_t ty = iy + g.ph - ky * g.dh;
+      if (ty < 0 || ty % g.sh != 0 || ty / g.sh >= g.Ho) continue;  // uniform over the block
+      const int64_t oy = ty / g.sh;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const int64_t tx = ix + g.pw - kx * g.dw;
+        if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.Wo) continue;
+        const int64_t ox = tx / g.sw, q = oy * g.Wo + ox;
+        const int cnt = pos_count[q];
+        for (int j0 = 0; j0 < cnt; j0 += BJ) {
+          __syncthreads();
+          if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+          __syncthreads();
+          for (int e = tid; e < BN * BJ; e += kMmaThreads) {
+            const int jj = e % BJ, nn = e / BJ;
+            const int32_t ch = chs[jj];
+            const int64_t n = n0 + nn;
+            a_s[nn][jj] = ch >= 0 && n < g.N ? go[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]].x
+                                             : uint16_t(0);
+          }
+          for (int e = tid; e < BJ * BC; e += kMmaThreads) {
+            const int cc = e % BC, jj = e / BC;
+            const int32_t ch = chs[jj];
+            const int64_t c = c0 + cc;
+            b_s[jj][cc] = ch >= 0 && c < g.C ? w[ch * g.w[0] + c * g.w[1] + ky * g.w[2] + kx * g.w[3]].x
+                                             : uint16_t(0);
+          }
+          __syncthreads();
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, WT, wmma::row_major> af;
+          wmma::load_matrix_sync(af, reinterpret_cast<const WT*>(&a_s[warp * 16][0]), BJ + kPadH);
+#pragma unroll
+          for (int f = 0; f < 2; ++f) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, WT, wmma::row_major> bf;
+            wmma::load_matrix_sync(bf, reinterpret_cast<const WT*>(&b_s[0][f * 16]), BC + kPadH);
+            wmma::mma_sync(acc[f], af, bf, acc[f]);
+          }
+        }
+      }
+    }
+    wmma::store_matrix_sync(&c_s[warp * 16][0], acc[0], BC + kPadF, wmma::mem_row_major);
+    wmma::store_matrix_sync(&c_s[warp * 16][16], acc[1], BC + kPadF, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < BN * BC; e += kMmaThreads) {
+      const int cc = e % BC, nn = e / BC;
+      const int64_t n = n0 + nn, c = c0 + cc;
+      if (n < g.N && c < g.C) gx[n * gx_s0 + c * gx_s1 + iy * gx_s2 + ix * gx_s3] = static_cast<T>(c_s[nn][cc]);
+    }
+    __syncthreads();  // c_s is rewritten by the next channel tile even when it has no taps
+  }
+}
+
+// grad_weight (+ grad_bias) on tensor cores. Block (q, 64 patch elements); warp w owns patch
+// elements 16w..16w+15 and both 16-channel halves of a 32-channel tile:
+// C[32 x 64] = sum over 32-image chunks of A[32 x 32] (grad_output^T) * B[32 x 64] (patch).
+template <typename T>
+__global__ void __launch_bounds__(kMmaThreads) grad_weight_mma_kernel(
+    const T* __restrict__ go, const T* __restrict__ x, float* __restrict__ gw, float* __restrict__ gb,
+    const int32_t* __restrict__ pos_count, const int32_t* __restrict__ pos_ch, Geometry g, bool need_weight) {
+  using WT = typename WmmaType<T>::type;
+  constexpr int BJ = 32, BK = 64, BN = 32;
+  const int64_t q = blockIdx.x;
+  const int cnt = pos_count[q];
+  if (cnt == 0) return;
+  const int64_t k0 = static_cast<int64_t>(blockIdx.y) * BK;
+  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  const bool do_bias = gb != nullptr && blockIdx.y == 0;
+  __shared__ __align__(32) uint16_t a_s[BJ][BN + kPadH];  // grad_output [j][n]
+  __shared__ __align__(32) uint16_t b_s[BN][BK + kPadH];  // patch [n][k]
+  __shared__ __align__(32) float c_s[BJ][BK + kPadF];
+  __shared__ int64_t xoff[BK];
+  __shared__ int32_t chs[BJ];
+  const int tid = threadIdx.x, warp = tid / 32;
+  if (tid < BK) xoff[tid] = k0 + tid < g.KT ? patch_offset(g, k0 + tid, oy, ox) : -1;
+  for (int j0 = 0; j0 < cnt; j0 += BJ) {
+    __syncthreads();
+    if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    float bsum = 0.0f;  // thread tid < BJ: grad_bias of tile channel tid
+    for (int64_t n0 = 0; n0 < g.N; n0 += BN) {
+      __syncthreads();
+      for (int e = tid; e < BJ * BN; e += kMmaThreads) {
+        const int jj = e % BJ, nn = e / BJ;
+        const int32_t ch = chs[jj];
+        const int64_t n = n0 + nn;
+        a_s[jj][nn] = ch >= 0 && n < g.N ? go[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]].x
+                                         : uint16_t(0);
+      }
+      if (need_weight) {
+        for (int e = tid; e < BN * BK; e += kMmaThreads) {
+          const int kk = e % BK, nn = e / BK;
+          const int64_t n = n0 + nn, off = xoff[kk];
+          b_s[nn][kk] = off >= 0 && n < g.N ? x[n * g.x[0] + off].x : uint16_t(0);
+        }
+      }
+      __syncthreads();
+      if (need_weight) {
+#pragma unroll
+        for (int ks = 0; ks < BN; ks += 16) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, WT, wmma::row_major> bf;
+          wmma::load_matrix_sync(bf, reinterpret_cast<const WT*>(&b_s[ks][warp * 16]), BK + kPadH);
+#pragma unroll
+          for (int f = 0; f < 2; ++f) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, WT, wmma::row_major> af;
+            wmma::load_matrix_sync(af, reinterpret_cast<const WT*>(&a_s[f * 16][ks]), BN + kPadH);
+            wmma::mma_sync(acc[f], af, bf, acc[f]);
+          }
+        }
+      }
+      if (do_bias && tid < BJ && chs[tid] >= 0) {
+        for (int nn = 0; nn < BN; ++nn) bsum += static_cast<float>(T(a_s[tid][nn], T::from_bits()));
+      }
+    }
+    if (need_weight) {
+      wmma::store_matrix_sync(&c_s[0][warp * 16], acc[0], BK + kPadF, wmma::mem_row_major);
+      wmma::store_matrix_sync(&c_s[16][warp * 16], acc[1], BK + kPadF, wmma::mem_row_major);
+    }
+    __syncthreads();
+    if (need_weight) {
+      for (int e = tid; e < BJ * BK; e += kMmaThreads) {
+        const int kk = e % BK, jj = e / BK;
+        const int32_t ch = chs[jj];
+        if (ch >= 0 && k0 + kk < g.KT) atomicAdd(gw + ch * g.KT + k0 + kk, c_s[jj][kk]);
+      }
+    }
+    if (do_bias && tid < BJ && chs[tid] >= 0) atomicAdd(gb + chs[tid], bsum);
+  }
+}
+
+// CUDA grids allow 65535 blocks in y.
+void check_grid_y(int64_t blocks, const char* what) {
+  TORCH_CHECK(blocks <= 65535, "masked_conv2d (CUDA kernel): too many ", what, " tiles (", blocks,
+              " > 65535); split the batch");
+}
+
+// Whether half/bfloat16 use the tensor-core kernels (SPARSEMASK_CUDA_MMA=0 turns them off).
+bool use_mma() {
+  static const bool on = [] {
+    const char* v = std::getenv("SPARSEMASK_CUDA_MMA");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+template <typename T>
+constexpr bool kHalfType = std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>;
+
+// Launchers that exist for every dtype but launch only for half/bfloat16 (inside a function
+// template `if constexpr` drops the other branch, so no tensor-core kernel is instantiated
+// for float/double). They return whether they launched.
+template <typename T>
+bool try_forward_mma(const T* x, const T* w, const T* bias, T* out, const int32_t* pos_count, const int32_t* pos_ch,
+                     const Geometry& g, cudaStream_t stream) {
+  if constexpr (kHalfType<T>) {
+    if (!use_mma()) return false;
+    const int64_t n_tiles = (g.N + 63) / 64;
+    check_grid_y(n_tiles, "image");
+    forward_mma_kernel<T><<<dim3(g.Ho * g.Wo, n_tiles), kMmaThreads, 0, stream>>>(x, w, bias, out, pos_count,
+                                                                                   pos_ch, g);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return true;
+  } else {
+    return false;
+  }
+}
+
+template <typename T>
+bool try_grad_input_mma(const T* go, const T* w, T* gx, const int32_t* pos_count, const int32_t* pos_ch,
+                        const Geometry& g, at::IntArrayRef gx_strides, cudaStream_t stream) {
+  if constexpr (kHalfType<T>) {
+    if (!use_mma()) return false;
+    const int64_t n_tiles = (g.N + 63) / 64;
+    check_grid_y(n_tiles, "image");
+    grad_input_mma_kernel<T><<<dim3(g.H * g.W, n_tiles), kMmaThreads, 0, stream>>>(
+        go, w, gx, pos_count, pos_ch, g, gx_strides[0], gx_strides[1], gx_strides[2], gx_strides[3]);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return true;
+  } else {
+    return false;
+  }
+}
+
+template <typename T, typename Acc>
+bool try_grad_weight_mma(const T* go, const T* x, Acc* gw, Acc* gb, const int32_t* pos_count,
+                         const int32_t* pos_ch, const Geometry& g, bool need_weight, cudaStream_t stream) {
+  if constexpr (kHalfType<T> && std::is_same_v<Acc, float>) {
+    if (!use_mma()) return false;
+    const int64_t k_tiles = need_weight ? (g.KT + 63) / 64 : 1;
+    check_grid_y(k_tiles, "patch");
+    grad_weight_mma_kernel<T><<<dim3(g.Ho * g.Wo, k_tiles), kMmaThreads, 0, stream>>>(go, x, gw, gb, pos_count,
+                                                                                       pos_ch, g, need_weight);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return true;
+  } else {
+    return false;
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Host side
 
@@ -291,11 +615,6 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const 
   return g;
 }
 
-// CUDA grids allow 65535 blocks in y.
-void check_grid_y(int64_t blocks, const char* what) {
-  TORCH_CHECK(blocks <= 65535, "masked_conv2d (CUDA kernel): too many ", what, " tiles (", blocks,
-              " > 65535); split the batch");
-}
 
 struct Prepared {
   ConvParams p;
@@ -336,10 +655,16 @@ at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_cuda", [&] {
     using Acc = at::opmath_type<scalar_t>;
+    const scalar_t* bias_ptr = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+    const int32_t* pos_count = pr.plan->pos_count.const_data_ptr<int32_t>();
+    const int32_t* pos_ch = pr.plan->pos_ch.const_data_ptr<int32_t>();
+    if (try_forward_mma<scalar_t>(input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bias_ptr,
+                                  out.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g, stream)) {
+      return;
+    }
     forward_kernel<scalar_t, Acc><<<dim3(q, n_tiles), kThreads, 0, stream>>>(
-        input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(),
-        pr.plan->pos_count.const_data_ptr<int32_t>(), pr.plan->pos_ch.const_data_ptr<int32_t>(), g);
+        input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bias_ptr,
+        out.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -389,22 +714,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
     if (need_input) {
       check_grid_y(n_tiles, "image");
       grad_input = at::empty_like(input, input.options().memory_format(fmt));
-      grad_input_kernel<scalar_t, Acc><<<dim3(g.H * g.W, n_tiles), kThreads, 0, stream>>>(
-          grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
-          grad_input.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g, grad_input.stride(0), grad_input.stride(1),
-          grad_input.stride(2), grad_input.stride(3));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (!try_grad_input_mma<scalar_t>(grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+                                        grad_input.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g,
+                                        grad_input.strides(), stream)) {
+        grad_input_kernel<scalar_t, Acc><<<dim3(g.H * g.W, n_tiles), kThreads, 0, stream>>>(
+            grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+            grad_input.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g, grad_input.stride(0),
+            grad_input.stride(1), grad_input.stride(2), grad_input.stride(3));
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
     }
     if (need_weight || need_bias) {
       const at::ScalarType acc_type = c10::CppTypeToScalarType<Acc>::value;
       at::Tensor gw = at::zeros({g.K, g.KT}, input.options().dtype(acc_type));
       at::Tensor gb = at::zeros({g.K}, input.options().dtype(acc_type));
-      const int64_t k_tiles = need_weight ? (g.KT + kTile - 1) / kTile : 1;
-      check_grid_y(k_tiles, "patch");
-      grad_weight_kernel<scalar_t, Acc><<<dim3(q, k_tiles), kThreads, 0, stream>>>(
-          grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<Acc>(),
-          need_bias ? gb.mutable_data_ptr<Acc>() : nullptr, pos_count, pos_ch, g, need_weight);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (!try_grad_weight_mma<scalar_t, Acc>(grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+                                              gw.mutable_data_ptr<Acc>(), need_bias ? gb.mutable_data_ptr<Acc>() : nullptr,
+                                              pos_count, pos_ch, g, need_weight, stream)) {
+        const int64_t k_tiles = need_weight ? (g.KT + kTile - 1) / kTile : 1;
+        check_grid_y(k_tiles, "patch");
+        grad_weight_kernel<scalar_t, Acc><<<dim3(q, k_tiles), kThreads, 0, stream>>>(
+            grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<Acc>(),
+            need_bias ? gb.mutable_data_ptr<Acc>() : nullptr, pos_count, pos_ch, g, need_weight);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
       if (need_weight) {
         // gw is [K, kh, kw, C] (patch order); the op returns [K, C, kh, kw] contiguous.
         grad_weight = gw.view({g.K, g.kh, g.kw, g.C}).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();
