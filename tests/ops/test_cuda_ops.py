@@ -3,6 +3,10 @@ opcheck, torch.compile, the low-precision rule, the dense fallback and the error
 Every test needs a GPU (skipped by conftest otherwise)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,6 +99,32 @@ def test_low_precision_rule(shape, dtype):
         err_dense = (b.double() - r).abs().max().item()
         floor = (1e-5 if dtype == torch.float32 else 1e-3) * r.abs().max().item()
         assert err <= 2 * err_dense + floor, f"{name}: kernel error {err:.3g} > 2 x dense error {err_dense:.3g}"
+
+
+def test_scalar_half_kernels_match_tensor_core_kernels(tmp_path):
+    """SPARSEMASK_CUDA_MMA=0 selects the scalar kernels for half/bfloat16 (read once per
+    process, so in a child): both paths must agree within bfloat16 rounding."""
+    code = (
+        "import torch, sparsemask\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.randn(37, 64, 17, 15, generator=g).cuda().bfloat16().contiguous(memory_format=torch.channels_last)\n"
+        "w = (torch.randn(70, 64, 3, 3, generator=g) / 24).cuda().bfloat16()\n"
+        "m = (torch.rand(70, 17, 15, generator=g) < 0.3).cuda()\n"
+        "go = torch.randn(37, 70, 17, 15, generator=g).cuda().bfloat16()\n"
+        "y = torch.ops.sparsemask.masked_conv2d(x, w, None, m, [1, 1], [1, 1], [1, 1], 1.0)\n"
+        "gi, gw, gb = torch.ops.sparsemask.masked_conv2d_backward(go, x, w, m, [1, 1], [1, 1], [1, 1], 1.0,"
+        " [True, True, True])\n"
+        "import sys; torch.save([t.float().cpu() for t in (y, gi, gw, gb)], sys.argv[1])\n"
+    )
+    results = []
+    for flag in ("1", "0"):
+        path = str(tmp_path / f"mma_{flag}.pt")
+        env = dict(os.environ, SPARSEMASK_CUDA_MMA=flag)
+        subprocess.run([sys.executable, "-c", code, path], check=True, env=env)
+        results.append(torch.load(path))
+    for name, a, b in zip(("out", "grad_input", "grad_weight", "grad_bias"), *results):
+        scale = b.abs().max().item()
+        assert (a - b).abs().max().item() <= 2e-2 * scale, name
 
 
 def test_gradcheck():
