@@ -292,6 +292,27 @@ def _masked_conv2d_grad_weight_kernel(
 # Launchers and the registered ops
 
 
+def _launchable(*tensors: Tensor) -> bool:
+    """Whether to launch the kernels on these tensors.
+
+    On the GPU always (``wrap_triton`` turns launches on traced tensors into graph nodes).
+    Under TRITON_INTERPRET=1 ``wrap_triton`` hands back the raw interpreted kernel, which
+    cannot take traced tensors: FakeTensors (the fake kernel: shapes only) skip the launch;
+    other tensor subclasses (AOT/functionalization under torch.compile) are refused.
+    """
+    if not _INTERPRET:
+        return True
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if any(isinstance(t, FakeTensor) for t in tensors):
+        return False
+    for t in tensors:
+        if type(t) not in (torch.Tensor, torch.nn.Parameter):
+            raise RuntimeError(f"masked_conv2d: the Triton interpreter (TRITON_INTERPRET=1) cannot run under "
+                               f"torch.compile/AOT tracing (got a {type(t).__name__}); use a GPU or another backend")
+    return True
+
+
 def _flags(dtype: torch.dtype) -> dict:
     return dict(IS_FP64=dtype == torch.float64,
                 ALLOW_TF32=dtype == torch.float32 and bool(torch.backends.cudnn.allow_tf32))
@@ -316,7 +337,7 @@ def _masked_conv2d_triton_op(input: Tensor, weight: Tensor, bias: Optional[Tenso
     out = torch.empty((n, c_out, ho, wo), dtype=input.dtype, device=input.device,
                       memory_format=suggest_memory_format(input)).zero_()
     pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
-    if out.numel() == 0:
+    if out.numel() == 0 or not _launchable(input, weight, mask):
         return out
     grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
     torch.library.wrap_triton(_masked_conv2d_fwd_kernel)[grid](
@@ -337,6 +358,7 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
     ho, wo = _out_size(input, weight, stride, padding, dilation)
     need_input, need_weight, need_bias = output_mask
     pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
+    launch = _launchable(grad_output, input, weight, mask)
     flags = _flags(input.dtype)
     conv = _conv_args(stride, padding, dilation)
     grad_input = input.new_empty(0)
@@ -344,7 +366,7 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
     grad_bias = weight.new_empty(0)
     if need_input:
         grad_input = torch.empty_like(input, memory_format=suggest_memory_format(input))
-        if grad_input.numel() > 0:
+        if grad_input.numel() > 0 and launch:
             grid = lambda meta: (h * w, triton.cdiv(c_in, meta["BLOCK_C"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
             torch.library.wrap_triton(_masked_conv2d_grad_input_kernel)[grid](
                 grad_output, weight, grad_input, pos_count, pos_ch,
@@ -356,7 +378,7 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
         acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
         gw = torch.zeros((c_out, kh * kw * c_in), dtype=acc_dtype, device=input.device)
         gb = torch.zeros((c_out,), dtype=acc_dtype, device=input.device)
-        if n > 0:
+        if n > 0 and launch:
             # grad_bias alone needs one program per kept (q, channel) block, so one K block.
             k_total = kh * kw * c_in
             grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]),  # noqa: E731

@@ -139,6 +139,20 @@ def test_interpreter_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b, c: _triton(a, b, c, mask, s, p, d), inputs, fast_mode=True)
 
 
+@cpu_only
+def test_interpreter_opcheck_schema_fake_autograd():
+    """Schema, autograd registration and the fake kernel (the triton_op traced with
+    FakeTensors); the AOT/compile checks need a GPU (test_cuda_opcheck)."""
+    x, weight, bias, mask, s, p, d = _case((2, 3, 4, 5, 4, 3, 1, 1, 1), 0.5, seed=9)
+    xs, ws, bs = (t.clone().requires_grad_() for t in (x, weight, bias))
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.sparsemask.masked_conv2d_triton.default, (xs, ws, bs, mask, s, p, d),
+                          test_utils=utils)
+    grad = torch.randn(x.shape[0], *mask.shape, dtype=x.dtype)
+    torch.library.opcheck(torch.ops.sparsemask.masked_conv2d_triton_backward.default,
+                          (grad, x, weight, mask, s, p, d, [True, True, True]), test_utils=utils)
+
+
 def test_triton_backend_rejects_cpu_tensors_without_interpreter():
     if INTERPRET:
         pytest.skip("the interpreter runs CPU tensors")
