@@ -86,6 +86,7 @@ def _masked_conv2d_fwd_kernel(
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,  # convolution parameters
     KH: tl.constexpr,  # kernel height
     KW: tl.constexpr,  # kernel width
+    TAP_LOOP: tl.constexpr,  # loop over taps, then channel blocks (C_IN >= 16), else over flat k
     HAS_BIAS: tl.constexpr,
     IS_FP64: tl.constexpr,  # accumulate in float64 (else float32)
     ALLOW_TF32: tl.constexpr,
@@ -112,21 +113,42 @@ def _masked_conv2d_fwd_kernel(
             acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float64)
         else:
             acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
-        for k0 in range(0, k_total, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_ok = offs_k < k_total
-            c = offs_k % C_IN
-            tap = offs_k // C_IN
-            ky = tap // KW
-            kx = tap % KW
-            iy = oy * STRIDE_H - PAD_H + ky * DIL_H
-            ix = ox * STRIDE_W - PAD_W + kx * DIL_W
-            in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-            x_off = c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw
-            xt = tl.load(x_rows + x_off[None, :], mask=n_ok[:, None] & in_ok[None, :], other=0.0)
-            w_off = c.to(tl.int64) * w_sc + ky * w_sh + kx * w_sw
-            wt = tl.load(w_rows + w_off[None, :], mask=j_ok[:, None] & k_ok[None, :], other=0.0)
-            acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
+        if TAP_LOOP:
+            # One (ky, kx) tap at a time: the BLOCK_K channels of a step are contiguous in
+            # channels_last memory (vector loads) and no per-element index arithmetic.
+            for ky in tl.static_range(KH):
+                iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+                for kx in tl.static_range(KW):
+                    ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+                    sp_ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+                    x_tap = x_rows + iy * x_sh + ix * x_sw
+                    w_tap = w_rows + ky * w_sh + kx * w_sw
+                    for c0 in range(0, C_IN, BLOCK_K):
+                        offs_c = c0 + tl.arange(0, BLOCK_K)
+                        c_ok = offs_c < C_IN
+                        xt = tl.load(x_tap + offs_c.to(tl.int64)[None, :] * x_sc,
+                                     mask=n_ok[:, None] & (c_ok & sp_ok)[None, :], other=0.0)
+                        wt = tl.load(w_tap + offs_c.to(tl.int64)[None, :] * w_sc,
+                                     mask=j_ok[:, None] & c_ok[None, :], other=0.0)
+                        acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
+        else:
+            # Few input channels (the RGB stem): one flat loop over k = (ky, kx, c_in) so a
+            # step is not mostly padding.
+            for k0 in range(0, k_total, BLOCK_K):
+                offs_k = k0 + tl.arange(0, BLOCK_K)
+                k_ok = offs_k < k_total
+                c = offs_k % C_IN
+                tap = offs_k // C_IN
+                ky = tap // KW
+                kx = tap % KW
+                iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+                ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+                in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+                x_off = c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw
+                xt = tl.load(x_rows + x_off[None, :], mask=n_ok[:, None] & in_ok[None, :], other=0.0)
+                w_off = c.to(tl.int64) * w_sc + ky * w_sh + kx * w_sw
+                wt = tl.load(w_rows + w_off[None, :], mask=j_ok[:, None] & k_ok[None, :], other=0.0)
+                acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
         if HAS_BIAS:
             acc += tl.load(b_ptr + ch, mask=j_ok, other=0.0).to(acc.dtype)[None, :]
         o_off = offs_n.to(tl.int64)[:, None] * o_sn + ch[None, :] * o_sc + oy * o_sh + ox * o_sw
@@ -239,6 +261,7 @@ def _masked_conv2d_grad_weight_kernel(
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr,
     KW: tl.constexpr,
+    TAP_LOOP: tl.constexpr,  # a program's K block is one tap's channel block (C_IN >= 16)
     HAS_BIAS: tl.constexpr,
     IS_FP64: tl.constexpr,
     ALLOW_TF32: tl.constexpr,
@@ -257,10 +280,17 @@ def _masked_conv2d_grad_weight_kernel(
         j_ok = offs_j < cnt
         ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
         k_total = KH * KW * C_IN
-        offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < k_total
-        c = offs_k % C_IN
-        tap = offs_k // C_IN
+        if TAP_LOOP:
+            c_blocks = tl.cdiv(C_IN, BLOCK_K)
+            tap = pid_k // c_blocks
+            c = (pid_k % c_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = c < C_IN
+            offs_k = tap * C_IN + c
+        else:
+            offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < k_total
+            c = offs_k % C_IN
+            tap = offs_k // C_IN
         ky = tap // KW
         kx = tap % KW
         iy = oy * STRIDE_H - PAD_H + ky * DIL_H
@@ -313,6 +343,17 @@ def _launchable(*tensors: Tensor) -> bool:
     return True
 
 
+def _tap_loop(c_in: int) -> bool:
+    """Tap-by-tap reduction once a tap has at least one MMA K step (16) of channels."""
+    return c_in >= 16
+
+
+def _channels_last_weight(weight: Tensor) -> Tensor:
+    """The weight with C_in innermost (a no-op for a channels_last weight): each tap's
+    channels are then one contiguous run. The weight is small; the copy is cheap."""
+    return weight.contiguous(memory_format=torch.channels_last)
+
+
 def _flags(dtype: torch.dtype) -> dict:
     return dict(IS_FP64=dtype == torch.float64,
                 ALLOW_TF32=dtype == torch.float32 and bool(torch.backends.cudnn.allow_tf32))
@@ -339,12 +380,13 @@ def _masked_conv2d_triton_op(input: Tensor, weight: Tensor, bias: Optional[Tenso
     pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
     if out.numel() == 0 or not _launchable(input, weight, mask):
         return out
+    weight = _channels_last_weight(weight)
     grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
     torch.library.wrap_triton(_masked_conv2d_fwd_kernel)[grid](
         input, weight, bias if bias is not None else out, out, pos_count, pos_ch,
         n, c_in, h, w, c_out, ho, wo,
         *input.stride(), *weight.stride(), *out.stride(), *_conv_args(stride, padding, dilation),
-        KH=kh, KW=kw, HAS_BIAS=bias is not None, **_flags(input.dtype),
+        KH=kh, KW=kw, TAP_LOOP=_tap_loop(c_in), HAS_BIAS=bias is not None, **_flags(input.dtype),
     )
     return out
 
@@ -367,11 +409,13 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
     if need_input:
         grad_input = torch.empty_like(input, memory_format=suggest_memory_format(input))
         if grad_input.numel() > 0 and launch:
-            grid = lambda meta: (h * w, triton.cdiv(c_in, meta["BLOCK_C"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
+            w_cl = _channels_last_weight(weight)
+            grid = lambda meta: (h * w, triton.cdiv(c_in, meta["BLOCK_C"]),  # noqa: E731
+                                 triton.cdiv(n, meta["BLOCK_N"]))
             torch.library.wrap_triton(_masked_conv2d_grad_input_kernel)[grid](
-                grad_output, weight, grad_input, pos_count, pos_ch,
+                grad_output, w_cl, grad_input, pos_count, pos_ch,
                 n, c_in, h, w, c_out, ho, wo,
-                *grad_output.stride(), *weight.stride(), *grad_input.stride(), *conv,
+                *grad_output.stride(), *w_cl.stride(), *grad_input.stride(), *conv,
                 KH=kh, KW=kw, **flags,
             )
     if need_weight or need_bias:
@@ -380,14 +424,21 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
         gb = torch.zeros((c_out,), dtype=acc_dtype, device=input.device)
         if n > 0 and launch:
             # grad_bias alone needs one program per kept (q, channel) block, so one K block.
-            k_total = kh * kw * c_in
-            grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]),  # noqa: E731
-                                 triton.cdiv(k_total, meta["BLOCK_K"]) if need_weight else 1)
+            tap_loop = _tap_loop(c_in)
+
+            def grid(meta):
+                if not need_weight:
+                    k_blocks = 1
+                elif tap_loop:
+                    k_blocks = kh * kw * triton.cdiv(c_in, meta["BLOCK_K"])
+                else:
+                    k_blocks = triton.cdiv(kh * kw * c_in, meta["BLOCK_K"])
+                return (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), k_blocks)
             torch.library.wrap_triton(_masked_conv2d_grad_weight_kernel)[grid](
                 grad_output, input, gw, gb, pos_count, pos_ch,
                 n, c_in, h, w, c_out, ho, wo,
                 *grad_output.stride(), *input.stride(), *conv,
-                KH=kh, KW=kw, HAS_BIAS=bool(need_bias), **flags,
+                KH=kh, KW=kw, TAP_LOOP=tap_loop, HAS_BIAS=bool(need_bias), **flags,
             )
         if need_weight:
             grad_weight = gw.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2).to(weight.dtype).contiguous()

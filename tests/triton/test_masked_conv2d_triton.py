@@ -24,6 +24,7 @@ SHAPES = [
     (1, 3, 6, 7, 7, 3, 2, 0, 1),   # batch 1, C_in=3, stride 2, padding 0
     (2, 4, 5, 8, 7, 3, 1, 2, 2),   # dilation 2
     (2, 6, 5, 5, 4, 1, 1, 0, 1),   # 1x1
+    (2, 40, 6, 5, 6, 3, 2, 1, 1),  # C_in >= 16: the tap-by-tap kernels, two channel blocks
 ]
 KEEPS = [0.0, 0.05, 0.5, 1.0]
 
@@ -183,11 +184,10 @@ def _low_precision_rule(shape, dtype, device, seed=5):
 # ------------------------------------------------------------------------------------------
 # GPU
 
-GPU_SHAPES = SHAPES + [
-    (8, 3, 16, 13, 13, 7, 2, 3, 1),    # 7x7 stem-like
-    (33, 64, 64, 17, 15, 3, 1, 1, 1),  # realistic channels, odd batch
-    (16, 19, 40, 12, 12, 3, 2, 1, 1),  # stride 2, C_in not a multiple of 16
-]
+STEM_7X7 = (8, 3, 16, 13, 13, 7, 2, 3, 1)
+REALISTIC = (33, 64, 64, 17, 15, 3, 1, 1, 1)      # realistic channels, odd batch
+STRIDED = (16, 19, 40, 12, 12, 3, 2, 1, 1)        # stride 2, C_in not a multiple of 16
+GPU_SHAPES = SHAPES + [STEM_7X7, REALISTIC, STRIDED]
 
 
 @pytest.mark.cuda
@@ -198,7 +198,7 @@ def test_cuda_float64_matches_reference(shape, keep):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("shape", GPU_SHAPES[:6], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_cuda_float32_channels_last(shape):
     # TF32 follows torch.backends.cudnn.allow_tf32 (on by default), as the dense conv does.
     _check_exact(shape, 0.3, torch.float32, "cuda", 5e-2, channels_last=True)
@@ -206,7 +206,8 @@ def test_cuda_float32_channels_last(shape):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", GPU_SHAPES[4:], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", [SHAPES[3], SHAPES[4], STEM_7X7, REALISTIC, STRIDED],
+                         ids=lambda s: "x".join(map(str, s)))
 def test_cuda_low_precision_rule(shape, dtype):
     _low_precision_rule(shape, dtype, "cuda")
 
@@ -230,7 +231,7 @@ def test_cuda_opcheck():
 
 @pytest.mark.cuda
 def test_cuda_torch_compile_fullgraph():
-    x, weight, bias, mask, s, p, d = _case(GPU_SHAPES[5], 0.3, torch.float32, "cuda", seed=8)
+    x, weight, bias, mask, s, p, d = _case(REALISTIC, 0.3, torch.float32, "cuda", seed=8)
     x = x.contiguous(memory_format=torch.channels_last)
 
     def step(a, w, b):
