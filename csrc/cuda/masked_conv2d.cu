@@ -650,7 +650,11 @@ at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
   if (out.numel() == 0 || pr.plan->nnz == 0) return out;
   const int64_t q = pr.ho * pr.wo, n_tiles = (input.size(0) + kTile - 1) / kTile;
   check_grid_y(n_tiles, "image");
-  Geometry g = make_geometry(input, weight, pr.p, pr.ho, pr.wo, out);
+  // The kernels read patches as runs over C_in: channels_last operands make those runs
+  // contiguous (a no-op for channels_last callers; otherwise one cheap layout pass).
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor wt = weight.contiguous(at::MemoryFormat::ChannelsLast);
+  Geometry g = make_geometry(x, wt, pr.p, pr.ho, pr.wo, out);
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_cuda", [&] {
@@ -658,12 +662,12 @@ at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
     const scalar_t* bias_ptr = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
     const int32_t* pos_count = pr.plan->pos_count.const_data_ptr<int32_t>();
     const int32_t* pos_ch = pr.plan->pos_ch.const_data_ptr<int32_t>();
-    if (try_forward_mma<scalar_t>(input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bias_ptr,
+    if (try_forward_mma<scalar_t>(x.const_data_ptr<scalar_t>(), wt.const_data_ptr<scalar_t>(), bias_ptr,
                                   out.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g, stream)) {
       return;
     }
     forward_kernel<scalar_t, Acc><<<dim3(q, n_tiles), kThreads, 0, stream>>>(
-        input.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bias_ptr,
+        x.const_data_ptr<scalar_t>(), wt.const_data_ptr<scalar_t>(), bias_ptr,
         out.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -704,7 +708,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
     return {grad_input, grad_weight, grad_bias};
   }
   const int64_t n_tiles = (input.size(0) + kTile - 1) / kTile;
-  Geometry g = make_geometry(input, weight, pr.p, pr.ho, pr.wo, grad_output);
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor wt = weight.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor go = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+  Geometry g = make_geometry(x, wt, pr.p, pr.ho, pr.wo, go);
   const int64_t q = pr.ho * pr.wo;
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_backward_cuda", [&] {
@@ -714,11 +721,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
     if (need_input) {
       check_grid_y(n_tiles, "image");
       grad_input = at::empty_like(input, input.options().memory_format(fmt));
-      if (!try_grad_input_mma<scalar_t>(grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+      if (!try_grad_input_mma<scalar_t>(go.const_data_ptr<scalar_t>(), wt.const_data_ptr<scalar_t>(),
                                         grad_input.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g,
                                         grad_input.strides(), stream)) {
         grad_input_kernel<scalar_t, Acc><<<dim3(g.H * g.W, n_tiles), kThreads, 0, stream>>>(
-            grad_output.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
+            go.const_data_ptr<scalar_t>(), wt.const_data_ptr<scalar_t>(),
             grad_input.mutable_data_ptr<scalar_t>(), pos_count, pos_ch, g, grad_input.stride(0),
             grad_input.stride(1), grad_input.stride(2), grad_input.stride(3));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -728,13 +735,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
       const at::ScalarType acc_type = c10::CppTypeToScalarType<Acc>::value;
       at::Tensor gw = at::zeros({g.K, g.KT}, input.options().dtype(acc_type));
       at::Tensor gb = at::zeros({g.K}, input.options().dtype(acc_type));
-      if (!try_grad_weight_mma<scalar_t, Acc>(grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+      if (!try_grad_weight_mma<scalar_t, Acc>(go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
                                               gw.mutable_data_ptr<Acc>(), need_bias ? gb.mutable_data_ptr<Acc>() : nullptr,
                                               pos_count, pos_ch, g, need_weight, stream)) {
         const int64_t k_tiles = need_weight ? (g.KT + kTile - 1) / kTile : 1;
         check_grid_y(k_tiles, "patch");
         grad_weight_kernel<scalar_t, Acc><<<dim3(q, k_tiles), kThreads, 0, stream>>>(
-            grad_output.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<Acc>(),
+            go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), gw.mutable_data_ptr<Acc>(),
             need_bias ? gb.mutable_data_ptr<Acc>() : nullptr, pos_count, pos_ch, g, need_weight);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }

@@ -380,6 +380,9 @@ def _masked_conv2d_triton_op(input: Tensor, weight: Tensor, bias: Optional[Tenso
     pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
     if out.numel() == 0 or not _launchable(input, weight, mask):
         return out
+    # Patches are read as runs over C_in: channels_last makes them contiguous (no-op when
+    # the caller already is channels_last, the fast layout).
+    input = input.contiguous(memory_format=torch.channels_last)
     weight = _channels_last_weight(weight)
     grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
     torch.library.wrap_triton(_masked_conv2d_fwd_kernel)[grid](
@@ -401,6 +404,7 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
     need_input, need_weight, need_bias = output_mask
     pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
     launch = _launchable(grad_output, input, weight, mask)
+    grad_output = grad_output.contiguous(memory_format=torch.channels_last)
     flags = _flags(input.dtype)
     conv = _conv_args(stride, padding, dilation)
     grad_input = input.new_empty(0)
@@ -423,6 +427,7 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
         gw = torch.zeros((c_out, kh * kw * c_in), dtype=acc_dtype, device=input.device)
         gb = torch.zeros((c_out,), dtype=acc_dtype, device=input.device)
         if n > 0 and launch:
+            x_cl = input.contiguous(memory_format=torch.channels_last)
             # grad_bias alone needs one program per kept (q, channel) block, so one K block.
             tap_loop = _tap_loop(c_in)
 
@@ -435,9 +440,9 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
                     k_blocks = triton.cdiv(kh * kw * c_in, meta["BLOCK_K"])
                 return (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), k_blocks)
             torch.library.wrap_triton(_masked_conv2d_grad_weight_kernel)[grid](
-                grad_output, input, gw, gb, pos_count, pos_ch,
+                grad_output, x_cl, gw, gb, pos_count, pos_ch,
                 n, c_in, h, w, c_out, ho, wo,
-                *grad_output.stride(), *input.stride(), *conv,
+                *grad_output.stride(), *x_cl.stride(), *conv,
                 KH=kh, KW=kw, TAP_LOOP=tap_loop, HAS_BIAS=bool(need_bias), **flags,
             )
         if need_weight:
