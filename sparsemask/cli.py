@@ -19,9 +19,9 @@ examples:
   sparsemask demo                                   # the main job, ~5 min on 2 CPU cores
   sparsemask experiment --list
   sparsemask experiment 001-transfer --scale smoke --out runs/t
-  sparsemask train --arch resnet18 --dataset fashion-mnist --keep 0.1 --out runs/r18-def.pt
-  sparsemask evaluate runs/r18-def.pt --noise 8 16 32
-  sparsemask attack runs/r18-def.pt --source runs/r18-std.pt --attack pgd --eps255 16 --steps 20
+  sparsemask train --arch wide_resnet --depth 8 --width 1 --keep 0.1 --out runs/r8-def.pt
+  sparsemask evaluate runs/r8-def.pt --noise 8 16 32
+  sparsemask attack runs/r8-def.pt --source runs/r8-std.pt --attack pgd --eps255 16 --steps 20
   sparsemask bench
 """
 
@@ -30,9 +30,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
-def _add_data_args(p: argparse.ArgumentParser, default: Optional[str] = "fashion-mnist") -> None:
+def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=default,
+    g.add_argument("--dataset", default="fashion-mnist",
                    help="dataset name: fashion-mnist, mnist, cifar10, svhn, digits (scikit-learn's, embedded)")
     g.add_argument("--data-root", default=None,
                    help="directory holding the dataset files (default: the loader's search path, "
@@ -64,11 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", formatter_class=_Formatter, help="train a (defective) model and save it",
                        description="Train a standard or defective model on a dataset and save a model file "
                                    "(weights, masks and the spec needed to rebuild it).",
-                       epilog="example:\n  sparsemask train --arch resnet18 --width 16 --dataset fashion-mnist "
-                              "--n-train 10000 --epochs 3 --keep 0.1 --out runs/r18-def.pt")
+                       epilog="example:\n  sparsemask train --arch wide_resnet --depth 8 --width 1 --dataset fashion-mnist "
+                              "--n-train 10000 --epochs 3 --keep 0.1 --out runs/r8-def.pt")
     p.add_argument("--arch", default="resnet18",
                    help="resnet18, resnet50, densenet121, senet18, vgg19, wide_resnet, lenet5, cw_mnist")
-    p.add_argument("--width", type=int, default=None, help="base channel width (architecture default if omitted)")
+    p.add_argument("--depth", type=int, default=None, help="depth, for wide_resnet (e.g. 8 = ResNet-8, 32)")
+    p.add_argument("--width", type=int, default=None, help="width factor, for wide_resnet (1 = 16/32/64 channels)")
     p.add_argument("--keep", type=float, default=None,
                    help="keep probability of defective layers; omit for a standard model")
     p.add_argument("--where", default="bottom", help="bottom, top, or comma-separated layer names")
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-batch-size", type=int, default=128)
     p.add_argument("--schedule", default="cosine", choices=["cosine", "multistep", "constant"])
     p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--out", required=True, help="model file to write (.pt)")
+    p.add_argument("--out", required=True,
+                   help="checkpoint to write (sparsemask.train format, rewritten every epoch; an existing one is resumed)")
     _add_data_args(p)
     _add_runtime_args(p)
 
@@ -88,11 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", formatter_class=_Formatter, help="clean (and noisy) accuracy of a saved model",
                        description="Clean test accuracy of a model file, optionally under seed 001's additive "
                                    "Gaussian noise (σ on the 0-255 scale, clipped to [-2σ, 2σ]).",
-                       epilog="example:\n  sparsemask evaluate runs/r18-def.pt --noise 4 8 16 32 --json runs/eval.json")
+                       epilog="example:\n  sparsemask evaluate runs/r8-def.pt --noise 4 8 16 32 --json runs/eval.json")
     p.add_argument("model", help="model file written by `sparsemask train`")
     p.add_argument("--noise", type=float, nargs="*", default=[], help="Gaussian noise σ values (0-255 scale)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    _add_data_args(p, default=None)
+    _add_data_args(p)
     _add_runtime_args(p)
 
     # attack
@@ -101,9 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "source model and transferred (black-box, seed 001's protocol); otherwise the "
                                    "attack is white-box. Reports the success defense rate (accuracy on adversarial "
                                    "examples whose clean originals the target classifies correctly).",
-                       epilog="examples:\n  sparsemask attack runs/r18-def.pt --attack pgd --eps255 8 --steps 10\n"
-                              "  sparsemask attack runs/r18-def.pt --source runs/r18-std.pt --attack fgsm --eps255 16\n"
-                              "  sparsemask attack runs/r18-def.pt --attack cw --kappa 20 --steps 100 --grid adv.png")
+                       epilog="examples:\n  sparsemask attack runs/r8-def.pt --attack pgd --eps255 8 --steps 10\n"
+                              "  sparsemask attack runs/r8-def.pt --source runs/r8-std.pt --attack fgsm --eps255 16\n"
+                              "  sparsemask attack runs/r8-def.pt --attack cw --kappa 20 --steps 100 --grid adv.png")
     p.add_argument("model", help="target model file")
     p.add_argument("--source", default=None, help="craft the examples on this model file (transfer attack)")
     p.add_argument("--attack", default="pgd", choices=["fgsm", "pgd", "bim", "mifgsm", "cw", "deepfool", "boundary"])
@@ -115,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eot", type=int, default=None, help="wrap in EOT with this many draws (randomized models)")
     p.add_argument("--grid", default=None, help="write a PNG grid of adversarial examples here")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    _add_data_args(p, default=None)
+    _add_data_args(p)
     _add_runtime_args(p)
 
     # bench
@@ -140,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "  sparsemask experiment 001-transfer --scale paper --config configs/001-transfer-paper.yaml "
                               "--set data.root=/data/cifar-10-batches-py\n  sparsemask experiment --list")
     p.add_argument("name", nargs="?", help="experiment name (see --list)")
-    p.add_argument("--scale", default="smoke", choices=["smoke", "small", "paper"])
+    p.add_argument("--scale", default=None, choices=["smoke", "small", "paper"],
+                   help="preset size (default: the config file's `scale:`, else smoke)")
     p.add_argument("--config", default=None, help="YAML or TOML file overriding the scale preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting with a dotted key, e.g. --set train.epochs=5 (repeatable)")
@@ -173,17 +176,9 @@ def _version() -> str:
 
 # --------------------------------------------------------------------------- commands
 
-def _data_cfg(args, saved: Optional[dict] = None) -> dict[str, Any]:
-    data = dict((saved or {}).get("data", {}))
-    if args.dataset is not None:
-        data = {"name": args.dataset, "root": None, "seed": args.seed}
-    if args.data_root is not None:
-        data["root"] = args.data_root
-    data.setdefault("name", "fashion-mnist")
-    data.setdefault("root", None)
-    data["n_train"] = args.n_train if args.n_train is not None else data.get("n_train")
-    data["n_test"] = args.n_test
-    return data
+def _data_cfg(args) -> dict[str, Any]:
+    return {"name": args.dataset, "root": args.data_root, "seed": args.seed, "n_train": args.n_train,
+            "n_test": args.n_test}
 
 
 def _runtime_cfg(args) -> dict[str, Any]:
@@ -195,7 +190,8 @@ def _runtime_cfg(args) -> dict[str, Any]:
 
 
 def cmd_train(args) -> int:
-    from .experiments.common import ModelSpec, deep_merge, SCALES, get_model, load_data, save_model
+    from .experiments.common import (ModelSpec, SCALES, accuracy, build_model, builder_kwargs, deep_merge, fit,
+                                     load_data, train_config, variant_label)
 
     defective = None
     if args.keep is not None:
@@ -203,25 +199,28 @@ def cmd_train(args) -> int:
         defective = {"keep": args.keep, "where": where, "kind": args.kind, "widen": args.widen}
     cfg = deep_merge(SCALES["small"], _runtime_cfg(args))
     cfg["data"] = _data_cfg(args)
-    cfg["model"] = {"arch": args.arch, "width": args.width}
+    cfg["model"] = {"arch": args.arch, "depth": args.depth, "width": args.width}
     cfg["train"].update(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size, schedule=args.schedule,
                         label_smoothing=args.label_smoothing)
     spec = ModelSpec(arch=args.arch, defective=defective, seed=args.seed)
     data = load_data(cfg)
-    log: list = []
-    model = get_model(spec, cfg, data, log)
-    save_model(args.out, model, spec, cfg, data)
-    print(f"{spec.label}: clean test accuracy {100 * log[-1]['clean_accuracy']:.2f}% "
-          f"({log[-1].get('train_seconds', 0):.1f} s training); saved {args.out}")
+    model = build_model(spec, cfg, data)
+    tc = train_config(spec, cfg)
+    tc["checkpoint"] = args.out  # sparsemask.train writes it atomically every epoch (and resumes from it)
+    fit(model, data, tc, cfg)
+    acc = accuracy(model.eval(), data.x_test, data.y_test, cfg)
+    label = variant_label(args.arch, defective, builder_kwargs(spec, cfg))
+    print(f"{label}: clean test accuracy {100 * acc:.2f}% on {data.name}; checkpoint {args.out}")
     return 0
 
 
 def _load_for_eval(args, path):
-    from .experiments.common import deep_merge, load_model
+    from . import train
+    from .experiments.common import SCALES, deep_merge
 
-    model, saved = load_model(path, device=args.device)
-    cfg = deep_merge(saved, _runtime_cfg(args))
-    cfg["data"] = _data_cfg(args, saved)
+    model = train.load_model(path).to(args.device).eval()
+    cfg = deep_merge(SCALES["small"], _runtime_cfg(args))
+    cfg["data"] = _data_cfg(args)
     return model, cfg
 
 
@@ -243,19 +242,18 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_attack(args) -> int:
-    from .experiments.common import (load_data, load_model, make_attack, predict, run_attack,
-                                     save_adversarial_grid, success_defense_rate, fmt_pct, attack_label)
+    from . import train
+    from .experiments.common import (load_data, make_attack, predict, run_attack, save_adversarial_grid,
+                                     success_defense_rate, fmt_pct, attack_label)
 
     target, cfg = _load_for_eval(args, args.model)
-    source = load_model(args.source, device=args.device)[0] if args.source else target
+    source = train.load_model(args.source).to(args.device).eval() if args.source else target
     data = load_data(cfg)
     params: dict[str, Any] = {"name": args.attack}
     if args.attack not in ("deepfool", "cw", "boundary"):
         params["eps255"] = args.eps255
-    if args.attack not in ("fgsm",):
+    if args.attack not in ("fgsm", "cw", "boundary"):
         params["norm"] = args.norm
-    if args.attack == "cw":
-        params.pop("norm")
     for key in ("steps", "step255", "kappa", "eot"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
@@ -293,11 +291,15 @@ def cmd_experiment(args) -> int:
     from .experiments import EXPERIMENTS, describe, get_experiment, run_experiment
     from .experiments.common import load_config_file, parse_overrides, resolve_config
 
+    config = load_config_file(args.config) if args.config else {}
+    # A config file may name its experiment and scale; the command line wins.
+    args.name = args.name or config.get("experiment")
+    args.scale = args.scale or config.get("scale") or "smoke"
+    config = {k: v for k, v in config.items() if k not in ("experiment", "scale")}
     if args.list or not args.name:
         for name, text in describe().items():
             print(f"{name:22s} {text}")
         return 0 if args.list else 2
-    config = load_config_file(args.config) if args.config else None
     overrides = parse_overrides(args.overrides)
     if args.print_config:
         module = get_experiment(args.name)

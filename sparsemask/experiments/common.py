@@ -596,7 +596,7 @@ class ResultWriter:
             "tables": {t: md for t, md in self.tables}, "figures": [f for f, _ in self.figures],
             "seconds": time.perf_counter() - self.t0,
         }
-        (self.out / "results.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        (self.out / "results.json").write_text(json.dumps(_finite(result), indent=2, default=_json_default) + "\n")
         md = [f"# {self.name}", "", self.description, "",
               f"Scale `{self.cfg.get('scale')}`; data: {data.info() if data is not None else '-'}.", ""]
         for title, table in self.tables:
@@ -608,6 +608,17 @@ class ResultWriter:
         md += [f"Every hyperparameter is in `results.json` (`config`). Ran in {result['seconds']:.1f} s.", ""]
         (self.out / "results.md").write_text("\n".join(md))
         return result
+
+
+def _finite(obj):
+    """NaN/inf -> None, recursively (strict JSON has no NaN; a missing number reads as null)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _json_default(obj):
@@ -654,46 +665,3 @@ def adversarial_grid(writer: "ResultWriter", model: nn.Module, data: Data, cfg: 
     x_adv = run_attack(make_attack(model, params, cfg), x, y, cfg, desc="grid")
     save_adversarial_grid(writer.figure(filename, f"{attack_label(params)} white-box examples: {title}"),
                           x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg), n=n, title=title)
-
-
-# --------------------------------------------------------------------------- model files (CLI)
-
-def save_model(path: str | os.PathLike, model: nn.Module, spec: Mapping[str, Any], cfg: Mapping[str, Any],
-               data: Data) -> None:
-    """Write a model file: weights + masks (state_dict) and the spec/config that rebuild it.
-
-    Written atomically (temp file + rename) so an interrupted run never leaves half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {"format": "sparsemask-model-1", "spec": dict(spec),
-            "config": {**{k: cfg[k] for k in ("data", "model", "train") if k in cfg}, "info": data.info()},
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-
-
-def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode, its saved config) from a file written by :func:`save_model`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist (write one with `sparsemask train`)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != "sparsemask-model-1":
-        raise ValueError(f"{str(path)!r} is not a sparsemask model file (written by `sparsemask train`)")
-    cfg = dict(blob["config"])
-    info = blob["config"].get("info") or {}
-    shape = info.get("shape")
-    data = _DataShape(blob["spec"].get("num_classes", info.get("num_classes", 10)), shape)
-    model = build_model(blob["spec"], cfg, data)
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval(), cfg
-
-
-class _DataShape:
-    """The three numbers :func:`build_model` reads from a :class:`Data`."""
-
-    def __init__(self, num_classes: int, shape):
-        self.num_classes = int(num_classes)
-        self.in_channels, self.input_size = int(shape[0]), int(shape[-1])
