@@ -91,6 +91,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__
   for (int j0 = 0; j0 < cnt; j0 += kTile) {
     __syncthreads();  // the previous tile's readers of chs are done
     if (tid < kTile) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+    __syncthreads();  // chs is read below even when the reduction is empty (C_in == 0)
     Acc acc[kPerThread];
 #pragma unroll
     for (int r = 0; r < kPerThread; ++r) acc[r] = Acc(0);
@@ -317,6 +318,7 @@ __global__ void __launch_bounds__(kMmaThreads) forward_mma_kernel(const T* __res
   for (int j0 = 0; j0 < cnt; j0 += BJ) {
     __syncthreads();
     if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+    __syncthreads();  // chs is read below even when the reduction is empty (C_in == 0)
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);

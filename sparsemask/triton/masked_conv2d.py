@@ -35,14 +35,18 @@ from torch._prims_common import suggest_memory_format
 __all__ = ["masked_conv2d_triton"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# SPARSEMASK_TRITON_AUTOTUNE=0: only the first configuration of each kernel, no tuning
+# runs (GPU tests: many shapes, each would otherwise compile and time every config).
+_AUTOTUNE = os.environ.get("SPARSEMASK_TRITON_AUTOTUNE", "1") != "0"
 
 
 def _configs(space: Sequence[dict], interpret: dict) -> list[triton.Config]:
     """Autotune configurations; a single small one under the interpreter (no benchmarking)."""
     if _INTERPRET:
         return [triton.Config(interpret, num_warps=1, num_stages=1)]
-    return [triton.Config({k: v for k, v in c.items() if k not in ("warps", "stages")},
-                          num_warps=c["warps"], num_stages=c["stages"]) for c in space]
+    configs = [triton.Config({k: v for k, v in c.items() if k not in ("warps", "stages")},
+                             num_warps=c["warps"], num_stages=c["stages"]) for c in space]
+    return configs if _AUTOTUNE else configs[:1]
 
 
 @triton.jit
