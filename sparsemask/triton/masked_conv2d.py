@@ -14,6 +14,12 @@ the loads coalesce; other layouts work through the strides, just slower. Product
 accumulate in float32 (float64 for float64 inputs); float32 operands use TF32 when
 ``torch.backends.cudnn.allow_tf32`` is set, as cuDNN's convolution does.
 
+The forward writes the output once: for layers up to 128 output channels a program owns
+whole output rows [images, C_out] of its position, reduces every kept-channel block of it
+and scatters the results into the row tile with an exact one-hot product, so zeros and
+values go out in one coalesced store (no zero fill); wider layers zero-fill the output and
+store kept neurons only.
+
 The index lists come from ``torch.ops.sparsemask.mask_plan(mask)`` (the cached C++ plan),
 which has a static-shape fake kernel, so these ops trace under ``torch.compile``. Grids are
 static too: a program whose block of kept channels is empty exits at once.
@@ -74,13 +80,70 @@ _FWD_CONFIGS = _configs(
 )
 
 
+@triton.jit
+def _fwd_tile(
+    x_rows,  # [BLOCK_N, 1] pointers: input images of the tile
+    w_rows,  # [BLOCK_J, 1] pointers: weight rows of the tile's kept channels
+    n_ok, j_ok,  # [BLOCK_N], [BLOCK_J] validity
+    oy, ox,  # output position
+    C_IN, H, W,
+    x_sc, x_sh, x_sw, w_sc, w_sh, w_sw,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, TAP_LOOP: tl.constexpr, IS_FP64: tl.constexpr,
+    ALLOW_TF32: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """acc [BLOCK_N, BLOCK_J] = patch(oy, ox)[images] @ W[channels]^T over all kh*kw*C_in."""
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
+    if TAP_LOOP:
+        # One (ky, kx) tap at a time: the BLOCK_K channels of a step are contiguous in
+        # channels_last memory (vector loads) and no per-element index arithmetic.
+        for ky in tl.static_range(KH):
+            iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+            for kx in tl.static_range(KW):
+                ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+                sp_ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+                x_tap = x_rows + iy * x_sh + ix * x_sw
+                w_tap = w_rows + ky * w_sh + kx * w_sw
+                for c0 in range(0, C_IN, BLOCK_K):
+                    offs_c = c0 + tl.arange(0, BLOCK_K)
+                    c_ok = offs_c < C_IN
+                    xt = tl.load(x_tap + offs_c.to(tl.int64)[None, :] * x_sc,
+                                 mask=n_ok[:, None] & (c_ok & sp_ok)[None, :], other=0.0)
+                    wt = tl.load(w_tap + offs_c.to(tl.int64)[None, :] * w_sc,
+                                 mask=j_ok[:, None] & c_ok[None, :], other=0.0)
+                    acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
+    else:
+        # Few input channels (the RGB stem): one flat loop over k = (ky, kx, c_in) so a step
+        # is not mostly padding.
+        k_total = KH * KW * C_IN
+        for k0 in range(0, k_total, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < k_total
+            c = offs_k % C_IN
+            tap = offs_k // C_IN
+            ky = tap // KW
+            kx = tap % KW
+            iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+            ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+            in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+            x_off = c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw
+            xt = tl.load(x_rows + x_off[None, :], mask=n_ok[:, None] & in_ok[None, :], other=0.0)
+            w_off = c.to(tl.int64) * w_sc + ky * w_sh + kx * w_sw
+            wt = tl.load(w_rows + w_off[None, :], mask=j_ok[:, None] & k_ok[None, :], other=0.0)
+            acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
+    return acc
+
+
 @triton.autotune(configs=_FWD_CONFIGS, key=["N", "C_IN", "C_OUT", "KH", "KW"])
 @triton.jit
 def _masked_conv2d_fwd_kernel(
     x_ptr,  # input [N, C_IN, H, W], any strides (channels_last: x_sc == 1)
     w_ptr,  # weight [C_OUT, C_IN, KH, KW], any strides
     b_ptr,  # bias [C_OUT] (read only when HAS_BIAS)
-    out_ptr,  # output [N, C_OUT, H_OUT, W_OUT], zero-filled; only kept neurons are written
+    out_ptr,  # output [N, C_OUT, H_OUT, W_OUT]; FULL_ROWS: every element written, else pre-zeroed
     pos_count_ptr,  # [Q] int32: kept channels of output position q
     pos_ch_ptr,  # [Q, C_OUT] int32: their ids, first pos_count[q] valid
     N, C_IN, H, W, C_OUT, H_OUT, W_OUT,  # sizes
@@ -91,72 +154,64 @@ def _masked_conv2d_fwd_kernel(
     KH: tl.constexpr,  # kernel height
     KW: tl.constexpr,  # kernel width
     TAP_LOOP: tl.constexpr,  # loop over taps, then channel blocks (C_IN >= 16), else over flat k
+    FULL_ROWS: tl.constexpr,  # a program owns whole output rows [BLOCK_N, C_OUT] of its position
+    C_OUT_PAD: tl.constexpr,  # C_OUT rounded up to a power of two >= 16 (FULL_ROWS)
     HAS_BIAS: tl.constexpr,
     IS_FP64: tl.constexpr,  # accumulate in float64 (else float32)
     ALLOW_TF32: tl.constexpr,
     BLOCK_N: tl.constexpr,  # images per program (the MMA M side)
-    BLOCK_J: tl.constexpr,  # kept channels per program (MMA N side)
+    BLOCK_J: tl.constexpr,  # kept channels per step (MMA N side)
     BLOCK_K: tl.constexpr,  # patch elements per step (MMA K side)
 ):
     q = tl.program_id(0).to(tl.int64)
-    j0 = tl.program_id(1) * BLOCK_J
-    n0 = tl.program_id(2) * BLOCK_N
     cnt = tl.load(pos_count_ptr + q)
-    if j0 < cnt:
-        oy = q // W_OUT
-        ox = q % W_OUT
-        offs_n = n0 + tl.arange(0, BLOCK_N)
+    oy = q // W_OUT
+    ox = q % W_OUT
+    if FULL_ROWS:
+        # grid (Q, N blocks). All kept-channel blocks of q are reduced here and scattered
+        # into a dense row tile with a one-hot product (exact: one nonzero term per entry),
+        # so the output, zeros included, is written once with whole-row stores and needs no
+        # separate zero fill.
+        offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
-        offs_j = j0 + tl.arange(0, BLOCK_J)
-        j_ok = offs_j < cnt
-        ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
-        x_rows = x_ptr + offs_n.to(tl.int64)[:, None] * x_sn  # [BLOCK_N, 1]
-        w_rows = w_ptr + ch[:, None] * w_sco  # [BLOCK_J, 1]
-        k_total = KH * KW * C_IN
+        x_rows = x_ptr + offs_n.to(tl.int64)[:, None] * x_sn
+        offs_co = tl.arange(0, C_OUT_PAD)
         if IS_FP64:
-            acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float64)
+            rows = tl.zeros((BLOCK_N, C_OUT_PAD), dtype=tl.float64)
         else:
-            acc = tl.zeros((BLOCK_N, BLOCK_J), dtype=tl.float32)
-        if TAP_LOOP:
-            # One (ky, kx) tap at a time: the BLOCK_K channels of a step are contiguous in
-            # channels_last memory (vector loads) and no per-element index arithmetic.
-            for ky in tl.static_range(KH):
-                iy = oy * STRIDE_H - PAD_H + ky * DIL_H
-                for kx in tl.static_range(KW):
-                    ix = ox * STRIDE_W - PAD_W + kx * DIL_W
-                    sp_ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-                    x_tap = x_rows + iy * x_sh + ix * x_sw
-                    w_tap = w_rows + ky * w_sh + kx * w_sw
-                    for c0 in range(0, C_IN, BLOCK_K):
-                        offs_c = c0 + tl.arange(0, BLOCK_K)
-                        c_ok = offs_c < C_IN
-                        xt = tl.load(x_tap + offs_c.to(tl.int64)[None, :] * x_sc,
-                                     mask=n_ok[:, None] & (c_ok & sp_ok)[None, :], other=0.0)
-                        wt = tl.load(w_tap + offs_c.to(tl.int64)[None, :] * w_sc,
-                                     mask=j_ok[:, None] & c_ok[None, :], other=0.0)
-                        acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
-        else:
-            # Few input channels (the RGB stem): one flat loop over k = (ky, kx, c_in) so a
-            # step is not mostly padding.
-            for k0 in range(0, k_total, BLOCK_K):
-                offs_k = k0 + tl.arange(0, BLOCK_K)
-                k_ok = offs_k < k_total
-                c = offs_k % C_IN
-                tap = offs_k // C_IN
-                ky = tap // KW
-                kx = tap % KW
-                iy = oy * STRIDE_H - PAD_H + ky * DIL_H
-                ix = ox * STRIDE_W - PAD_W + kx * DIL_W
-                in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-                x_off = c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw
-                xt = tl.load(x_rows + x_off[None, :], mask=n_ok[:, None] & in_ok[None, :], other=0.0)
-                w_off = c.to(tl.int64) * w_sc + ky * w_sh + kx * w_sw
-                wt = tl.load(w_rows + w_off[None, :], mask=j_ok[:, None] & k_ok[None, :], other=0.0)
-                acc = _mma(xt, tl.trans(wt), acc, ALLOW_TF32)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + ch, mask=j_ok, other=0.0).to(acc.dtype)[None, :]
-        o_off = offs_n.to(tl.int64)[:, None] * o_sn + ch[None, :] * o_sc + oy * o_sh + ox * o_sw
-        tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=n_ok[:, None] & j_ok[None, :])
+            rows = tl.zeros((BLOCK_N, C_OUT_PAD), dtype=tl.float32)
+        for j0 in range(0, cnt, BLOCK_J):
+            offs_j = j0 + tl.arange(0, BLOCK_J)
+            j_ok = offs_j < cnt
+            ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=-1).to(tl.int64)
+            acc = _fwd_tile(x_rows, w_ptr + ch[:, None] * w_sco, n_ok, j_ok, oy, ox, C_IN, H, W,
+                            x_sc, x_sh, x_sw, w_sc, w_sh, w_sw, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+                            KH, KW, TAP_LOOP, IS_FP64, ALLOW_TF32, BLOCK_N, BLOCK_J, BLOCK_K)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + ch, mask=j_ok, other=0.0).to(acc.dtype)[None, :]
+            onehot = (ch[:, None] == offs_co[None, :]).to(acc.dtype)  # [BLOCK_J, C_OUT_PAD]
+            rows = tl.dot(acc, onehot, rows, input_precision="ieee")
+        o_off = offs_n.to(tl.int64)[:, None] * o_sn + offs_co.to(tl.int64)[None, :] * o_sc + oy * o_sh + ox * o_sw
+        tl.store(out_ptr + o_off, rows.to(out_ptr.dtype.element_ty),
+                 mask=n_ok[:, None] & (offs_co < C_OUT)[None, :])
+    else:
+        # grid (Q, C_OUT blocks, N blocks): one block of kept channels per program, written
+        # into a zero-filled output; programs past pos_count[q] exit at once.
+        j0 = tl.program_id(1) * BLOCK_J
+        if j0 < cnt:
+            offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
+            n_ok = offs_n < N
+            offs_j = j0 + tl.arange(0, BLOCK_J)
+            j_ok = offs_j < cnt
+            ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
+            x_rows = x_ptr + offs_n.to(tl.int64)[:, None] * x_sn
+            acc = _fwd_tile(x_rows, w_ptr + ch[:, None] * w_sco, n_ok, j_ok, oy, ox, C_IN, H, W,
+                            x_sc, x_sh, x_sw, w_sc, w_sh, w_sw, STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+                            KH, KW, TAP_LOOP, IS_FP64, ALLOW_TF32, BLOCK_N, BLOCK_J, BLOCK_K)
+            if HAS_BIAS:
+                acc += tl.load(b_ptr + ch, mask=j_ok, other=0.0).to(acc.dtype)[None, :]
+            o_off = offs_n.to(tl.int64)[:, None] * o_sn + ch[None, :] * o_sc + oy * o_sh + ox * o_sw
+            tl.store(out_ptr + o_off, acc.to(out_ptr.dtype.element_ty), mask=n_ok[:, None] & j_ok[None, :])
 
 
 # --------------------------------------------------------------------------------------
@@ -347,6 +402,11 @@ def _launchable(*tensors: Tensor) -> bool:
     return True
 
 
+# Widest output row a forward program keeps in registers (FULL_ROWS mode); wider layers
+# use the zero-fill + scatter mode.
+_FULL_ROWS_MAX_C_OUT = 128
+
+
 def _tap_loop(c_in: int) -> bool:
     """Tap-by-tap reduction once a tap has at least one MMA K step (16) of channels."""
     return c_in >= 16
@@ -378,22 +438,31 @@ def _masked_conv2d_triton_op(input: Tensor, weight: Tensor, bias: Optional[Tenso
     n, c_in, h, w = input.shape
     c_out, _, kh, kw = weight.shape
     ho, wo = _out_size(input, weight, stride, padding, dilation)
-    # Dropped neurons are never visited by the kernel, so the output starts at zero.
+    c_out_pad = max(16, triton.next_power_of_2(c_out))
+    full_rows = c_out_pad <= _FULL_ROWS_MAX_C_OUT
     out = torch.empty((n, c_out, ho, wo), dtype=input.dtype, device=input.device,
-                      memory_format=suggest_memory_format(input)).zero_()
+                      memory_format=suggest_memory_format(input))
+    if not full_rows:
+        out.zero_()  # dropped neurons are never visited in this mode
     pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
     if out.numel() == 0 or not _launchable(input, weight, mask):
-        return out
+        return out.zero_() if full_rows else out
     # Patches are read as runs over C_in: channels_last makes them contiguous (no-op when
     # the caller already is channels_last, the fast layout).
     input = input.contiguous(memory_format=torch.channels_last)
     weight = _channels_last_weight(weight)
-    grid = lambda meta: (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
+
+    def grid(meta):
+        if full_rows:
+            return (ho * wo, triton.cdiv(n, meta["BLOCK_N"]))
+        return (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), triton.cdiv(n, meta["BLOCK_N"]))
+
     torch.library.wrap_triton(_masked_conv2d_fwd_kernel)[grid](
         input, weight, bias if bias is not None else out, out, pos_count, pos_ch,
         n, c_in, h, w, c_out, ho, wo,
         *input.stride(), *weight.stride(), *out.stride(), *_conv_args(stride, padding, dilation),
-        KH=kh, KW=kw, TAP_LOOP=_tap_loop(c_in), HAS_BIAS=bias is not None, **_flags(input.dtype),
+        KH=kh, KW=kw, TAP_LOOP=_tap_loop(c_in), FULL_ROWS=full_rows, C_OUT_PAD=c_out_pad,
+        HAS_BIAS=bias is not None, **_flags(input.dtype),
     )
     return out
 

@@ -91,6 +91,17 @@ def test_interpreter_float64_matches_reference(shape, keep):
 
 
 @cpu_only
+@pytest.mark.parametrize("keep", [0.05, 0.5])
+def test_interpreter_scatter_mode(monkeypatch, keep):
+    """Layers wider than _FULL_ROWS_MAX_C_OUT write kept neurons into a zero-filled output
+    instead of whole rows; force that mode on a small layer."""
+    from sparsemask.triton import masked_conv2d as module
+
+    monkeypatch.setattr(module, "_FULL_ROWS_MAX_C_OUT", 0)
+    _check_exact(SHAPES[0], keep, torch.float64, "cpu", 1e-10, seed=10)
+
+
+@cpu_only
 def test_interpreter_float32_channels_last():
     _check_exact(SHAPES[0], 0.5, torch.float32, "cpu", 1e-4, channels_last=True, seed=1)
 
@@ -187,7 +198,8 @@ def _low_precision_rule(shape, dtype, device, seed=5):
 STEM_7X7 = (8, 3, 16, 13, 13, 7, 2, 3, 1)
 REALISTIC = (33, 64, 64, 17, 15, 3, 1, 1, 1)      # realistic channels, odd batch
 STRIDED = (16, 19, 40, 12, 12, 3, 2, 1, 1)        # stride 2, C_in not a multiple of 16
-GPU_SHAPES = SHAPES + [STEM_7X7, REALISTIC, STRIDED]
+WIDE = (4, 24, 150, 9, 9, 3, 1, 1, 1)              # C_out > 128: the zero-fill + scatter forward
+GPU_SHAPES = SHAPES + [STEM_7X7, REALISTIC, STRIDED, WIDE]
 
 
 @pytest.mark.cuda
