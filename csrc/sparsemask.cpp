@@ -43,6 +43,15 @@ TORCH_LIBRARY(sparsemask, m) {
   m.def(
       "masked_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor mask, int[2] stride, "
       "int[2] padding, int[2] dilation, float max_density, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The defective unit's epilogue: act(mask * ((input - mean) * invstd * weight + bias)),
+  // act = ReLU if relu else identity. In training mean/invstd are input's batch statistics
+  // and the backward differentiates through them, as BatchNorm's does.
+  m.def(
+      "masked_batch_norm_act(Tensor input, Tensor mask, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd, "
+      "bool training, bool relu) -> Tensor");
+  m.def(
+      "masked_batch_norm_act_backward(Tensor grad_out, Tensor input, Tensor output, Tensor mask, Tensor? weight, "
+      "Tensor mean, Tensor invstd, bool training, bool relu, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // The mask plan (see plan.h): (pos_count, pos_ch, pos_start, ch_count, ch_pos).
   m.def("mask_plan(Tensor mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.impl("mask_plan", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(mask_plan));

@@ -18,7 +18,7 @@ from .backend import get_backend, max_density
 
 IntPair = Union[int, Sequence[int]]
 
-__all__ = ["masked_conv2d", "dense_masked_conv2d", "conv_output_size"]
+__all__ = ["masked_conv2d", "dense_masked_conv2d", "conv_output_size", "masked_batch_norm_act"]
 
 
 def _pair(value: IntPair, name: str) -> list[int]:
@@ -189,3 +189,82 @@ def _backward(ctx, grad_output):
 
 
 torch.library.register_autograd("sparsemask::masked_conv2d", _backward, setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------------------
+# The defective unit's epilogue, fused: act(mask * BN(x)).
+
+def _fused_bn_supported(input: Tensor) -> bool:
+    return input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64) and input.dim() == 4
+
+
+def masked_batch_norm_act(input: Tensor, mask: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                          running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
+                          momentum: float = 0.1, eps: float = 1e-5, relu: bool = False) -> Tensor:
+    """``act(mask * F.batch_norm(input, ...))`` in one pass after the statistics.
+
+    Args:
+        input: [N, C, H, W] (a defective conv's output: zero at the defective positions,
+            which BN's batch statistics include, as documented in sparsemask.nn.defective).
+        mask: bool [C, H, W]; weight, bias, running_mean, running_var: [C] or None.
+        training: batch statistics (and running-statistics update with ``momentum``) if
+            True, running statistics if False. relu: apply ReLU after the mask.
+
+    Returns [N, C, H, W] in the input's memory format. On CPU float32/float64 this runs the
+    fused C++ kernels (csrc/cpu/masked_batch_norm.cpp); elsewhere the same composite of
+    ``F.batch_norm``, the mask and ReLU.
+    """
+    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(input.shape[1:]):
+        raise ValueError(f"masked_batch_norm_act: mask must be bool with shape {list(input.shape[1:])}, "
+                         f"got {mask.dtype} {list(mask.shape)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("masked_batch_norm_act: running_mean and running_var are required when training=False")
+    if not _fused_bn_supported(input):
+        out = F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps) * mask
+        return out.relu() if relu else out
+    if training:
+        with torch.no_grad():
+            var, mean = torch.var_mean(input, dim=(0, 2, 3), correction=0)
+            if running_mean is not None and running_var is not None:
+                count = input.numel() // input.shape[1]
+                running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+                unbiased = var * (count / max(count - 1, 1))
+                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        invstd = torch.rsqrt(var + eps)
+    else:
+        mean, invstd = running_mean.to(input.dtype), torch.rsqrt(running_var.to(input.dtype) + eps)
+    return torch.ops.sparsemask.masked_batch_norm_act(input, mask, weight, bias, mean, invstd, training, relu)
+
+
+@torch.library.register_fake("sparsemask::masked_batch_norm_act")
+def _masked_batch_norm_act_fake(input, mask, weight, bias, mean, invstd, training, relu):
+    return torch.empty_like(input, memory_format=suggest_memory_format(input))
+
+
+@torch.library.register_fake("sparsemask::masked_batch_norm_act_backward")
+def _masked_batch_norm_act_backward_fake(grad_out, input, output, mask, weight, mean, invstd, training, relu,
+                                         output_mask):
+    c = input.shape[1]
+    return (torch.empty_like(input, memory_format=suggest_memory_format(input)) if output_mask[0]
+            else input.new_empty(0),
+            input.new_empty((c,)) if output_mask[1] else input.new_empty(0),
+            input.new_empty((c,)) if output_mask[2] else input.new_empty(0))
+
+
+def _bn_setup_context(ctx, inputs, output):
+    input, mask, weight, bias, mean, invstd, training, relu = inputs
+    ctx.save_for_backward(input, output, mask, weight, mean, invstd)
+    ctx.flags = (training, relu, weight is not None, bias is not None)
+
+
+def _bn_backward(ctx, grad_out):
+    input, output, mask, weight, mean, invstd = ctx.saved_tensors
+    training, relu, has_weight, has_bias = ctx.flags
+    need = [bool(ctx.needs_input_grad[0]), bool(has_weight and ctx.needs_input_grad[2]),
+            bool(has_bias and ctx.needs_input_grad[3])]
+    gi, gw, gb = torch.ops.sparsemask.masked_batch_norm_act_backward(
+        grad_out, input, output, mask, weight, mean, invstd, training, relu, need)
+    return (gi if need[0] else None, None, gw if need[1] else None, gb if need[2] else None, None, None, None, None)
+
+
+torch.library.register_autograd("sparsemask::masked_batch_norm_act", _bn_backward, setup_context=_bn_setup_context)
