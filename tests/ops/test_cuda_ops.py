@@ -130,7 +130,8 @@ def test_scalar_half_kernels_match_tensor_core_kernels(tmp_path):
 def test_gradcheck():
     x, weight, bias, mask, s, p, d = _case((3, 5, 6, 7, 6, 3, 2, 1, 1), 0.5, seed=3)
     inputs = tuple(t.clone().requires_grad_() for t in (x, weight, bias))
-    assert torch.autograd.gradcheck(lambda a, b, c: _cuda(a, b, c, mask, s, p, d), inputs)
+    # grad_weight/grad_bias are summed with atomics: the order, so the last bits, can vary.
+    assert torch.autograd.gradcheck(lambda a, b, c: _cuda(a, b, c, mask, s, p, d), inputs, nondet_tol=1e-12)
 
 
 @pytest.mark.parametrize("max_density", [1.0, 0.0])
@@ -165,13 +166,14 @@ def test_torch_compile_fullgraph():
     x = x.contiguous(memory_format=torch.channels_last)
 
     def step(a, w, b):
-        return torch.relu(_cuda(a, w, b, mask, s, p, d)).sum()
+        return torch.relu(sparsemask.masked_conv2d(a, w, b, mask, s, p, d)).sum()
 
     compiled = torch.compile(step, fullgraph=True)
     leaves = [tuple(t.clone().requires_grad_() for t in (x, weight, bias)) for _ in range(2)]
-    loss_c, loss_e = compiled(*leaves[0]), step(*leaves[1])
-    loss_c.backward()
-    loss_e.backward()
+    with sparsemask.backend("cuda"):  # read at trace time (a guarded global)
+        loss_c, loss_e = compiled(*leaves[0]), step(*leaves[1])
+        loss_c.backward()
+        loss_e.backward()
     torch.testing.assert_close(loss_c, loss_e)
     for a, b in zip(leaves[0], leaves[1]):
         torch.testing.assert_close(a.grad, b.grad)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import sparsemask
 
 pytest.importorskip("triton")
+import sparsemask.triton  # noqa: E402,F401  (imported before torch.compile traces the backend)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -228,7 +229,8 @@ def test_cuda_low_precision_rule(shape, dtype):
 def test_cuda_gradcheck():
     x, weight, bias, mask, s, p, d = _case((3, 5, 6, 7, 6, 3, 2, 1, 1), 0.5, device="cuda", seed=6)
     inputs = tuple(t.clone().requires_grad_() for t in (x, weight, bias))
-    assert torch.autograd.gradcheck(lambda a, b, c: _triton(a, b, c, mask, s, p, d), inputs)
+    # grad_weight/grad_bias are summed with atomics: the order, so the last bits, can vary.
+    assert torch.autograd.gradcheck(lambda a, b, c: _triton(a, b, c, mask, s, p, d), inputs, nondet_tol=1e-12)
 
 
 @pytest.mark.cuda
@@ -247,13 +249,14 @@ def test_cuda_torch_compile_fullgraph():
     x = x.contiguous(memory_format=torch.channels_last)
 
     def step(a, w, b):
-        return torch.relu(_triton(a, w, b, mask, s, p, d)).sum()
+        return torch.relu(sparsemask.masked_conv2d(a, w, b, mask, s, p, d)).sum()
 
     compiled = torch.compile(step, fullgraph=True)
     leaves = [tuple(t.clone().requires_grad_() for t in (x, weight, bias)) for _ in range(2)]
-    loss_c, loss_e = compiled(*leaves[0]), step(*leaves[1])
-    loss_c.backward()
-    loss_e.backward()
+    with sparsemask.backend("triton"):  # read at trace time (a guarded global)
+        loss_c, loss_e = compiled(*leaves[0]), step(*leaves[1])
+        loss_c.backward()
+        loss_e.backward()
     torch.testing.assert_close(loss_c, loss_e, atol=1e-3, rtol=1e-4)
     for a, b in zip(leaves[0], leaves[1]):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-3, rtol=1e-4)
