@@ -44,11 +44,13 @@ TORCH_LIBRARY(sparsemask, m) {
       "masked_conv2d_backward(Tensor grad_output, Tensor input, Tensor weight, Tensor mask, int[2] stride, "
       "int[2] padding, int[2] dilation, float max_density, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // The defective unit's epilogue: act(mask * ((input - mean) * invstd * weight + bias)),
-  // act = ReLU if relu else identity. In training mean/invstd are input's batch statistics
-  // and the backward differentiates through them, as BatchNorm's does.
+  // act = ReLU if relu else identity, returning (out, mean, invstd). In training mean and
+  // invstd are input's batch statistics (computed in the same kernel; the caller updates
+  // the running statistics from them) and the backward differentiates through them, as
+  // BatchNorm's does; in eval they come from running_mean/running_var.
   m.def(
-      "masked_batch_norm_act(Tensor input, Tensor mask, Tensor? weight, Tensor? bias, Tensor mean, Tensor invstd, "
-      "bool training, bool relu) -> Tensor");
+      "masked_batch_norm_act(Tensor input, Tensor mask, Tensor? weight, Tensor? bias, Tensor? running_mean, "
+      "Tensor? running_var, bool training, float eps, bool relu) -> (Tensor, Tensor, Tensor)");
   m.def(
       "masked_batch_norm_act_backward(Tensor grad_out, Tensor input, Tensor output, Tensor mask, Tensor? weight, "
       "Tensor mean, Tensor invstd, bool training, bool relu, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");

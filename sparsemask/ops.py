@@ -222,23 +222,23 @@ def masked_batch_norm_act(input: Tensor, mask: Tensor, weight: Optional[Tensor],
     if not _fused_bn_supported(input):
         out = F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps) * mask
         return out.relu() if relu else out
-    if training:
+    out, mean, invstd = torch.ops.sparsemask.masked_batch_norm_act(input, mask, weight, bias, running_mean,
+                                                                   running_var, training, eps, relu)
+    if training and running_mean is not None and running_var is not None:
         with torch.no_grad():
-            var, mean = torch.var_mean(input, dim=(0, 2, 3), correction=0)
-            if running_mean is not None and running_var is not None:
-                count = input.numel() // input.shape[1]
-                running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-                unbiased = var * (count / max(count - 1, 1))
-                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
-        invstd = torch.rsqrt(var + eps)
-    else:
-        mean, invstd = running_mean.to(input.dtype), torch.rsqrt(running_var.to(input.dtype) + eps)
-    return torch.ops.sparsemask.masked_batch_norm_act(input, mask, weight, bias, mean, invstd, training, relu)
+            count = input.numel() // input.shape[1]
+            var = invstd.double().pow(-2) - eps
+            running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
+            running_var.mul_(1 - momentum).add_((var * (count / max(count - 1, 1))).to(running_var.dtype),
+                                                alpha=momentum)
+    return out
 
 
 @torch.library.register_fake("sparsemask::masked_batch_norm_act")
-def _masked_batch_norm_act_fake(input, mask, weight, bias, mean, invstd, training, relu):
-    return torch.empty_like(input, memory_format=suggest_memory_format(input))
+def _masked_batch_norm_act_fake(input, mask, weight, bias, running_mean, running_var, training, eps, relu):
+    c = input.shape[1]
+    return (torch.empty_like(input, memory_format=suggest_memory_format(input)), input.new_empty((c,)),
+            input.new_empty((c,)))
 
 
 @torch.library.register_fake("sparsemask::masked_batch_norm_act_backward")
@@ -252,19 +252,22 @@ def _masked_batch_norm_act_backward_fake(grad_out, input, output, mask, weight, 
 
 
 def _bn_setup_context(ctx, inputs, output):
-    input, mask, weight, bias, mean, invstd, training, relu = inputs
-    ctx.save_for_backward(input, output, mask, weight, mean, invstd)
+    input, mask, weight, bias, running_mean, running_var, training, eps, relu = inputs
+    out, mean, invstd = output
+    ctx.mark_non_differentiable(mean, invstd)
+    ctx.save_for_backward(input, out, mask, weight, mean, invstd)
     ctx.flags = (training, relu, weight is not None, bias is not None)
 
 
-def _bn_backward(ctx, grad_out):
+def _bn_backward(ctx, grad_out, _grad_mean, _grad_invstd):
     input, output, mask, weight, mean, invstd = ctx.saved_tensors
     training, relu, has_weight, has_bias = ctx.flags
     need = [bool(ctx.needs_input_grad[0]), bool(has_weight and ctx.needs_input_grad[2]),
             bool(has_bias and ctx.needs_input_grad[3])]
     gi, gw, gb = torch.ops.sparsemask.masked_batch_norm_act_backward(
         grad_out, input, output, mask, weight, mean, invstd, training, relu, need)
-    return (gi if need[0] else None, None, gw if need[1] else None, gb if need[2] else None, None, None, None, None)
+    return (gi if need[0] else None, None, gw if need[1] else None, gb if need[2] else None,
+            None, None, None, None, None)
 
 
 torch.library.register_autograd("sparsemask::masked_batch_norm_act", _bn_backward, setup_context=_bn_setup_context)

@@ -77,37 +77,105 @@ void forward_epilogue(const T* x, const T* mask_mul, const T* scale, const T* sh
   });
 }
 
-// mean/invstd: the per-channel statistics BN normalises with — the batch statistics of
-// input in training (the caller computes them in the same pass that updates the running
-// statistics), the running ones in eval.
-at::Tensor masked_batch_norm_act_cpu(const at::Tensor& input_, const at::Tensor& mask,
-                                     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
-                                     const at::Tensor& mean, const at::Tensor& invstd, bool training, bool relu) {
+// Per-channel sum and sum of squares of x (mean, biased var) in one pass. Partial sums are
+// float over blocks of rows (vectorised), flushed to double per block for accuracy.
+template <typename T>
+std::pair<std::vector<double>, std::vector<double>> channel_moments(const T* x, const Walk& w) {
+  const int64_t inner = w.inner(), C = w.C;
+  const int64_t nthreads = at::get_num_threads();
+  std::vector<double> acc(static_cast<size_t>(nthreads) * 2 * C, 0.0);
+  constexpr int64_t kBlock = 64;
+  at::parallel_for(0, (w.rows() + kBlock - 1) / kBlock, 1, [&](int64_t b0, int64_t b1) {
+    double* s1 = acc.data() + static_cast<size_t>(at::get_thread_num()) * 2 * C;
+    double* s2 = s1 + C;
+    std::vector<T> p1(w.cl ? C : 1), p2(w.cl ? C : 1);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t r0 = blk * kBlock, r1 = std::min(w.rows(), r0 + kBlock);
+      if (w.cl) {
+        std::fill(p1.begin(), p1.end(), T(0));
+        std::fill(p2.begin(), p2.end(), T(0));
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* xr = x + r * inner;
+          for (int64_t c = 0; c < C; ++c) {
+            p1[c] += xr[c];
+            p2[c] += xr[c] * xr[c];
+          }
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          s1[c] += p1[c];
+          s2[c] += p2[c];
+        }
+      } else {
+        for (int64_t r = r0; r < r1; ++r) {
+          const T* xr = x + r * inner;
+          T a = 0, b = 0;
+          for (int64_t i = 0; i < inner; ++i) {
+            a += xr[i];
+            b += xr[i] * xr[i];
+          }
+          s1[r % C] += a;
+          s2[r % C] += b;
+        }
+      }
+    }
+  });
+  std::vector<double> mean(C, 0.0), var(C, 0.0);
+  const double count = static_cast<double>(w.N * w.HW);
+  for (int64_t t = 0; t < nthreads; ++t)
+    for (int64_t c = 0; c < C; ++c) {
+      mean[c] += acc[t * 2 * C + c];
+      var[c] += acc[t * 2 * C + C + c];
+    }
+  for (int64_t c = 0; c < C; ++c) {
+    mean[c] /= count;
+    var[c] = std::max(0.0, var[c] / count - mean[c] * mean[c]);
+  }
+  return {mean, var};
+}
+
+// Returns (out, mean, invstd): in training the batch statistics of input (the caller
+// updates the running statistics from them), in eval the running ones.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_batch_norm_act_cpu(
+    const at::Tensor& input_, const at::Tensor& mask, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
+    const std::optional<at::Tensor>& running_var, bool training, double eps, bool relu) {
   check_args(input_, mask, weight, bias);
   const int64_t C = input_.size(1);
-  TORCH_CHECK(mean.dim() == 1 && mean.size(0) == C && invstd.dim() == 1 && invstd.size(0) == C,
-              "masked_batch_norm_act: mean and invstd must have shape [C] = [", C, "]");
   const at::MemoryFormat fmt = input_.suggest_memory_format();
   at::Tensor input = input_.contiguous(fmt);
   const at::ScalarType t = input.scalar_type();
-  at::Tensor scale = weight.has_value() && weight->defined() ? invstd.to(t) * weight->to(t) : invstd.to(t);
-  at::Tensor shift = bias.has_value() && bias->defined() ? bias->to(t) - mean.to(t) * scale : -mean.to(t) * scale;
+  Walk w{fmt == at::MemoryFormat::ChannelsLast, input.size(0), C, input.size(2) * input.size(3)};
+  at::Tensor mean, invstd;
+  if (training) {
+    AT_DISPATCH_FLOATING_TYPES(t, "masked_batch_norm_stats_cpu", [&] {
+      auto [m, v] = channel_moments<scalar_t>(input.data_ptr<scalar_t>(), w);
+      mean = at::tensor(m, input.options().dtype(at::kDouble)).to(t);
+      invstd = (at::tensor(v, input.options().dtype(at::kDouble)) + eps).rsqrt().to(t);
+    });
+  } else {
+    TORCH_CHECK(running_mean.has_value() && running_mean->defined() && running_var.has_value() &&
+                    running_var->defined(),
+                "masked_batch_norm_act: running_mean and running_var are required when training=False");
+    mean = running_mean->to(t, /*non_blocking=*/false, /*copy=*/true);  // outputs must not alias inputs
+    invstd = (running_var->to(t) + eps).rsqrt().contiguous();
+  }
+  at::Tensor scale = weight.has_value() && weight->defined() ? invstd * weight->to(t) : invstd.clone();
+  at::Tensor shift = bias.has_value() && bias->defined() ? bias->to(t) - mean * scale : -mean * scale;
   scale = scale.contiguous();
   shift = shift.contiguous();
   at::Tensor out = at::empty_like(input);
-  Walk w{fmt == at::MemoryFormat::ChannelsLast, input.size(0), C, input.size(2) * input.size(3)};
   AT_DISPATCH_FLOATING_TYPES(t, "masked_batch_norm_act_cpu", [&] {
     at::Tensor mm = mask_multipliers(mask, w.cl, t);
     forward_epilogue<scalar_t>(input.data_ptr<scalar_t>(), mm.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
                                shift.data_ptr<scalar_t>(), relu, w, out.data_ptr<scalar_t>());
   });
-  return out;
+  return {out, mean, invstd};
 }
 
 // g' = grad_out where the unit passed gradient (kept, and output > 0 under ReLU), else 0.
 template <typename T>
 inline T passed(T g, T out, T m, bool relu) {
-  return relu ? (out > T(0) ? g : T(0)) : g * m;
+  return relu ? (out > T(0) ? g : T(0)) : g * m;  // branch-free after if-conversion
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_batch_norm_act_backward_cpu(
@@ -139,33 +207,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_batch_norm_act_backward_cp
     const T* mean = mean_t.data_ptr<T>();
     const T* invstd = invstd_t.data_ptr<T>();
     const int64_t inner = w.inner();
-    // Pass 1: per-channel sum(g') and sum(g' * (x - mean)), thread-private then summed.
+    // Pass 1: per-channel sum(g') and sum(g' * (x - mean)); float partials over blocks of
+    // rows (vectorised), flushed to thread-private doubles, summed at the end.
     const int64_t nthreads = at::get_num_threads();
     std::vector<double> sums(static_cast<size_t>(nthreads) * 2 * C, 0.0);
-    at::parallel_for(0, w.rows(), 16, [&](int64_t r0, int64_t r1) {
+    constexpr int64_t kBlock = 64;
+    at::parallel_for(0, (w.rows() + kBlock - 1) / kBlock, 1, [&](int64_t b0, int64_t b1) {
       double* sg = sums.data() + static_cast<size_t>(at::get_thread_num()) * 2 * C;
       double* sgx = sg + C;
-      for (int64_t r = r0; r < r1; ++r) {
-        const T *xr = x + r * inner, *gr = go + r * inner, *orow = out + r * inner;
+      std::vector<T> pg(cl ? C : 1), pgx(cl ? C : 1);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t r0 = blk * kBlock, r1 = std::min(w.rows(), r0 + kBlock);
         if (cl) {
-          const T* m = mmul + (r % HW) * inner;
-          for (int64_t c = 0; c < inner; ++c) {
-            const T g = passed(gr[c], orow[c], m[c], relu);
-            sg[c] += g;
-            sgx[c] += g * (xr[c] - mean[c]);
-          }
-        } else {
-          const int64_t c = r % C;
-          const T* m = mmul + c * inner;
-          T a = 0, b = 0;
-          for (int64_t i = 0; i < inner; ++i) {
-            const T g = passed(gr[i], orow[i], m[i], relu);
-            a += g;
-            b += g * (xr[i] - mean[c]);
-          }
-          sg[c] += a;
-          sgx[c] += b;
+          std::fill(pg.begin(), pg.end(), T(0));
+          std::fill(pgx.begin(), pgx.end(), T(0));
         }
+        for (int64_t r = r0; r < r1; ++r) {
+          const T *xr = x + r * inner, *gr = go + r * inner, *orow = out + r * inner;
+          if (cl) {
+            const T* m = mmul + (r % HW) * inner;
+            for (int64_t c = 0; c < inner; ++c) {
+              const T g = passed(gr[c], orow[c], m[c], relu);
+              pg[c] += g;
+              pgx[c] += g * (xr[c] - mean[c]);
+            }
+          } else {
+            const int64_t c = r % C;
+            const T* m = mmul + c * inner;
+            T a = 0, b = 0;
+            for (int64_t i = 0; i < inner; ++i) {
+              const T g = passed(gr[i], orow[i], m[i], relu);
+              a += g;
+              b += g * (xr[i] - mean[c]);
+            }
+            sg[c] += a;
+            sgx[c] += b;
+          }
+        }
+        if (cl)
+          for (int64_t c = 0; c < C; ++c) {
+            sg[c] += pg[c];
+            sgx[c] += pgx[c];
+          }
       }
     });
     std::vector<T> sum_g(C, T(0)), sum_gxhat(C, T(0));

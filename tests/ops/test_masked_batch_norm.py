@@ -59,9 +59,10 @@ def test_gradcheck(training):
 
 def test_opcheck_and_compile():
     x, mask, w, b, rm, rv = _case("channels_last")
-    mean, invstd = x.mean((0, 2, 3)), torch.rsqrt(x.var((0, 2, 3), unbiased=False) + 1e-5)
     torch.library.opcheck(torch.ops.sparsemask.masked_batch_norm_act.default,
-                          (x.requires_grad_(), mask, w.requires_grad_(), b, mean, invstd, True, True))
+                          (x.requires_grad_(), mask, w.requires_grad_(), b, rm, rv, True, 1e-5, True))
+    torch.library.opcheck(torch.ops.sparsemask.masked_batch_norm_act.default,
+                          (x, mask, w, b, rm, rv, False, 1e-5, False))
     f = torch.compile(lambda a: masked_batch_norm_act(a, mask, w, b, None, None, True, relu=True).sum(),
                       fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(f(x.detach()), _composite(x.detach(), mask, w, b, None, None, True, True).sum())
@@ -82,4 +83,4 @@ def test_errors():
     with pytest.raises(ValueError, match="running_mean and running_var are required"):
         masked_batch_norm_act(x, mask, w, b, None, None, False)
     with pytest.raises(RuntimeError, match=r"weight must have shape \[C\] = \[6\]"):
-        torch.ops.sparsemask.masked_batch_norm_act(x, mask, w[:2], b, rm, rv, True, False)
+        torch.ops.sparsemask.masked_batch_norm_act(x, mask, w[:2], b, rm, rv, True, 1e-5, False)
