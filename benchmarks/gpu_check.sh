@@ -32,7 +32,7 @@ want() { [[ "$STEPS" == *",$1,"* ]]; }
 FAILED=0
 echo "# gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$SUMMARY"
 
-step() {  # step NAME LOGFILE COMMAND... : run, tee the log, record pass/fail
+step() {  # step NAME LOGFILE COMMAND... : run into the log, show its tail, record pass/fail
   local name="$1" log="$2"
   shift 2
   echo "== $name" | tee -a "$SUMMARY"
