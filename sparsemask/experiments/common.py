@@ -240,7 +240,8 @@ def load_data(cfg: Mapping[str, Any]) -> Data:
 
 class ModelSpec(dict):
     """What identifies a trained model: ``arch``, ``defective`` (dict or None), ``seed``,
-    optional ``label``, ``label_smoothing`` (a training option) and ``train`` overrides."""
+    optional ``label``, ``mask_seed``, ``spiking`` (RandomSpiking settings), ``model_kwargs``,
+    ``label_smoothing`` (a training option) and ``train`` overrides (e.g. ``mad``)."""
 
     @property
     def label(self) -> str:
@@ -291,8 +292,14 @@ def build_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> 
         defective.setdefault("seed", spec.get("mask_seed", spec.get("seed", 0)))
     torch.manual_seed(spec.get("seed", 0))
     # train.build_model records (name, kwargs) so checkpoints can rebuild the model.
-    return train.build_model(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
-                             input_size=data.input_size, defective=defective, **extra)
+    model = train.build_model(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
+                              input_size=data.input_size, defective=defective, **extra)
+    if spec.get("spiking"):  # seed 003's RS-1: Random Spiking right after the first conv
+        from sparsemask.nn import RandomSpiking, insert_after_first_conv
+
+        sp = dict(spec["spiking"])
+        insert_after_first_conv(model, RandomSpiking(sp.pop("p", 0.8), seed=spec.get("seed", 0), **sp))
+    return model
 
 
 def builder_kwargs(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -332,11 +339,21 @@ def fit(model: nn.Module, data: Data, tc: Mapping[str, Any], cfg: Mapping[str, A
     from sparsemask import train as smtrain
 
     fields = set(smtrain.TrainConfig.__dataclass_fields__)
+    tc = dict(tc)
+    mad = tc.pop("mad", None)
     unknown = set(tc) - fields
     if unknown:
         raise ValueError(f"config 'train' has keys TrainConfig does not know: {sorted(unknown)}")
     config = smtrain.TrainConfig(**{**tc, "device": cfg.get("device", "cpu"), "progress": bool(cfg.get("progress"))})
-    return smtrain.train(model, (data.x_train, data.y_train), None, config)
+    train_data = (data.x_train, data.y_train)
+    if mad:  # seed 002: train on grid-masked images (a fresh mask per image and epoch)
+        from sparsemask.data.base import ImageDataset
+        from sparsemask.nn import GridMask
+
+        train_data = ImageDataset(data.x_train, data.y_train, classes=[str(i) for i in range(data.num_classes)],
+                                  scale=1.0, name=data.name, split="train",
+                                  transform=GridMask(mad["grid"], mad["rate"], seed=int(tc.get("seed", 0))))
+    return smtrain.train(model, train_data, None, config)
 
 
 def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,

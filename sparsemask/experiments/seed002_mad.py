@@ -1,0 +1,102 @@
+"""Seed 002 Tables 2-4: MAD (mask-based adversarial defense).
+
+Models are trained on grid-masked images (cells of ``train_grid`` pixels masked black with
+probability ``rate``); at test time :class:`sparsemask.nn.MADClassifier` masks again
+(``test_grid``) and takes the majority vote over ``tests`` maskings. Adversarial examples
+are crafted on the undefended standard model (the seed's setting) with FGSM / BIM / PGD in
+L1 / L2 / L∞, CW-L2 and DeepFool; rows below are accuracies. An adaptive row (PGD with EOT
+through the voting wrapper) shows what a defense-aware attacker achieves — not in the seed.
+
+  Table 2: mask rates (columns) at the seed's grid sizes;
+  Table 3: undefended vs MAD accuracy per attack;
+  Table 4: (train grid, test grid) pairs (columns) at rate 3/4.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from .common import (ModelSpec, ResultWriter, accuracy, attack_label, fmt_pct, get_model, load_data, make_attack,
+                     markdown_table, predict, run_attack, save_adversarial_grid)
+
+NAME = "002-mad"
+DESCRIPTION = "seed 002 Tables 2-4: MAD grid-mask training + voting, by mask rate and grid size"
+
+DEFAULTS: dict[str, Any] = {
+    "all": {
+        "arch": None,
+        "grids": None,         # None: the seed's (train, test) grids for the image size (nn.mad_defaults)
+        "rates": [0.25, 0.5, 0.75],
+        "grid_pairs": None,    # Table 4 columns; None: (g, g//2), (g, g), (2g, g) from the default grids
+        "tests": 5,
+        "attacks": [{"name": "fgsm", "norm": "inf", "eps255": 2.55}, {"name": "fgsm", "norm": "inf", "eps255": 5.1},
+                    {"name": "bim", "norm": "inf", "eps255": 2.55, "steps": 10},
+                    {"name": "pgd", "norm": "inf", "eps255": 3.825, "steps": 10},
+                    {"name": "pgd", "norm": "2", "eps": 0.3, "steps": 10},
+                    {"name": "cw", "kappa": 0, "steps": 50, "binary_steps": 5},
+                    {"name": "deepfool", "norm": "2", "steps": 50}],
+        "adaptive": {"name": "pgd", "norm": "inf", "eps255": 3.825, "steps": 10, "eot": 5, "label": "PGD EOT-adaptive"},
+        "n_images": 1000,
+    },
+    "smoke": {"rates": [0.5, 0.75], "tests": 3, "n_images": 64,
+              "attacks": [{"name": "fgsm", "norm": "inf", "eps255": 8},
+                          {"name": "pgd", "norm": "2", "eps": 0.5, "steps": 3}],
+              "adaptive": {"name": "pgd", "norm": "inf", "eps255": 8, "steps": 2, "eot": 2, "label": "PGD EOT-adaptive"}},
+    "small": {"n_images": 500},
+}
+
+
+def _label(p: Mapping[str, Any]) -> str:
+    if p.get("label"):
+        return p["label"]
+    norm = {"inf": "Linf", "2": "L2", "1": "L1"}.get(str(p.get("norm", "")), "")
+    eps = f" ε={p['eps255'] / 255:.3g}" if "eps255" in p else (f" ε={p['eps']:g}" if "eps" in p else "")
+    return f"{p['name'].upper()} {norm}{eps}".replace("  ", " ").strip()
+
+
+def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
+    from sparsemask.nn import MADClassifier, mad_defaults
+
+    writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
+    data = load_data(cfg)
+    arch = cfg["arch"] or cfg["model"]["arch"]
+    size = data.input_size
+    d = mad_defaults(size)
+    g_train, g_test = cfg["grids"] or (d["train_grid"], d["test_grid"])
+    pairs = cfg["grid_pairs"] or sorted({(g_train, max(1, g_test // 2)), (g_train, g_test), (2 * g_train, g_test)})
+    writer.numbers["grids"] = {"train": g_train, "test": g_test, "from_seed": d["from_seed"], "pairs": pairs}
+    x, y = data.x_test[:cfg["n_images"]], data.y_test[:cfg["n_images"]]
+    seed = int(cfg.get("seed", 0))
+
+    standard = get_model(ModelSpec(arch=arch, defective=None, seed=0), cfg, data, writer.models)
+    adv = {}
+    for p in cfg["attacks"]:
+        adv[_label(p)] = run_attack(make_attack(standard, p, cfg), x, y, cfg, desc=_label(p))
+    undefended = {"Benign": accuracy(standard, x, y, cfg), **{a: accuracy(standard, xa, y, cfg) for a, xa in adv.items()}}
+
+    def mad_column(rate: float, gtr: int, gte: int, adaptive: bool) -> dict[str, float]:
+        spec = ModelSpec(arch=arch, defective=None, seed=0, train={"mad": {"grid": gtr, "rate": rate}})
+        model = get_model(spec, cfg, data, writer.models)
+        mad = MADClassifier(model, grid=gte, rate=rate, n=cfg["tests"], seed=seed).eval()
+        col = {"Benign": accuracy(mad, x, y, cfg), **{a: accuracy(mad, xa, y, cfg) for a, xa in adv.items()}}
+        if adaptive and cfg.get("adaptive"):
+            x_ad = run_attack(make_attack(mad, cfg["adaptive"], cfg), x, y, cfg, desc="adaptive")
+            col[_label(cfg["adaptive"])] = accuracy(mad, x_ad, y, cfg)
+            save_adversarial_grid(writer.figure("adversarial_grid.png", "EOT-adaptive PGD vs MAD"), x, x_ad, y,
+                                  predict(mad, x, cfg), predict(mad, x_ad, cfg))
+        return col
+
+    rows = ["Benign", *adv]
+    t2 = {f"rate {r:g}": mad_column(r, g_train, g_test, adaptive=(r == cfg["rates"][-1])) for r in cfg["rates"]}
+    writer.table("Table 2 layout: mask rates", markdown_table(
+        ["Attack", "No defense", *t2], [[a, fmt_pct(undefended.get(a)), *(fmt_pct(c.get(a)) for c in t2.values())]
+                                       for a in rows + ([_label(cfg["adaptive"])] if cfg.get("adaptive") else [])],
+        f"Accuracy; train grid {g_train}, test grid {g_test}, {cfg['tests']} test maskings (majority vote)."))
+    best = t2[f"rate {cfg['rates'][-1]:g}"]
+    writer.table("Table 3 layout: MAD vs no defense", markdown_table(
+        ["Attack", "No defense", "MAD"], [[a, fmt_pct(undefended.get(a)), fmt_pct(best.get(a))] for a in best]))
+    t4 = {f"{gtr}x{gtr} / {gte}x{gte}": mad_column(0.75, gtr, gte, adaptive=False) for gtr, gte in pairs}
+    writer.table("Table 4 layout: grid sizes (train / test), rate 3/4", markdown_table(
+        ["Attack", *t4], [[a, *(fmt_pct(c[a]) for c in t4.values())] for a in rows]))
+    writer.numbers.update({"undefended": undefended, "rates": t2, "grid_sizes": t4, "n_images": len(y)})
+    return writer.finish(data)
