@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..masks import MASK_KINDS, check_keep, random_mask
-from ..ops import conv_output_size, masked_conv2d
+from ..backend import get_backend
+from ..ops import _fused_bn_supported, conv_output_size, masked_batch_norm_act, masked_conv2d
 
 __all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES"]
 
@@ -181,7 +182,22 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return self._source[0]
 
     def forward(self, input: Tensor) -> Tensor:
-        return super().forward(input) * self.source.mask
+        mask = self.source.mask
+        # The published composite under the "dense" backend (the reference), and wherever the
+        # fused kernel does not apply (cumulative-average momentum, non-CPU, low precision).
+        if get_backend() == "dense" or self.momentum is None or not _fused_bn_supported(input):
+            return super().forward(input) * mask
+        self._check_input_dim(input)
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_running = not self.training or self.track_running_stats
+        # One pass for the statistics, one for normalise * mask (two backward): the fused
+        # epilogue of the defective unit (csrc/cpu/masked_batch_norm.cpp).
+        return masked_batch_norm_act(input, mask, self.weight, self.bias,
+                                     self.running_mean if keep_running else None,
+                                     self.running_var if keep_running else None,
+                                     batch_stats, self.momentum, self.eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, masked_by=DefectiveConv2d(keep={self.source.keep:g}, kind={self.source.kind})"

@@ -1,0 +1,154 @@
+"""Whole training step of a defective ResNet-18: sparse kernels vs the dense reference.
+
+One step = forward, cross-entropy, backward, SGD (momentum 0.9, weight decay 5e-4) on a
+bottom-defective ResNet-18 (CIFAR stem, 32x32 inputs, 10 classes), images/s as the
+median over steps. Backends:
+  dense  the published implementation: F.conv2d(...) * mask, BN(...) * mask (sparsemask's
+         "dense" backend; the same model and masks);
+  auto   sparse kernels where they pay, dense elsewhere (the default);
+  cpu    the sparse CPU kernels always (on CUDA: "cuda").
+Each (backend, keep) runs in a fresh subprocess so its peak memory (max RSS on CPU,
+torch.cuda.max_memory_allocated on GPU) is its own.
+
+    python benchmarks/bench_train_step.py                       # CPU, N=64, float32
+    python benchmarks/bench_train_step.py --device cuda --batch 256   # GPU, bf16 autocast
+    python benchmarks/bench_train_step.py --quick               # smoke run
+Writes <out>.json and <out>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def run_one(args) -> dict:
+    """Time one (backend, keep) configuration in this process; returns a result dict."""
+    import torch
+
+    import sparsemask
+    from sparsemask.models import resnet18
+
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model = resnet18(num_classes=10, in_channels=3, input_size=32,
+                     defective=dict(keep=args.keep, where="bottom", seed=0) if args.keep < 1.0 else None)
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(args.batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    use_bf16 = device.type == "cuda"
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = []
+    with sparsemask.backend(args.backend):
+        for _ in range(args.warmup):
+            step()
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"backend": args.backend, "keep": args.keep, "batch": args.batch, "device": args.device,
+            "step_ms": median * 1e3, "images_per_s": args.batch / median, "peak_mb": peak_mb,
+            "steps": args.steps, "threads": torch.get_num_threads()}
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    import sparsemask
+
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    env = {"date": dt.datetime.now().isoformat(timespec="seconds"), "cpu": f"{cpu}, {os.cpu_count()} cores",
+           "torch": torch.__version__, "sparsemask": sparsemask.__version__, "threads": torch.get_num_threads()}
+    if device == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=None, help="N (default 64 on CPU, 256 on CUDA)")
+    parser.add_argument("--keeps", nargs="+", type=float, default=[0.05, 0.1, 0.3, 0.5])
+    parser.add_argument("--backends", nargs="+", default=None, help="default: dense auto cpu|cuda")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="N=8, keep 0.1, 2 steps: a smoke run")
+    parser.add_argument("--out", default="benchmarks/results/train_step_cpu", help="output prefix (.json/.md)")
+    # internal: run a single configuration and print its JSON
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--keep", type=float, default=0.1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.batch is None:
+        args.batch = 256 if args.device == "cuda" else 64
+    if args.quick:
+        args.batch, args.keeps, args.steps, args.warmup = 8, [0.1], 2, 1
+    if args.one:
+        print(json.dumps(run_one(args)))
+        return 0
+    backends = args.backends or ["dense", "auto", "cuda" if args.device == "cuda" else "cpu"]
+    rows = []
+    for keep in args.keeps:
+        for backend in backends:
+            cmd = [sys.executable, os.path.abspath(__file__), "--one", "--device", args.device, "--batch",
+                   str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup), "--backend", backend,
+                   "--keep", str(keep)]
+            result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            rows.append(result)
+            print(f"keep {keep:<5} {backend:6s} {result['step_ms']:8.1f} ms/step  {result['images_per_s']:8.1f} img/s"
+                  f"  peak {result['peak_mb']:7.0f} MB", flush=True)
+    dense = {r["keep"]: r["step_ms"] for r in rows if r["backend"] == "dense"}
+    for r in rows:
+        r["speedup_vs_dense"] = dense[r["keep"]] / r["step_ms"] if r["keep"] in dense else None
+    env = environment(args.device)
+    table = [f"Defective ResNet-18 (bottom), CIFAR 32x32, training step, N={args.batch}, {args.device}"
+             f"{' bf16 autocast' if args.device == 'cuda' else ' float32'}, channels_last — "
+             f"{env.get('gpu', env['cpu'])}, {env['threads']} threads, torch {env['torch']}, {env['date']}", "",
+             "| keep | backend | ms/step | images/s | speedup vs dense | peak memory MB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        sp = f"{r['speedup_vs_dense']:.2f}x" if r["speedup_vs_dense"] else "-"
+        table.append(f"| {r['keep']} | {r['backend']} | {r['step_ms']:.1f} | {r['images_per_s']:.1f} | {sp} | "
+                     f"{r['peak_mb']:.0f} |")
+    text = "\n".join(table) + "\n"
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out + ".json", "w") as f:
+        json.dump({"environment": env, "rows": rows}, f, indent=1)
+    with open(args.out + ".md", "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
