@@ -46,7 +46,7 @@ DEMO: dict[str, Any] = {
     "attacks": [{"name": "fgsm", "eps255": 16},
                 {"name": "pgd", "eps255": 16, "steps": 20, "step255": 1, "random_start": False}],
     "sigmas": [4, 8, 16, 24, 32, 48],
-    "timing": {"batch_size": 128, "steps": 5, "warmup": 2},
+    "timing": {"batch_size": 128, "steps": 7, "warmup": 2},
     "grid_attack": {"name": "mifgsm", "eps255": 16, "steps": 10},
 }
 
@@ -80,26 +80,29 @@ def _has_fashion_mnist(root: Optional[str]) -> bool:
     return any((root / f).exists() for f in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte"))
 
 
-def time_train_step(model: torch.nn.Module, data, cfg: Mapping[str, Any], backend: str) -> float:
-    """Median seconds of one SGD step (forward + backward + update) of ``model`` on a batch of
-    training images, with the masked convolutions on ``backend``. The model is a throwaway copy."""
+def time_train_steps(models: Mapping[str, tuple[torch.nn.Module, str]], data, cfg: Mapping[str, Any]) -> dict[str, float]:
+    """Median seconds of one SGD step (forward + backward + update) per entry of ``models``
+    (name -> (model, backend)), on a batch of training images. Steps of the entries are
+    interleaved, so a busy machine slows all of them alike; the models are throwaway copies."""
     import copy
     import sparsemask
 
     t = cfg["timing"]
-    model = copy.deepcopy(model).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = data.x_train[:t["batch_size"]], data.y_train[:t["batch_size"]]
-    times = []
-    with sparsemask.backend(backend):
-        for i in range(t["warmup"] + t["steps"]):
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            if i >= t["warmup"]:
-                times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    runs = {}
+    for name, (model, backend) in models.items():
+        m = copy.deepcopy(model).train()
+        runs[name] = (m, torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9), backend, [])
+    for i in range(t["warmup"] + t["steps"]):
+        for m, opt, backend, times in runs.values():
+            with sparsemask.backend(backend):
+                t0 = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(m(x), y).backward()
+                opt.step()
+                if i >= t["warmup"]:
+                    times.append(time.perf_counter() - t0)
+    return {name: sorted(r[3])[len(r[3]) // 2] for name, r in runs.items()}
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False,
@@ -152,8 +155,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False,
             noise[n].append(float((predict(models[n], xn, cfg) == y).float().mean()))
 
     echo("timing a training step, sparse vs dense ...")
-    step = {b: time_train_step(models["defective"], data, cfg, b) for b in ("auto", "dense")}
-    step["standard (dense model)"] = time_train_step(models["standard"], data, cfg, "auto")
+    step = time_train_steps({"auto": (models["defective"], "auto"), "dense": (models["defective"], "dense"),
+                             "standard (dense model)": (models["standard"], "auto")}, data, cfg)
     speed_ratio = step["dense"] / step["auto"]
 
     summary = {
