@@ -1,7 +1,7 @@
 """Shared test configuration.
 
-* TRITON_INTERPRET=1 is set before anything imports triton, so the Triton kernels run on
-  CPU tensors when no GPU is present.
+* TRITON_INTERPRET=1 is set (when no GPU is present) before anything imports triton, so the
+  Triton kernels run on CPU tensors.
 * Tests marked ``cuda`` are skipped when no CUDA device is available (queried lazily,
   never at import time of the package under test).
 * Fixtures ``digits_data`` / ``digits_model``: scikit-learn's shipped 8x8 digits as
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest  # noqa: E402
-import torch  # noqa: E402
+import torch  # noqa: E402  (importing torch does not import triton)
+
+if not torch.cuda.is_available():
+    # Must be set before anything imports triton; on a GPU machine Triton runs for real.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def _cuda_available() -> bool:
