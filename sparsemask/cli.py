@@ -159,9 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "clean accuracy, transfer-PGD success defense rate from a separately trained "
                                    "source model, Gaussian-noise accuracy and the sparse-vs-dense training-step "
                                    "speed. About 5 minutes on 2 CPU cores.",
-                       epilog="examples:\n  sparsemask demo\n  sparsemask demo --quick --out /tmp/demo")
+                       epilog="examples:\n  sparsemask demo\n  sparsemask demo --install-data   # make demo\n"
+                              "  sparsemask demo --quick --out /tmp/demo")
     p.add_argument("--out", default="runs/demo", help="directory for summary.md, results.json and plots")
     p.add_argument("--quick", action="store_true", help="a few-second version on digits (for tests)")
+    p.add_argument("--install-data", action="store_true",
+                   help="if Fashion-MNIST is missing, try `apt-get install -y dataset-fashion-mnist` first (root)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo setting, e.g. --set train.epochs=1")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
@@ -320,7 +323,7 @@ def cmd_demo(args) -> int:
     overrides = parse_overrides(args.overrides)
     if args.no_progress:
         overrides["progress"] = False
-    run_demo(args.out, quick=args.quick, overrides=overrides)
+    run_demo(args.out, quick=args.quick, overrides=overrides, install_data=args.install_data)
     return 0
 
 

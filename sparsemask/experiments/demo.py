@@ -10,23 +10,22 @@ and says so), three small ResNet-18s with the sparse kernels:
 then reports clean accuracy, the success defense rate against transfer PGD (and FGSM) from
 the source, accuracy under additive Gaussian noise, and the training-step time of the
 defective model with the sparse kernels vs the dense reference (``conv2d * mask``). Prints
-one summary table and writes ``summary.json``, ``summary.md`` and PNG plots to ``out``.
+one summary table and writes ``results.json``, ``summary.md`` and PNG plots to ``out``.
 
 Sized for <= 10 minutes on 2 CPU cores (about 5 with the defaults); ``quick=True`` is a
 few-second version for tests.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 
-from .common import (ModelSpec, arch_name, SCALES, adversarial_grid, attack_label, deep_merge, environment, fmt_pct,
+from .common import (ModelSpec, arch_name, adversarial_grid, attack_label, deep_merge, fmt_pct,
                      get_model, load_data, make_attack, markdown_table, plot_bars, plot_curves, predict,
-                     run_attack, success_defense_rate, train_config, build_model, ResultWriter)
+                     run_attack, success_defense_rate, ResultWriter)
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
@@ -73,6 +72,28 @@ def demo_config(quick: bool = False, overrides: Optional[Mapping[str, Any]] = No
     return cfg
 
 
+def install_fashion_mnist(echo=print) -> bool:
+    """Try ``apt-get install -y dataset-fashion-mnist`` (Debian; needs root and a package
+    mirror). Returns whether it succeeded; never raises."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("apt-get") is None or (hasattr(os, "geteuid") and os.geteuid() != 0):
+        echo("cannot install dataset-fashion-mnist here (needs apt-get and root)")
+        return False
+    echo("installing dataset-fashion-mnist with apt-get ...")
+    for cmd in (["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"],):
+        try:
+            if subprocess.call(cmd, stdout=subprocess.DEVNULL) == 0:
+                return True
+            subprocess.call(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+            return subprocess.call(cmd, stdout=subprocess.DEVNULL) == 0
+        except OSError as e:
+            echo(f"apt-get failed: {e}")
+    return False
+
+
 def _has_fashion_mnist(root: Optional[str]) -> bool:
     if not root:
         return False
@@ -106,9 +127,14 @@ def time_train_steps(models: Mapping[str, tuple[torch.nn.Module, str]], data, cf
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False,
-             overrides: Optional[Mapping[str, Any]] = None, echo=print) -> dict[str, Any]:
-    """Run the demo; returns the summary dict (also in ``out``/summary.json)."""
+             overrides: Optional[Mapping[str, Any]] = None, echo=print, install_data: bool = False) -> dict[str, Any]:
+    """Run the demo; returns the result dict (also in ``out``/results.json).
+
+    ``install_data``: when Fashion-MNIST is missing, first try to install the Debian package.
+    """
     t_start = time.perf_counter()
+    if install_data and not quick and not _has_fashion_mnist(FASHION_MNIST_ROOT):
+        install_fashion_mnist(echo)
     cfg = demo_config(quick, overrides)
     out = Path(out)
     writer = ResultWriter(out, "demo", cfg, "Standard vs bottom-defective ResNet-18: accuracy, transfer "
@@ -193,7 +219,6 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False,
     adversarial_grid(writer, models["defective"], data, cfg, title=f"white-box on {specs['defective'].label}")
     writer.numbers["total_seconds"] = time.perf_counter() - t_start
     result = writer.finish(data)
-    (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "summary.md").write_text(table)
     echo("")
     echo(table)

@@ -9,8 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
-
 from .common import (ModelSpec, ResultWriter, arch_name, builder_kwargs, get_model, load_data, markdown_table,
                      predict, resolve_device, save_adversarial_grid)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .common import (ModelSpec, ResultWriter, adversarial_grid, attack_label, fmt_pct, get_model, load_data,
-                     make_attack, markdown_table, model_key, run_attack, success_defense_rate, variants)
+                     make_attack, markdown_table, run_attack, success_defense_rate, variants)
 
 NAME = "001-whitebox"
 DESCRIPTION = "seed 001 Tables 8/9: white-box FGSM/PGD and gray-box (other init, DIF masks) success defense rates"

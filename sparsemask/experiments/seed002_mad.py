@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .common import (ModelSpec, ResultWriter, accuracy, attack_label, fmt_pct, get_model, load_data, make_attack,
+from .common import (ModelSpec, ResultWriter, accuracy, fmt_pct, get_model, load_data, make_attack,
                      markdown_table, predict, run_attack, save_adversarial_grid)
 
 NAME = "002-mad"

@@ -16,7 +16,6 @@ draw per image, as the seed), next to the plain model's accuracy on vanilla exam
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
