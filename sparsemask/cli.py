@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
 
     # demo
-    p = sub.add_parser("demo", formatter_class=_Formatter, help="the main job: standard vs defective ResNet-18",
-                       description="Train a standard and a bottom-defective (keep 0.1) small ResNet-18 on "
+    p = sub.add_parser("demo", formatter_class=_Formatter, help="the main job: standard vs defective small ResNet",
+                       description="Train a standard and a bottom-defective (keep 0.1) small ResNet (ResNet-8) on "
                                    "Fashion-MNIST (falls back to scikit-learn's digits, and says so, when "
                                    "/usr/share/datasets/fashion-mnist is missing) with the sparse kernels; report "
                                    "clean accuracy, transfer-PGD success defense rate from a separately trained "

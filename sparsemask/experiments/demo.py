@@ -1,11 +1,11 @@
 """The main job on the embedded default (``make demo`` / ``sparsemask demo``).
 
 Trains, on Fashion-MNIST (or scikit-learn's digits when Fashion-MNIST is not installed —
-and says so), three small ResNet-18s with the sparse kernels:
+and says so), three small ResNets (ResNet-8 = pre-activation WRN-8-1) with the sparse kernels:
 
   * a *source* standard model (its own seed), only used to craft transfer attacks;
   * a standard *target* model;
-  * a bottom-defective target (keep 0.1 on ResNet-18 blocks 0, 1, 2 — seed 001's method);
+  * a bottom-defective target (keep 0.1 on the stem and first stage — seed 001's bottom blocks);
 
 then reports clean accuracy, the success defense rate against transfer PGD (and FGSM) from
 the source, accuracy under additive Gaussian noise, and the training-step time of the
@@ -137,7 +137,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False,
         install_fashion_mnist(echo)
     cfg = demo_config(quick, overrides)
     out = Path(out)
-    writer = ResultWriter(out, "demo", cfg, "Standard vs bottom-defective ResNet-18: accuracy, transfer "
+    writer = ResultWriter(out, "demo", cfg, "Standard vs bottom-defective (keep 0.1) ResNet: accuracy, transfer "
                                            "attacks, Gaussian noise and training-step speed.")
     if cfg.get("data_note"):
         echo("NOTE: " + cfg["data_note"])
