@@ -122,10 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     # bench
     p = sub.add_parser("bench", formatter_class=_Formatter, help="benchmark the masked convolution vs dense",
-                       description="Run benchmarks/bench_masked_conv.py (sparse kernels vs the dense "
-                                   "conv2d * mask baseline); extra arguments are passed through.",
-                       epilog="example:\n  sparsemask bench -- --out benchmarks/results")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for bench_masked_conv.py")
+                       description="Run a benchmark script of the source tree: benchmarks/bench_masked_conv.py "
+                                   "(the op: sparse kernels vs the dense conv2d * mask baseline) or "
+                                   "benchmarks/bench_train_step.py (a model's training step); arguments after "
+                                   "`--` are passed through.",
+                       epilog="examples:\n  sparsemask bench -- --quick\n  sparsemask bench -- --out benchmarks/results\n"
+                              "  sparsemask bench --what train_step -- --help")
+    p.add_argument("--what", default="masked_conv", choices=["masked_conv", "train_step"],
+                   help="which benchmark script to run")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
 
     # experiment
     from .experiments import EXPERIMENTS
@@ -281,7 +286,7 @@ def cmd_attack(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_masked_conv.py"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.what}.py"
     if not script.is_file():
         print(f"sparsemask bench: {script} not found (the benchmark ships with the source tree, not the wheel)",
               file=sys.stderr)
