@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../dense_fallback.h"
 #include "../plan.h"
 
 namespace sparsemask {
@@ -480,14 +481,12 @@ Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const std::o
   return {p, ho, wo, get_plan(mask)};
 }
 
-bool use_dense(const MaskPlan& plan, double max_density) { return max_density < 1.0 && plan.density > max_density; }
-
 at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef dilation, double max_density) {
   Prepared pr = prepare(input, weight, bias, mask, stride, padding, dilation);
   if (use_dense(*pr.plan, max_density)) {
-    return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(input.suggest_memory_format());
+    return dense_forward(input, weight, bias, mask, stride, padding, dilation);
   }
   // (at::zeros has no memory_format argument: empty + zero_ keeps channels_last.)
   at::Tensor out = at::empty({input.size(0), weight.size(0), pr.ho, pr.wo},
@@ -536,31 +535,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, double max_density,
     std::array<bool, 3> output_mask) {
   Prepared pr = prepare(input, weight, std::nullopt, mask, stride, padding, dilation);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({input.size(0), weight.size(0), pr.ho, pr.wo}),
-              "masked_conv2d_backward: grad_output must have the output's shape [", input.size(0), ", ",
-              weight.size(0), ", ", pr.ho, ", ", pr.wo, "], got ", grad_output.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "masked_conv2d_backward: grad_output dtype ",
-              grad_output.scalar_type(), " must equal input dtype ", input.scalar_type());
+  check_grad_output(grad_output, input, weight, pr.ho, pr.wo);
+  if (use_dense(*pr.plan, max_density))
+    return dense_backward(grad_output, input, weight, mask, stride, padding, dilation, output_mask);
+  if (input.numel() == 0 || pr.plan->nnz == 0) return zero_grads(input, weight, output_mask);
   const at::MemoryFormat fmt = input.suggest_memory_format();
   const auto [need_input, need_weight, need_bias] = output_mask;
-  at::Tensor grad_input = at::empty({0}, input.options());
-  at::Tensor grad_weight = at::empty({0}, weight.options());
-  at::Tensor grad_bias = at::empty({0}, weight.options());
-  if (use_dense(*pr.plan, max_density)) {
-    const int64_t bias_size[1] = {weight.size(0)};
-    auto [gi, gw, gb] = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size),
-                                                 stride, padding, dilation, false, {0, 0}, 1, output_mask);
-    if (need_input) grad_input = gi.contiguous(fmt);
-    if (need_weight) grad_weight = gw.contiguous();
-    if (need_bias) grad_bias = gb;
-    return {grad_input, grad_weight, grad_bias};
-  }
-  if (input.numel() == 0 || pr.plan->nnz == 0) {
-    if (need_input) grad_input = at::zeros_like(input, input.options().memory_format(fmt));
-    if (need_weight) grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
-    if (need_bias) grad_bias = at::zeros({weight.size(0)}, weight.options());
-    return {grad_input, grad_weight, grad_bias};
-  }
+  auto [grad_input, grad_weight, grad_bias] = empty_grads(input, weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_backward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const at::ScalarType t = c10::CppTypeToScalarType<T>::value;

@@ -36,6 +36,7 @@
 #include <type_traits>
 
 #include "../checks.h"
+#include "../dense_fallback.h"
 #include "../plan.h"
 
 namespace sparsemask {
@@ -636,8 +637,6 @@ Prepared prepare_cuda(const at::Tensor& input, const at::Tensor& weight, const s
   return {p, ho, wo, plan};
 }
 
-bool use_dense(const MaskPlan& plan, double max_density) { return max_density < 1.0 && plan.density > max_density; }
-
 at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
                               at::IntArrayRef dilation, double max_density) {
@@ -645,10 +644,11 @@ at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
   Prepared pr = prepare_cuda(input, weight, bias, mask, stride, padding, dilation);
   const at::MemoryFormat fmt = input.suggest_memory_format();
   if (use_dense(*pr.plan, max_density)) {
-    return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(fmt);
+    return dense_forward(input, weight, bias, mask, stride, padding, dilation);
   }
   // Dropped neurons are never visited, so the output starts at zero.
-  at::Tensor out = at::zeros({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options().memory_format(fmt));
+  // at::zeros takes no memory_format: empty + zero_ keeps channels_last (as the fake kernel says).
+  at::Tensor out = at::empty({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options().memory_format(fmt)).zero_();
   if (out.numel() == 0 || pr.plan->nnz == 0) return out;
   const int64_t q = pr.ho * pr.wo, n_tiles = (input.size(0) + kTile - 1) / kTile;
   check_grid_y(n_tiles, "image");
@@ -682,33 +682,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
     std::array<bool, 3> output_mask) {
   c10::cuda::CUDAGuard guard(input.device());
   Prepared pr = prepare_cuda(input, weight, std::nullopt, mask, stride, padding, dilation);
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({input.size(0), weight.size(0), pr.ho, pr.wo}),
-              "masked_conv2d_backward: grad_output must have the output's shape [", input.size(0), ", ",
-              weight.size(0), ", ", pr.ho, ", ", pr.wo, "], got ", grad_output.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), "masked_conv2d_backward: grad_output dtype ",
-              grad_output.scalar_type(), " must equal input dtype ", input.scalar_type());
-  TORCH_CHECK(grad_output.device() == input.device(), "masked_conv2d_backward: grad_output is on ",
-              grad_output.device(), " but input is on ", input.device());
+  check_grad_output(grad_output, input, weight, pr.ho, pr.wo);
+  if (use_dense(*pr.plan, max_density))
+    return dense_backward(grad_output, input, weight, mask, stride, padding, dilation, output_mask);
+  if (input.numel() == 0 || pr.plan->nnz == 0) return zero_grads(input, weight, output_mask);
   const at::MemoryFormat fmt = input.suggest_memory_format();
   const auto [need_input, need_weight, need_bias] = output_mask;
-  at::Tensor grad_input = at::empty({0}, input.options());
-  at::Tensor grad_weight = at::empty({0}, weight.options());
-  at::Tensor grad_bias = at::empty({0}, weight.options());
-  if (use_dense(*pr.plan, max_density)) {
-    const int64_t bias_size[1] = {weight.size(0)};
-    auto [gi, gw, gb] = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size),
-                                                 stride, padding, dilation, false, {0, 0}, 1, output_mask);
-    if (need_input) grad_input = gi.contiguous(fmt);
-    if (need_weight) grad_weight = gw.contiguous();
-    if (need_bias) grad_bias = gb;
-    return {grad_input, grad_weight, grad_bias};
-  }
-  if (input.numel() == 0 || pr.plan->nnz == 0) {
-    if (need_input) grad_input = at::zeros_like(input, input.options().memory_format(fmt));
-    if (need_weight) grad_weight = at::zeros_like(weight, at::MemoryFormat::Contiguous);
-    if (need_bias) grad_bias = at::zeros({weight.size(0)}, weight.options());
-    return {grad_input, grad_weight, grad_bias};
-  }
+  auto [grad_input, grad_weight, grad_bias] = empty_grads(input, weight);
   const int64_t n_tiles = (input.size(0) + kTile - 1) / kTile;
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor wt = weight.contiguous(at::MemoryFormat::ChannelsLast);
