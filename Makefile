@@ -31,7 +31,14 @@ build: $(VENV)/.installed
 test: build
 	$(PY) -m pytest -q tests
 
+# The demo uses Fashion-MNIST (Debian package dataset-fashion-mnist) when it can install
+# it, else scikit-learn's digits, and says which.
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 demo: build
+	@test -d $(FMNIST_DIR) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; }; } || \
+	  echo "note: could not install dataset-fashion-mnist; the demo falls back to scikit-learn digits"
 	$(PY) -m sparsemask demo
 
 bench: build
