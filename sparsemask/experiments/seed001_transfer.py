@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
         # "leave_one_out": one column per source with the ensemble of the others (Table 5).
         "ensemble": "all",
         "attacks": [{"name": "pgd", "eps255": 16, "steps": 20, "step255": 1, "random_start": False}],
+        # Extra target rows trained differently (spec dicts with `train` overrides), e.g. Madry.
+        "extra_targets": [],
     },
     "smoke": {
         "keeps": [0.1],
@@ -51,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
                     {"name": "pgd", "eps255": 16, "steps": 20, "step255": 1, "random_start": False}],
     },
     "paper": {
+        # Table 2's adversarial-training baseline (Madry: PGD eps 8, 7 steps of 2, random start).
+        "extra_targets": [{"arch": "wide_resnet", "seed": 0, "label": "Adversarial Training (Madry)",
+                           "train": {"method": "adversarial", "adv_eps": 8 / 255, "adv_steps": 7,
+                                     "adv_step_size": 2 / 255}}],
         "target_archs": ["resnet18", "resnet50", "densenet121", "senet18", "vgg19"],
         "sources": [{"arch": a, "seed": 100} for a in ("resnet18", "resnet50", "densenet121", "senet18", "vgg19")],
         "ensemble": "leave_one_out",
@@ -94,6 +100,11 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         for spec in variants(arch, cfg["keeps"], seed=int(cfg.get("seed", 0)), cfg=cfg):
             targets.append((spec, get_model(spec, cfg, data, writer.models)))
             clean[model_key(spec)] = writer.models[-1]["clean_accuracy"]
+    # Baselines trained differently (e.g. Madry adversarial training), rows of their own.
+    for extra in cfg.get("extra_targets") or []:
+        spec = ModelSpec(extra, arch=extra.get("arch") or cfg["model"]["arch"])
+        targets.append((spec, get_model(spec, cfg, data, writer.models)))
+        clean[model_key(spec)] = writer.models[-1]["clean_accuracy"]
     x, y = data.x_test, data.y_test
 
     sdr: dict[str, dict[str, dict[str, float]]] = {}
