@@ -35,7 +35,7 @@ DEMO: dict[str, Any] = {
     "seed": 0,
     "progress": True,
     "cache": None,
-    "data": {"name": "fashion-mnist", "root": FASHION_MNIST_ROOT, "n_train": 6000, "n_test": 500, "seed": 0},
+    "data": {"name": "fashion-mnist", "root": FASHION_MNIST_ROOT, "n_train": 5000, "n_test": 500, "seed": 0},
     # ResNet-8: the pre-activation WRN-8-1 (16/32/64 channels); bottom = stem + first stage.
     "model": {"arch": "wide_resnet", "depth": 8, "width": 1},
     "train": {"epochs": 3, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
