@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import Randomized, check_positive_int, check_probability
+from .dropout import MCDropout, Randomized, check_positive_int, check_probability
 
 
 def _check_4d(name: str, x: Tensor) -> None:
@@ -21,7 +21,7 @@ def _check_4d(name: str, x: Tensor) -> None:
         raise ValueError(f"{name} expects feature maps [N, C, H, W], got shape {tuple(x.shape)}")
 
 
-class SpatialDropout2d(Randomized, nn.Module):
+class SpatialDropout2d(MCDropout):
     """Drop whole channels (Tompson et al. 2015): each (image, channel) is kept with
     probability ``keep`` and scaled by ``1/keep``. Shape: [N, C, H, W] -> same.
 
@@ -33,24 +33,11 @@ class SpatialDropout2d(Randomized, nn.Module):
 
     def __init__(self, keep: float = 0.9, *, mc: bool = False, seed: Optional[int] = None,
                  generator: Optional[torch.Generator] = None):
-        super().__init__()
-        self.keep = check_probability("keep", keep, open_low=True)
-        self.mc = bool(mc)
-        self._init_random(seed, generator)
+        super().__init__(keep, mc=mc, seed=seed, generator=generator)
 
-    @property
-    def active(self) -> bool:
-        return self.training or self.mc
-
-    def forward(self, x: Tensor) -> Tensor:
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...]:
         _check_4d("SpatialDropout2d", x)
-        if not self.active or self.keep == 1.0:
-            return x
-        keep_mask = self._rand((x.shape[0], x.shape[1], 1, 1), x.device) < self.keep
-        return x * keep_mask.to(x.dtype) / self.keep
-
-    def extra_repr(self) -> str:
-        return f"keep={self.keep}, mc={self.mc}, seed={self.seed}"
+        return (x.shape[0], x.shape[1], 1, 1)
 
 
 class DropBlock2d(Randomized, nn.Module):

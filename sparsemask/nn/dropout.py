@@ -207,10 +207,14 @@ class MCDropout(Randomized, nn.Module):
     def active(self) -> bool:
         return self.training or self.mc
 
+    def _noise_shape(self, x: Tensor) -> tuple[int, ...]:
+        """Shape of the keep mask, broadcast over x (element-wise here)."""
+        return tuple(x.shape)
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.active or self.keep == 1.0:
             return x
-        keep_mask = self._rand(x.shape, x.device) < self.keep
+        keep_mask = self._rand(self._noise_shape(x), x.device) < self.keep
         return x * keep_mask.to(x.dtype) / self.keep
 
     def extra_repr(self) -> str:
