@@ -1,0 +1,468 @@
+// The CPU kernels behind sparsemask::masked_conv2d and sparsemask::defective_unit: the
+// sparse forward, the kept-gradient gather, grad_input and grad_weight.
+//
+// Only kept outputs are computed. The work is organised around output positions q: the
+// mask is shared by the whole batch, so at one position q the kept channels C_q form a
+// small dense GEMM  out[n, C_q] = patch[n, :] . W[C_q, :]  with the batch as its M side.
+//
+// Layouts (all built per call from the user's tensors, in the compute type T):
+//   xp  [N, Hp, Wp, Cp]   input, zero padded spatially by `padding` and in channels to
+//                         Cp = C rounded up to whole vectors. With the padding in memory a
+//                         patch is always nseg contiguous runs of seglen elements (kh runs
+//                         of kw*Cp when dilation_w == 1), so no bounds checks and no tails.
+//   wp  [K, kh, kw, Cp]   weight, same channel padding (zeros contribute nothing).
+//   gk  [nnz, N]          grad_output at kept neurons only, rows ordered by (q, j) as in
+//                         the plan's pos_start: contiguous over the batch.
+// Inner loops are register tiles written with GCC/Clang vector extensions, so they are
+// vectorised for the build machine's ISA (-march=native) without intrinsics.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../checks.h"
+#include "../plan.h"
+
+namespace sparsemask {
+namespace cpu {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kRowBlock = 4;  // images (forward, grad_input) per register tile; 32 registers
+#else
+constexpr int kVecBytes = 32;
+constexpr int kRowBlock = 2;  // 16 registers
+#endif
+constexpr int kColBlock = 4;  // channels (forward, grad_weight) or vectors (grad_input) per tile
+
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct VecOf<double> {
+  typedef double type __attribute__((vector_size(kVecBytes)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+constexpr int64_t kLanes = kVecBytes / sizeof(T);
+
+template <typename T>
+inline Vec<T> loadu(const T* p) {
+  Vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void storeu(T* p, Vec<T> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+template <typename T>
+inline Vec<T> splat(T x) {
+  return Vec<T>{} + x;
+}
+template <typename T>
+inline T hsum(Vec<T> v) {
+  T s = 0;
+  for (int64_t i = 0; i < kLanes<T>; ++i) s += v[i];
+  return s;
+}
+
+struct Geometry {
+  int64_t N, C, H, W, Cp;  // input; Cp = C rounded up to whole vectors
+  int64_t K, Ho, Wo, Q;    // output channels and size, Q = Ho * Wo positions
+  int64_t kh, kw;
+  ConvParams p;
+  int64_t Hp, Wp, img_stride, krow;  // padded input size, elements per image, per weight row
+  int64_t nseg, seglen;              // a patch = nseg runs of seglen contiguous elements
+  std::vector<int64_t> seg_x, seg_w;  // run offsets in xp (from the patch origin) and in wp rows
+
+  // Offset in xp (within one image) of the patch of output position q.
+  int64_t origin(int64_t q) const {
+    const int64_t oy = q / Wo, ox = q % Wo;
+    return (oy * p.sh * Wp + ox * p.sw) * Cp;
+  }
+};
+
+template <typename T>
+Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const ConvParams& p, int64_t ho, int64_t wo) {
+  Geometry g;
+  g.N = input.size(0);
+  g.C = input.size(1);
+  g.H = input.size(2);
+  g.W = input.size(3);
+  g.Cp = (g.C + kLanes<T> - 1) / kLanes<T> * kLanes<T>;
+  g.K = weight.size(0);
+  g.kh = weight.size(2);
+  g.kw = weight.size(3);
+  g.Ho = ho;
+  g.Wo = wo;
+  g.Q = ho * wo;
+  g.p = p;
+  g.Hp = g.H + 2 * p.ph;
+  g.Wp = g.W + 2 * p.pw;
+  g.img_stride = g.Hp * g.Wp * g.Cp;
+  g.krow = g.kh * g.kw * g.Cp;
+  if (p.dw == 1) {  // the kw taps of a kernel row are adjacent in memory: one run per row
+    g.nseg = g.kh;
+    g.seglen = g.kw * g.Cp;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      g.seg_x.push_back(ky * p.dh * g.Wp * g.Cp);
+      g.seg_w.push_back(ky * g.kw * g.Cp);
+    }
+  } else {
+    g.nseg = g.kh * g.kw;
+    g.seglen = g.Cp;
+    for (int64_t ky = 0; ky < g.kh; ++ky)
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        g.seg_x.push_back((ky * p.dh * g.Wp + kx * p.dw) * g.Cp);
+        g.seg_w.push_back((ky * g.kw + kx) * g.Cp);
+      }
+  }
+  return g;
+}
+
+// A grow-only scratch buffer per calling thread. The padded input is rebuilt on every call,
+// and a fresh 40 MB allocation costs more in page faults than the copy itself (measured:
+// 9 ms to fault in and zero 38 MB vs 1.3 ms to copy into warm memory, 2 cores).
+inline at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  thread_local at::Tensor buffers[2];
+  at::Tensor& buf = buffers[slot];
+  const int64_t numel = c10::multiply_integers(sizes);
+  if (!buf.defined() || buf.numel() < numel || buf.scalar_type() != opts.dtype().toScalarType()) {
+    buf = at::empty({numel}, opts);
+  }
+  return buf.narrow(0, 0, numel).view(sizes);
+}
+
+// xp [N, Hp, Wp, Cp] in dtype T from input [N, C, H, W] of any layout and float dtype. Only
+// the padding ring and the padded channels are zeroed; the interior is overwritten.
+inline at::Tensor pack_input(const at::Tensor& input, const Geometry& g, at::ScalarType t) {
+  at::Tensor xp = scratch(0, {g.N, g.Hp, g.Wp, g.Cp}, input.options().dtype(t));
+  if (g.p.ph > 0) {
+    xp.narrow(1, 0, g.p.ph).zero_();
+    xp.narrow(1, g.Hp - g.p.ph, g.p.ph).zero_();
+  }
+  if (g.p.pw > 0) {
+    xp.narrow(2, 0, g.p.pw).zero_();
+    xp.narrow(2, g.Wp - g.p.pw, g.p.pw).zero_();
+  }
+  if (g.Cp > g.C) xp.narrow(3, g.C, g.Cp - g.C).zero_();
+  xp.narrow(1, g.p.ph, g.H).narrow(2, g.p.pw, g.W).narrow(3, 0, g.C).copy_(input.permute({0, 2, 3, 1}));
+  return xp;
+}
+
+// wp [K, kh, kw, Cp] in dtype T.
+inline at::Tensor pack_weight(const at::Tensor& weight, const Geometry& g, at::ScalarType t) {
+  at::Tensor wp = at::zeros({g.K, g.kh, g.kw, g.Cp}, weight.options().dtype(t));
+  wp.narrow(3, 0, g.C).copy_(weight.permute({0, 2, 3, 1}));
+  return wp;
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward: res[n][j] = <patch of image n at q, weight row of channel j>
+template <typename T, int NB, int JB>
+inline void forward_tile(const T* const* xs, const T* const* ws, const Geometry& g, T (*res)[kColBlock]) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[NB][JB];
+  for (int n = 0; n < NB; ++n)
+    for (int j = 0; j < JB; ++j) acc[n][j] = Vec<T>{};
+  for (int64_t s = 0; s < g.nseg; ++s) {
+    const int64_t xo = g.seg_x[s], wo = g.seg_w[s];
+    for (int64_t k = 0; k < g.seglen; k += L) {
+      Vec<T> xv[NB];
+      for (int n = 0; n < NB; ++n) xv[n] = loadu(xs[n] + xo + k);
+      for (int j = 0; j < JB; ++j) {
+        const Vec<T> wv = loadu(ws[j] + wo + k);
+        for (int n = 0; n < NB; ++n) acc[n][j] += xv[n] * wv;
+      }
+    }
+  }
+  for (int n = 0; n < NB; ++n)
+    for (int j = 0; j < JB; ++j) res[n][j] = hsum<T>(acc[n][j]);
+}
+
+template <typename T, int NB>
+inline void forward_tile_jb(int jb, const T* const* xs, const T* const* ws, const Geometry& g, T (*res)[kColBlock]) {
+  switch (jb) {
+    case 1: return forward_tile<T, NB, 1>(xs, ws, g, res);
+    case 2: return forward_tile<T, NB, 2>(xs, ws, g, res);
+    case 3: return forward_tile<T, NB, 3>(xs, ws, g, res);
+    default: return forward_tile<T, NB, 4>(xs, ws, g, res);
+  }
+}
+
+// Work is split into tiles of (a block of kRowBlock images) x (kPosChunk output positions),
+// ordered so that one thread sweeps many positions with the same images: the rows those
+// images' patches come from then stay in L2 while the positions advance, instead of the
+// whole batch's patches (megabytes) streaming from L3 for every position.
+constexpr int64_t kPosChunk = 64;
+
+//
+// store(n, row, co, q, value) receives every kept neuron once: image n, channel co, output
+// position q, and row = its row in a kept-only [nnz, N] buffer (the plan's pos_start order).
+template <typename T, typename Store>
+void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geometry& g, const Store& store) {
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  const int64_t nblocks = (g.N + kRowBlock - 1) / kRowBlock;
+  const int64_t qchunks = (g.Q + kPosChunk - 1) / kPosChunk;
+  at::parallel_for(0, nblocks * qchunks, 1, [&](int64_t t0, int64_t t1) {
+    const T* xs[kRowBlock];
+    const T* ws[kColBlock];
+    T res[kRowBlock][kColBlock];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = (t / qchunks) * kRowBlock, qbegin = (t % qchunks) * kPosChunk;
+      const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, g.N - n0));
+      for (int64_t q = qbegin; q < std::min(g.Q, qbegin + kPosChunk); ++q) {
+        const int64_t cnt = pos_count[q];
+        if (cnt == 0) continue;
+        const int32_t* chs = pos_ch + q * g.K;
+        const int64_t org = g.origin(q);
+        for (int n = 0; n < nb; ++n) xs[n] = xp + (n0 + n) * g.img_stride + org;
+        for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
+          const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
+          for (int j = 0; j < jb; ++j) ws[j] = wp + chs[j0 + j] * g.krow;
+          if (nb == kRowBlock) {
+            forward_tile_jb<T, kRowBlock>(jb, xs, ws, g, res);
+          } else {
+            for (int n = 0; n < nb; ++n) forward_tile_jb<T, 1>(jb, xs + n, ws, g, res + n);
+          }
+          for (int n = 0; n < nb; ++n)
+            for (int j = 0; j < jb; ++j) store(n0 + n, pos_start[q] + j0 + j, chs[j0 + j], q, res[n][j]);
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward, step 1: gk[r, n] = grad_output[n, ch(r), q(r)] for kept neurons r only.
+template <typename T>
+at::Tensor gather_kept_grad(const at::Tensor& grad_output, const MaskPlan& plan, const Geometry& g, at::ScalarType t) {
+  at::Tensor go = grad_output.scalar_type() == t ? grad_output : grad_output.to(t);
+  at::Tensor gk = at::empty({plan.nnz, g.N}, go.options());
+  const T* src = go.data_ptr<T>();
+  T* dst = gk.data_ptr<T>();
+  const int64_t sN = go.stride(0), sC = go.stride(1), sH = go.stride(2), sW = go.stride(3);
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  // Chunks of 16 images (one 64-byte line of a gk row) outermost: each gk line is written
+  // whole, and the 16 images' grad_output is read as 16 sequential streams (channels_last).
+  constexpr int64_t kChunk = 16;
+  at::parallel_for(0, (g.N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t n0 = c0 * kChunk; n0 < std::min(g.N, c1 * kChunk); n0 += kChunk) {
+      const int64_t n1 = std::min(g.N, n0 + kChunk);
+      for (int64_t q = 0; q < g.Q; ++q) {
+        const T* s = src + (q / g.Wo) * sH + (q % g.Wo) * sW;
+        const int32_t* chs = pos_ch + q * g.K;
+        for (int64_t j = 0; j < pos_count[q]; ++j) {
+          const T* sj = s + chs[j] * sC;
+          T* d = dst + (pos_start[q] + j) * g.N;
+          for (int64_t n = n0; n < n1; ++n) d[n] = sj[n * sN];
+        }
+      }
+    }
+  });
+  return gk;
+}
+
+// ---------------------------------------------------------------------------------------
+// grad_input, gathered per input position (no write conflicts, each element written once):
+//   gx[n, iy, ix, c] = sum over taps (ky, kx) landing on an output position q and over
+//                      kept channels co of q:  gk[(q, co), n] * W[co, ky, kx, c]
+struct Tap {
+  int64_t row0;   // pos_start[q]
+  int64_t count;  // pos_count[q]
+  int64_t q;
+  int64_t woff;   // (ky * kw + kx) * Cp
+};
+
+template <typename T, int NB, int CV>
+inline void grad_input_tile(const std::vector<Tap>& taps, const T* gk, const int32_t* pos_ch, const T* wp,
+                            const Geometry& g, int64_t n0, int64_t c0, T* gx_row, int64_t gx_img_stride) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[NB][CV];
+  for (int n = 0; n < NB; ++n)
+    for (int v = 0; v < CV; ++v) acc[n][v] = Vec<T>{};
+  for (const Tap& t : taps) {
+    const int32_t* chs = pos_ch + t.q * g.K;
+    for (int64_t j = 0; j < t.count; ++j) {
+      const T* grow = gk + (t.row0 + j) * g.N + n0;
+      const T* wrow = wp + chs[j] * g.krow + t.woff + c0;
+      Vec<T> gv[NB];
+      for (int n = 0; n < NB; ++n) gv[n] = splat(grow[n]);
+      for (int v = 0; v < CV; ++v) {
+        const Vec<T> wv = loadu(wrow + v * L);
+        for (int n = 0; n < NB; ++n) acc[n][v] += gv[n] * wv;
+      }
+    }
+  }
+  for (int n = 0; n < NB; ++n)
+    for (int v = 0; v < CV; ++v) storeu(gx_row + n * gx_img_stride + c0 + v * L, acc[n][v]);
+}
+
+template <typename T, int NB>
+inline void grad_input_tile_cv(int cv, const std::vector<Tap>& taps, const T* gk, const int32_t* pos_ch, const T* wp,
+                               const Geometry& g, int64_t n0, int64_t c0, T* gx_row, int64_t gx_img_stride) {
+  switch (cv) {
+    case 1: return grad_input_tile<T, NB, 1>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    case 2: return grad_input_tile<T, NB, 2>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    case 3: return grad_input_tile<T, NB, 3>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    default: return grad_input_tile<T, NB, 4>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+  }
+}
+
+// gx [N, H, W, Cp] (channel padding is written too and dropped by the caller).
+template <typename T>
+void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geometry& g, T* gx) {
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  const int64_t gx_img_stride = g.H * g.W * g.Cp;
+  constexpr int64_t L = kLanes<T>;
+  at::parallel_for(0, g.H * g.W, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<Tap> taps;
+    taps.reserve(g.kh * g.kw);
+    for (int64_t pix = p0; pix < p1; ++pix) {
+      const int64_t iy = pix / g.W, ix = pix % g.W;
+      taps.clear();
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        const int64_t ty = iy + g.p.ph - ky * g.p.dh;
+        if (ty < 0 || ty % g.p.sh != 0 || ty / g.p.sh >= g.Ho) continue;
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t tx = ix + g.p.pw - kx * g.p.dw;
+          if (tx < 0 || tx % g.p.sw != 0 || tx / g.p.sw >= g.Wo) continue;
+          const int64_t q = (ty / g.p.sh) * g.Wo + tx / g.p.sw;
+          if (pos_count[q] > 0) taps.push_back({pos_start[q], pos_count[q], q, (ky * g.kw + kx) * g.Cp});
+        }
+      }
+      T* gx_pix = gx + pix * g.Cp;
+      if (taps.empty()) {
+        for (int64_t n = 0; n < g.N; ++n) std::fill_n(gx_pix + n * gx_img_stride, g.Cp, T(0));
+        continue;
+      }
+      for (int64_t n0 = 0; n0 < g.N; n0 += kRowBlock) {
+        const int64_t nb = std::min<int64_t>(kRowBlock, g.N - n0);
+        for (int64_t c0 = 0; c0 < g.Cp; c0 += kColBlock * L) {
+          const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.Cp - c0) / L));
+          if (nb == kRowBlock) {
+            grad_input_tile_cv<T, kRowBlock>(cv, taps, gk, pos_ch, wp, g, n0, c0, gx_pix + n0 * gx_img_stride,
+                                             gx_img_stride);
+          } else {
+            for (int64_t n = n0; n < n0 + nb; ++n)
+              grad_input_tile_cv<T, 1>(cv, taps, gk, pos_ch, wp, g, n, c0, gx_pix + n * gx_img_stride,
+                                       gx_img_stride);
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// grad_weight, per output position with thread-private accumulators: the patch of q is
+// loaded once per tile of JB kept channels and reused by all of them (an outer product
+// accumulated over the batch), which is what makes this cheaper than per-channel loops.
+template <typename T, int JB, int CV>
+inline void grad_weight_tile(const T* const* grows, const T* xq, const Geometry& g, int64_t n0, int64_t n1,
+                             T* const* gw) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc[JB][CV];
+  for (int j = 0; j < JB; ++j)
+    for (int v = 0; v < CV; ++v) acc[j][v] = loadu(gw[j] + v * L);
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* x = xq + n * g.img_stride;
+    Vec<T> xv[CV];
+    for (int v = 0; v < CV; ++v) xv[v] = loadu(x + v * L);
+    for (int j = 0; j < JB; ++j) {
+      const Vec<T> gj = splat(grows[j][n]);
+      for (int v = 0; v < CV; ++v) acc[j][v] += gj * xv[v];
+    }
+  }
+  for (int j = 0; j < JB; ++j)
+    for (int v = 0; v < CV; ++v) storeu(gw[j] + v * L, acc[j][v]);
+}
+
+template <typename T, int JB>
+inline void grad_weight_tile_cv(int cv, const T* const* grows, const T* xq, const Geometry& g, int64_t n0,
+                                int64_t n1, T* const* gw) {
+  switch (cv) {
+    case 1: return grad_weight_tile<T, JB, 1>(grows, xq, g, n0, n1, gw);
+    case 2: return grad_weight_tile<T, JB, 2>(grows, xq, g, n0, n1, gw);
+    case 3: return grad_weight_tile<T, JB, 3>(grows, xq, g, n0, n1, gw);
+    default: return grad_weight_tile<T, JB, 4>(grows, xq, g, n0, n1, gw);
+  }
+}
+
+template <typename T>
+inline void grad_weight_tile_dispatch(int jb, int cv, const T* const* grows, const T* xq, const Geometry& g,
+                                      int64_t n0, int64_t n1, T* const* gw) {
+  switch (jb) {
+    case 1: return grad_weight_tile_cv<T, 1>(cv, grows, xq, g, n0, n1, gw);
+    case 2: return grad_weight_tile_cv<T, 2>(cv, grows, xq, g, n0, n1, gw);
+    case 3: return grad_weight_tile_cv<T, 3>(cv, grows, xq, g, n0, n1, gw);
+    default: return grad_weight_tile_cv<T, 4>(cv, grows, xq, g, n0, n1, gw);
+  }
+}
+
+// Images per grad_weight tile: enough to amortise the accumulators' load/store, few enough
+// that these images' input rows stay in L2 while the positions advance.
+constexpr int64_t kImageChunk = 16;
+
+// Returns gw [K, kh, kw, Cp] in dtype T.
+template <typename T>
+at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, const Geometry& g,
+                              const at::TensorOptions& opts) {
+  const int64_t nthreads = at::get_num_threads();
+  at::Tensor gw_all = at::zeros({nthreads, g.K, g.kh, g.kw, g.Cp}, opts);
+  T* gw_base = gw_all.data_ptr<T>();
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  constexpr int64_t L = kLanes<T>;
+  const int64_t nchunks = (g.N + kImageChunk - 1) / kImageChunk;
+  const int64_t qchunks = (g.Q + kPosChunk - 1) / kPosChunk;
+  at::parallel_for(0, nchunks * qchunks, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t tid = at::get_thread_num();
+    TORCH_CHECK(tid < nthreads, "masked_conv2d: thread id ", tid, " out of range ", nthreads);
+    T* gw = gw_base + tid * g.K * g.krow;
+    const T* grows[kColBlock];
+    T* gws[kColBlock];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = (t / qchunks) * kImageChunk, n1 = std::min(g.N, n0 + kImageChunk);
+      const int64_t qbegin = (t % qchunks) * kPosChunk;
+      for (int64_t q = qbegin; q < std::min(g.Q, qbegin + kPosChunk); ++q) {
+        const int64_t cnt = pos_count[q];
+        if (cnt == 0) continue;
+        const int32_t* chs = pos_ch + q * g.K;
+        const int64_t org = g.origin(q);
+        for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
+          const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
+          for (int j = 0; j < jb; ++j) grows[j] = gk + (pos_start[q] + j0 + j) * g.N;
+          for (int64_t s = 0; s < g.nseg; ++s) {
+            for (int64_t k0 = 0; k0 < g.seglen; k0 += kColBlock * L) {
+              const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.seglen - k0) / L));
+              for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + g.seg_w[s] + k0;
+              grad_weight_tile_dispatch<T>(jb, cv, grows, xp + org + g.seg_x[s] + k0, g, n0, n1, gws);
+            }
+          }
+        }
+      }
+    }
+  });
+  return nthreads == 1 ? gw_all[0] : gw_all.sum(0);
+}
+
+}  // namespace cpu
+}  // namespace sparsemask
