@@ -246,30 +246,43 @@ void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geomet
 }
 
 // ---------------------------------------------------------------------------------------
-// Backward, step 1: gk[r, n] = grad_output[n, ch(r), q(r)] for kept neurons r only.
+// Backward, step 1: gk[r, n] = src[n, ch(r), q(r)] for kept neurons r only; with a gate,
+// gk[r, n] = 0 where gate[n, ch(r), q(r)] <= 0 (the ReLU's derivative, gate = its output).
+// src and gate may have any strides (channels_last reads best).
 template <typename T>
-at::Tensor gather_kept_grad(const at::Tensor& grad_output, const MaskPlan& plan, const Geometry& g, at::ScalarType t) {
-  at::Tensor go = grad_output.scalar_type() == t ? grad_output : grad_output.to(t);
+at::Tensor gather_kept(const at::Tensor& src_t, const MaskPlan& plan, const Geometry& g, at::ScalarType t,
+                       const at::Tensor* gate_t = nullptr) {
+  at::Tensor go = src_t.scalar_type() == t ? src_t : src_t.to(t);
+  at::Tensor gate = gate_t == nullptr ? at::Tensor() : (gate_t->scalar_type() == t ? *gate_t : gate_t->to(t));
   at::Tensor gk = at::empty({plan.nnz, g.N}, go.options());
   const T* src = go.data_ptr<T>();
+  const T* gp = gate.defined() ? gate.data_ptr<T>() : nullptr;
   T* dst = gk.data_ptr<T>();
   const int64_t sN = go.stride(0), sC = go.stride(1), sH = go.stride(2), sW = go.stride(3);
+  const int64_t gN = gp ? gate.stride(0) : 0, gC = gp ? gate.stride(1) : 0, gH = gp ? gate.stride(2) : 0,
+                gW = gp ? gate.stride(3) : 0;
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
   // Chunks of 16 images (one 64-byte line of a gk row) outermost: each gk line is written
-  // whole, and the 16 images' grad_output is read as 16 sequential streams (channels_last).
+  // whole, and the 16 images' src is read as 16 sequential streams (channels_last).
   constexpr int64_t kChunk = 16;
   at::parallel_for(0, (g.N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t n0 = c0 * kChunk; n0 < std::min(g.N, c1 * kChunk); n0 += kChunk) {
       const int64_t n1 = std::min(g.N, n0 + kChunk);
       for (int64_t q = 0; q < g.Q; ++q) {
         const T* s = src + (q / g.Wo) * sH + (q % g.Wo) * sW;
+        const T* gq = gp ? gp + (q / g.Wo) * gH + (q % g.Wo) * gW : nullptr;
         const int32_t* chs = pos_ch + q * g.K;
         for (int64_t j = 0; j < pos_count[q]; ++j) {
           const T* sj = s + chs[j] * sC;
           T* d = dst + (pos_start[q] + j) * g.N;
-          for (int64_t n = n0; n < n1; ++n) d[n] = sj[n * sN];
+          if (gq) {
+            const T* gj = gq + chs[j] * gC;
+            for (int64_t n = n0; n < n1; ++n) d[n] = gj[n * gN] > T(0) ? sj[n * sN] : T(0);
+          } else {
+            for (int64_t n = n0; n < n1; ++n) d[n] = sj[n * sN];
+          }
         }
       }
     }
@@ -462,6 +475,31 @@ at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, co
     }
   });
   return nthreads == 1 ? gw_all[0] : gw_all.sum(0);
+}
+
+// ---------------------------------------------------------------------------------------
+// grad_input (input's dtype and memory format) and grad_weight (contiguous) from the kept
+// gradient gk [nnz, N] in the compute type T; a gradient not asked for is left undefined.
+template <typename T>
+std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, const at::Tensor& input,
+                                                       const at::Tensor& weight, const MaskPlan& plan,
+                                                       const Geometry& g, bool need_input, bool need_weight) {
+  const at::ScalarType t = c10::CppTypeToScalarType<T>::value;
+  at::Tensor grad_input, grad_weight;
+  if (need_input) {
+    at::Tensor wp = pack_weight(weight, g, t);
+    at::Tensor gx = at::empty({g.N, g.H, g.W, g.Cp}, input.options().dtype(t));
+    grad_input_kernel<T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
+    // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp.
+    grad_input =
+        gx.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(input.scalar_type()).contiguous(input.suggest_memory_format());
+  }
+  if (need_weight) {
+    at::Tensor xp = pack_input(input, g, t);
+    at::Tensor gw = grad_weight_kernel<T>(gk.data_ptr<T>(), xp.data_ptr<T>(), plan, g, xp.options());
+    grad_weight = gw.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();
+  }
+  return {grad_input, grad_weight};
 }
 
 }  // namespace cpu

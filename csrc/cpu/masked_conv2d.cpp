@@ -93,7 +93,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
   if (use_dense(*pr.plan, max_density))
     return dense_backward(grad_output, input, weight, mask, stride, padding, dilation, output_mask);
   if (input.numel() == 0 || pr.plan->nnz == 0) return zero_grads(input, weight, output_mask);
-  const at::MemoryFormat fmt = input.suggest_memory_format();
   const auto [need_input, need_weight, need_bias] = output_mask;
   auto [grad_input, grad_weight, grad_bias] = empty_grads(input, weight);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_backward_cpu", [&] {
@@ -101,19 +100,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
     const at::ScalarType t = c10::CppTypeToScalarType<T>::value;
     const MaskPlan& plan = *pr.plan;
     Geometry g = make_geometry<T>(input, weight, pr.p, pr.ho, pr.wo);
-    at::Tensor gk = gather_kept_grad<T>(grad_output, plan, g, t);
-    if (need_input) {
-      at::Tensor wp = pack_weight(weight, g, t);
-      at::Tensor gx = at::empty({g.N, g.H, g.W, g.Cp}, input.options().dtype(t));
-      grad_input_kernel<T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
-      // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp.
-      grad_input = gx.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(input.scalar_type()).contiguous(fmt);
-    }
-    if (need_weight) {
-      at::Tensor xp = pack_input(input, g, t);
-      at::Tensor gw = grad_weight_kernel<T>(gk.data_ptr<T>(), xp.data_ptr<T>(), plan, g, xp.options());
-      grad_weight = gw.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();
-    }
+    at::Tensor gk = gather_kept<T>(grad_output, plan, g, t);
+    auto [gi, gw] = conv_grads_from_kept<T>(gk, input, weight, plan, g, need_input, need_weight);
+    if (need_input) grad_input = gi;
+    if (need_weight) grad_weight = gw;
     if (need_bias) grad_bias = grad_bias_from_kept<T>(gk.data_ptr<T>(), plan, g, gk.options()).to(weight.scalar_type());
   });
   return {grad_input, grad_weight, grad_bias};
