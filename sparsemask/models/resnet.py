@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..nn.defective import conv_bn_act
 from .common import Normalize, check_builder_args, choose_stem, default_stats, finish
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet50"]
@@ -40,10 +41,10 @@ class BasicBlock(nn.Module):
         self.downsample = _downsample(in_planes, planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        # conv_bn_act = act(bn(conv(x)) [+ residual]), one fused op in defective blocks.
+        out = conv_bn_act(self.conv1, self.bn1, x, self.relu)
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return conv_bn_act(self.conv2, self.bn2, out, self.relu, residual=identity)
 
 
 class Bottleneck(nn.Module):
@@ -63,11 +64,10 @@ class Bottleneck(nn.Module):
         self.downsample = _downsample(in_planes, planes * 4, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = conv_bn_act(self.conv1, self.bn1, x, self.relu)
+        out = conv_bn_act(self.conv2, self.bn2, out, self.relu)
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return conv_bn_act(self.conv3, self.bn3, out, self.relu, residual=identity)
 
 
 class ResNet(nn.Module):
@@ -97,7 +97,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
+        x = self.maxpool(conv_bn_act(self.conv1, self.bn1, self.normalize(x), self.relu))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 

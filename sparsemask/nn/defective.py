@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..masks import MASK_KINDS, check_keep, random_mask
-from ..backend import get_backend
-from ..ops import _fused_bn_supported, conv_output_size, masked_batch_norm_act, masked_conv2d
+from ..backend import get_backend, max_density
+from ..ops import _fused_bn_supported, conv_output_size, defective_unit, masked_batch_norm_act, masked_conv2d
 
-__all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES"]
+__all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES", "conv_bn_act"]
 
 IntPair = Union[int, Sequence[int]]
 REFERENCES = ("sparse", "paper")
@@ -188,16 +188,74 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         if get_backend() == "dense" or self.momentum is None or not _fused_bn_supported(input):
             return super().forward(input) * mask
         self._check_input_dim(input)
+        batch_stats, running_mean, running_var = self._step_statistics()
+        # One pass for the statistics, one for normalise * mask (two backward): the fused
+        # epilogue of the defective unit (csrc/cpu/masked_batch_norm.cpp).
+        return masked_batch_norm_act(input, mask, self.weight, self.bias, running_mean, running_var,
+                                     batch_stats, self.momentum, self.eps)
+
+    def _step_statistics(self) -> tuple[bool, Optional[Tensor], Optional[Tensor]]:
+        """What nn.BatchNorm2d.forward decides per call, for the fused kernels: counts the
+        batch (num_batches_tracked) and returns (use batch statistics, running_mean or None,
+        running_var or None)."""
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
         batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_running = not self.training or self.track_running_stats
-        # One pass for the statistics, one for normalise * mask (two backward): the fused
-        # epilogue of the defective unit (csrc/cpu/masked_batch_norm.cpp).
-        return masked_batch_norm_act(input, mask, self.weight, self.bias,
-                                     self.running_mean if keep_running else None,
-                                     self.running_var if keep_running else None,
-                                     batch_stats, self.momentum, self.eps)
+        return (batch_stats, self.running_mean if keep_running else None,
+                self.running_var if keep_running else None)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, masked_by=DefectiveConv2d(keep={self.source.keep:g}, kind={self.source.kind})"
+
+
+def _has_hooks(*modules: nn.Module) -> bool:
+    from torch.nn.modules import module as _m
+
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
+def _fusable(conv: nn.Module, bn: nn.Module, act: Optional[nn.Module], x: Tensor) -> bool:
+    """Whether conv -> bn -> act can run as one sparsemask::defective_unit call with results
+    identical to running the modules (see :func:`conv_bn_act`)."""
+    if not (isinstance(conv, DefectiveConv2d) and isinstance(bn, MaskedBatchNorm2d) and bn.source is conv):
+        return False
+    if act is not None and type(act) is not nn.ReLU:
+        return False
+    if conv.defer_mask or conv.bias is not None or conv.groups != 1 or conv.padding_mode != "zeros" \
+            or isinstance(conv.padding, str) or bn.momentum is None or x.dim() != 4:
+        return False
+    name = get_backend()
+    if name not in ("auto", "cpu") or not _fused_bn_supported(x):
+        return False
+    if name == "auto" and max_density("cpu", x.dtype, x.shape[1]) <= 0.0:
+        return False
+    return not _has_hooks(conv, bn) and not (act is not None and _has_hooks(act))
+
+
+def conv_bn_act(conv: nn.Module, bn: nn.Module, x: Tensor, act: Optional[nn.Module] = None,
+                residual: Optional[Tensor] = None) -> Tensor:
+    """``act(bn(conv(x)) [+ residual])``: a model's conv-BN(-add)-activation unit.
+
+    When ``conv`` is a :class:`DefectiveConv2d`, ``bn`` the :class:`MaskedBatchNorm2d` it
+    feeds and ``act`` an ``nn.ReLU`` (or None), this runs the fused
+    :func:`sparsemask.ops.defective_unit` — same values, gradients, running statistics
+    and ``num_batches_tracked`` as the modules, with far fewer passes over memory. Otherwise
+    (standard layers, the ``dense`` reference backend, GPU tensors, low precision,
+    ``reference="paper"``, forward hooks on any of the modules, a non-ReLU activation) it
+    calls the modules one after the other, so hooks and replaced modules behave as usual.
+
+    Shapes: x [N, C_in, H, W]; residual (optional) and the result [N, C_out, H_out, W_out].
+    """
+    if not _fusable(conv, bn, act, x):
+        out = bn(conv(x))
+        if residual is not None:
+            out = out + residual
+        return act(out) if act is not None else out
+    conv._check_input(x)
+    batch_stats, running_mean, running_var = bn._step_statistics()
+    return defective_unit(x, conv.weight, conv.mask, bn.weight, bn.bias, running_mean, running_var,
+                          stride=conv.stride, padding=conv.padding, dilation=conv.dilation, training=batch_stats,
+                          momentum=bn.momentum, eps=bn.eps, relu=act is not None, residual=residual)

@@ -1,0 +1,88 @@
+"""Defective ResNets run their conv-BN(-add)-ReLU units as one fused op (conv_bn_act); the
+results must equal running the modules one by one (the dense reference backend)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import sparsemask
+from sparsemask.models import resnet18, resnet50
+from sparsemask.nn.defective import conv_bn_act
+
+
+def _pair(builder=resnet18, keep=0.3, dtype=torch.float64):
+    torch.manual_seed(0)
+    model = builder(num_classes=10, input_size=16, defective=dict(keep=keep, where="bottom", seed=0)).to(dtype)
+    return model, copy.deepcopy(model)
+
+
+def _step(model, x, backend):
+    with sparsemask.backend(backend):
+        out = model(x)
+        out.square().sum().backward()
+    return out
+
+
+@pytest.mark.parametrize("builder", [resnet18, resnet50])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_model_matches_unfused_reference_in_train_and_eval(builder, layout):
+    fused, ref = _pair(builder)
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=layout)
+    for training in (True, False):
+        fused.train(training)
+        ref.train(training)
+        out, out_ref = _step(fused, x, "cpu"), _step(ref, x, "dense")
+        torch.testing.assert_close(out, out_ref)
+        for (name, p), p_ref in zip(fused.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, p_ref.grad, msg=name)
+        for (name, b), b_ref in zip(fused.named_buffers(), ref.buffers()):
+            torch.testing.assert_close(b, b_ref, msg=name)   # running stats, num_batches_tracked, masks
+
+
+def test_fused_path_is_taken_and_hooks_or_other_activations_disable_it(monkeypatch):
+    model, _ = _pair(dtype=torch.float32)
+    calls = []
+    real = sparsemask.ops.defective_unit
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("sparsemask.nn.defective.defective_unit", counting)
+    x = torch.rand(2, 3, 16, 16)
+    model(x)
+    assert len(calls) == 9          # stem + 4 convs of layer1 + 4 of layer2 (bottom)
+    calls.clear()
+    seen = []
+    handle = model.layer1[0].conv1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    model(x)
+    handle.remove()
+    assert seen == [torch.Size([2, 64, 16, 16])] and len(calls) == 8   # that unit ran unfused
+    calls.clear()
+    with sparsemask.backend("dense"):
+        model(x)
+    assert calls == []
+
+
+def test_conv_bn_act_with_standard_layers_is_the_plain_composite():
+    torch.manual_seed(0)
+    conv, bn, act = nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU()
+    x, r = torch.randn(2, 3, 5, 5), torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(conv_bn_act(conv, bn, x, act, residual=r), act(bn(conv(x)) + r))
+    gelu = nn.GELU()
+    torch.testing.assert_close(conv_bn_act(conv, bn, x, gelu), gelu(bn(conv(x))))
+
+
+def test_torch_compile_of_a_defective_model_fullgraph():
+    fused, ref = _pair(dtype=torch.float32)
+    x = torch.rand(2, 3, 16, 16)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    with sparsemask.backend("cpu"):
+        out = compiled(x)
+    out.square().sum().backward()
+    out_ref = _step(ref, x, "dense")
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fused.conv1.weight.grad, ref.conv1.weight.grad, atol=1e-4, rtol=1e-3)
