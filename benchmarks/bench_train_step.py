@@ -16,6 +16,7 @@ neighbour's burst slows one round, not all of them.
     python benchmarks/bench_train_step.py                       # CPU, N=64, float32
     python benchmarks/bench_train_step.py --device cuda --batch 256   # GPU, bf16 autocast
     python benchmarks/bench_train_step.py --quick               # smoke run
+    python benchmarks/bench_train_step.py --threads 1 --clock thread   # shared machine: CPU time
 Writes <out>.json and <out>.md.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ def run_one(args) -> dict:
     import sparsemask
     from sparsemask.models import resnet18
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = resnet18(num_classes=10, in_channels=3, input_size=32,
@@ -60,6 +63,7 @@ def run_one(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     times = []
     with sparsemask.backend(args.backend):
         for _ in range(args.warmup):
@@ -68,16 +72,16 @@ def run_one(args) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         for _ in range(args.steps):
-            t0 = time.perf_counter()
+            t0 = clock()
             step()
             sync()
-            times.append(time.perf_counter() - t0)
+            times.append(clock() - t0)
     median = statistics.median(times)
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"backend": args.backend, "keep": args.keep, "batch": args.batch, "device": args.device,
             "step_ms": median * 1e3, "images_per_s": args.batch / median, "peak_mb": peak_mb,
-            "steps": args.steps, "threads": torch.get_num_threads()}
+            "steps": args.steps, "threads": torch.get_num_threads(), "clock": args.clock}
 
 
 def environment(device: str) -> dict:
@@ -106,6 +110,10 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", nargs="+", default=None, help="default: dense auto cpu|cuda")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                        help="wall (default) or the main thread's CPU time (with --threads 1: robust to other "
+                             "jobs on a shared machine, CPU only)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep, interleaved; keep the best round")
     parser.add_argument("--quick", action="store_true", help="N=8, keep 0.1, 2 steps: a smoke run")
     parser.add_argument("--out", default="benchmarks/results/train_step_cpu", help="output prefix (.json/.md)")
@@ -116,6 +124,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.batch is None:
         args.batch = 256 if args.device == "cuda" else 64
+    if args.clock == "thread" and (args.device != "cpu" or args.threads != 1):
+        parser.error("--clock thread measures one thread's CPU time: use it with --device cpu --threads 1")
     if args.quick:
         args.batch, args.keeps, args.steps, args.warmup = 8, [0.1], 2, 1
     if args.one:
@@ -128,7 +138,9 @@ def main(argv=None) -> int:
             for backend in backends:
                 cmd = [sys.executable, os.path.abspath(__file__), "--one", "--device", args.device, "--batch",
                        str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup), "--backend",
-                       backend, "--keep", str(keep)]
+                       backend, "--keep", str(keep), "--clock", args.clock]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 result = json.loads(out.splitlines()[-1])
                 runs.setdefault((keep, backend), []).append(result)
@@ -145,10 +157,13 @@ def main(argv=None) -> int:
         per_round = [a / b for a, b in zip(d["rounds_ms"], r["rounds_ms"])] if d else []
         r["speedup_range"] = [min(per_round), max(per_round)] if per_round else None
     env = environment(args.device)
+    if args.threads:
+        env["threads"] = args.threads
     table = [f"Defective ResNet-18 (bottom), CIFAR 32x32, training step, N={args.batch}, {args.device}"
              f"{' bf16 autocast' if args.device == 'cuda' else ' float32'}, channels_last — "
              f"{env.get('gpu', env['cpu'])}, {env['threads']} threads, torch {env['torch']}, {env['date']}", "",
-             f"best of {args.rounds} interleaved round(s) of {args.steps} timed steps (median per round)", "",
+             f"best of {args.rounds} interleaved round(s) of {args.steps} timed steps (median per round), "
+             f"{'wall clock' if args.clock == 'wall' else 'thread CPU time'}", "",
              "| keep | backend | ms/step | images/s | speedup vs dense | per-round speedup | peak memory MB |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
