@@ -147,6 +147,29 @@ inline at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptio
 // the padding ring and the padded channels are zeroed; the interior is overwritten.
 inline at::Tensor pack_input(const at::Tensor& input, const Geometry& g, at::ScalarType t) {
   at::Tensor xp = scratch(0, {g.N, g.Hp, g.Wp, g.Cp}, input.options().dtype(t));
+  if (input.scalar_type() == t && g.C == g.Cp && input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    // The common case (channels_last, whole vectors of channels): every padded row is
+    // [pw zeros | one memcpy of W*C elements | pw zeros], or all zeros in the top/bottom
+    // padding — one parallel pass, instead of a strided TensorIterator copy plus zero_()s.
+    const size_t es = input.element_size();
+    const char* src = static_cast<const char*>(input.data_ptr());
+    char* dst = static_cast<char*>(xp.data_ptr());
+    const int64_t row = g.Wp * g.Cp, pad = g.p.pw * g.Cp, body = g.W * g.C;
+    at::parallel_for(0, g.N * g.Hp, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t n = r / g.Hp, y = r % g.Hp - g.p.ph;
+        char* d = dst + r * row * es;
+        if (y < 0 || y >= g.H) {
+          std::memset(d, 0, row * es);
+          continue;
+        }
+        std::memset(d, 0, pad * es);
+        std::memcpy(d + pad * es, src + ((n * g.H + y) * body) * es, body * es);
+        std::memset(d + (pad + body) * es, 0, (row - pad - body) * es);
+      }
+    });
+    return xp;
+  }
   if (g.p.ph > 0) {
     xp.narrow(1, 0, g.p.ph).zero_();
     xp.narrow(1, g.Hp - g.p.ph, g.p.ph).zero_();

@@ -168,6 +168,43 @@ void scatter_kept(const T* kept, const MaskPlan& plan, const Geometry& g, at::Te
   });
 }
 
+// The residual branch's gradient, gres = grad_out * (out > 0) over the whole tensor, and in
+// the same pass its kept entries gk [nnz, N] (the gate of the unit's own ReLU is the same):
+// one read of grad_out and out instead of threshold_backward plus a gather (channels_last).
+template <typename T>
+at::Tensor gate_and_gather_channels_last(const T* go, const T* out, const MaskPlan& plan, const Geometry& g,
+                                         T* gres, const at::TensorOptions& opts) {
+  at::Tensor gk = at::empty({plan.nnz, g.N}, opts);
+  T* gkp = gk.data_ptr<T>();
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  constexpr int64_t kChunk = 16, kPos = 64;
+  const int64_t nchunks = (g.N + kChunk - 1) / kChunk, qchunks = (g.Q + kPos - 1) / kPos;
+  const int64_t img = g.Q * g.K;
+  at::parallel_for(0, nchunks * qchunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = (t / qchunks) * kChunk, n1 = std::min(g.N, n0 + kChunk);
+      const int64_t qb = (t % qchunks) * kPos, qe = std::min(g.Q, qb + kPos);
+      // Each image's rows in order (three sequential streams); the gk block of these
+      // positions and images stays in cache while it fills.
+      for (int64_t n = n0; n < n1; ++n) {
+        const T* __restrict__ gor = go + n * img + qb * g.K;
+        const T* __restrict__ outr = out + n * img + qb * g.K;
+        T* __restrict__ gr = gres + n * img + qb * g.K;
+        for (int64_t i = 0; i < (qe - qb) * g.K; ++i) gr[i] = outr[i] > T(0) ? gor[i] : T(0);
+        for (int64_t q = qb; q < qe; ++q) {
+          const int32_t* chs = pos_ch + q * g.K;
+          const T* grq = gr + (q - qb) * g.K;
+          T* gkq = gkp + pos_start[q] * g.N + n;
+          for (int64_t j = 0; j < pos_count[q]; ++j) gkq[j * g.N] = grq[chs[j]];
+        }
+      }
+    }
+  });
+  return gk;
+}
+
 at::Tensor vec_or(const std::optional<at::Tensor>& t, int64_t k, double fill, at::ScalarType type) {
   return t.has_value() && t->defined() ? t->to(type).contiguous() : at::full({k}, fill, at::TensorOptions(type));
 }
@@ -293,14 +330,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective
   at::Tensor gi = at::empty({0}, input.options()), gw = at::empty({0}, weight.options());
   at::Tensor gbw = at::empty({0}, input.options()), gbb = at::empty({0}, input.options());
   at::Tensor gres = at::empty({0}, input.options());
-  if (need_residual) gres = relu ? at::threshold_backward(grad_out, out, 0) : grad_out.clone();
-  if (!(need_input || need_weight || need_bn_weight || need_bn_bias)) return {gi, gw, gbw, gbb, gres};
+  const bool need_params = need_input || need_weight || need_bn_weight || need_bn_bias;
+  const at::MemoryFormat cl = at::MemoryFormat::ChannelsLast;
+  // grad_residual and the kept gradient in one pass (the usual residual unit), or apart.
+  const bool one_pass = need_residual && relu && need_params && grad_out.is_contiguous(cl) && out.is_contiguous(cl);
+  if (need_residual && !one_pass) gres = relu ? at::threshold_backward(grad_out, out, 0) : grad_out.clone();
+  if (!need_params) return {gi, gw, gbw, gbb, gres};
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "defective_unit_backward_cpu", [&] {
     using T = scalar_t;
     const at::ScalarType t = input.scalar_type();
     Geometry g = make_geometry<T>(input, weight, pr.p, pr.ho, pr.wo);
     // 1. dL/d(BN output) at kept neurons: grad_out gated by the ReLU.
-    at::Tensor gk = gather_kept<T>(grad_out, plan, g, t, relu ? &out : nullptr);
+    at::Tensor gk;
+    if (one_pass) {
+      gres = at::empty({N, K, pr.ho, pr.wo}, grad_out.options().memory_format(cl));
+      gk = gate_and_gather_channels_last<T>(grad_out.data_ptr<T>(), out.data_ptr<T>(), plan, g, gres.data_ptr<T>(),
+                                            input.options());
+    } else {
+      gk = gather_kept<T>(grad_out, plan, g, t, relu ? &out : nullptr);
+    }
     T* gp = gk.data_ptr<T>();
     const T* kp = kept.data_ptr<T>();
     const at::Tensor mean_c = mean.to(t).contiguous(), invstd_c = invstd.to(t).contiguous();
