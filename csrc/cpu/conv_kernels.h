@@ -302,7 +302,11 @@ at::Tensor gather_kept(const at::Tensor& src_t, const MaskPlan& plan, const Geom
           T* d = dst + (pos_start[q] + j) * g.N;
           if (gq) {
             const T* gj = gq + chs[j] * gC;
-            for (int64_t n = n0; n < n1; ++n) d[n] = gj[n * gN] > T(0) ? sj[n * sN] : T(0);
+            for (int64_t n = n0; n < n1; ++n) {
+              // Both loads unconditional: a select, not a branch (the gate is ~50% random).
+              const T v = sj[n * sN], gate_v = gj[n * gN];
+              d[n] = gate_v > T(0) ? v : T(0);
+            }
           } else {
             for (int64_t n = n0; n < n1; ++n) d[n] = sj[n * sN];
           }

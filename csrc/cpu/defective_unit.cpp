@@ -72,20 +72,17 @@ std::vector<int32_t> row_channels(const MaskPlan& plan, const Geometry& g) {
   return rc;
 }
 
-// Per-channel sums over rows of a [nnz, N] buffer, accumulated in double per thread:
-// returns [2 * K]: sums[c] = sum of f1, sums[K + c] = sum of f2, over the rows of channel c.
-template <typename T, typename F1, typename F2>
-std::vector<double> channel_sums(const std::vector<int32_t>& rc, int64_t N, int64_t K, const F1& f1, const F2& f2) {
+// Per-channel sums over the rows of a [nnz, N] buffer, accumulated in double per thread:
+// row_sums(r) -> {a, b} for row r; returns [2 * K]: sums[c] = sum of a, sums[K + c] = sum
+// of b, over the rows of channel c.
+template <typename RowSums>
+std::vector<double> channel_sums(const std::vector<int32_t>& rc, int64_t K, const RowSums& row_sums) {
   const int64_t nthreads = at::get_num_threads();
   std::vector<double> acc(static_cast<size_t>(nthreads) * 2 * K, 0.0);
   at::parallel_for(0, static_cast<int64_t>(rc.size()), 64, [&](int64_t r0, int64_t r1) {
     double* s = acc.data() + static_cast<size_t>(at::get_thread_num()) * 2 * K;
     for (int64_t r = r0; r < r1; ++r) {
-      T a = 0, b = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        a += f1(r, n);
-        b += f2(r, n);
-      }
+      const auto [a, b] = row_sums(r);
       s[rc[r]] += a;
       s[K + rc[r]] += b;
     }
@@ -94,6 +91,44 @@ std::vector<double> channel_sums(const std::vector<int32_t>& rc, int64_t N, int6
   for (int64_t t = 0; t < nthreads; ++t)
     for (int64_t c = 0; c < 2 * K; ++c) sums[c] += acc[t * 2 * K + c];
   return sums;
+}
+
+// {sum x, sum x^2} over n < N (whole vectors, then a scalar tail).
+template <typename T>
+std::pair<T, T> sum_and_squares(const T* x, int64_t N) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> a{}, b{};
+  int64_t n = 0;
+  for (; n + L <= N; n += L) {
+    const Vec<T> v = loadu(x + n);
+    a += v;
+    b += v * v;
+  }
+  T sa = hsum<T>(a), sb = hsum<T>(b);
+  for (; n < N; ++n) {
+    sa += x[n];
+    sb += x[n] * x[n];
+  }
+  return {sa, sb};
+}
+
+// {sum g, sum g * (x - m) * is} over n < N: BN's backward reductions for one row.
+template <typename T>
+std::pair<T, T> grad_sums(const T* g, const T* x, T m, T is, int64_t N) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> a{}, b{};
+  int64_t n = 0;
+  for (; n + L <= N; n += L) {
+    const Vec<T> gv = loadu(g + n);
+    a += gv;
+    b += gv * (loadu(x + n) - m);
+  }
+  T sa = hsum<T>(a), sb = hsum<T>(b);
+  for (; n < N; ++n) {
+    sa += g[n];
+    sb += g[n] * (x[n] - m);
+  }
+  return {sa, sb * is};
 }
 
 // out [N, K, Ho, Wo] channels_last: per pixel, the residual's channel vector (or zeros)
@@ -261,9 +296,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective_unit_cpu(
     // 2. BN statistics: batch moments from the kept values (zeros elsewhere), or running.
     if (training) {
       const std::vector<int32_t> rc = row_channels(plan, g);
-      const std::vector<double> s = channel_sums<T>(
-          rc, N, K, [&](int64_t r, int64_t n) { return kp[r * N + n]; },
-          [&](int64_t r, int64_t n) { return kp[r * N + n] * kp[r * N + n]; });
+      const std::vector<double> s =
+          channel_sums(rc, K, [&](int64_t r) { return sum_and_squares<T>(kp + r * N, N); });
       const double count = static_cast<double>(N * g.Q);
       mean = at::empty({K}, input.options());
       invstd = at::empty({K}, input.options());
@@ -356,9 +390,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective
     const T* is = invstd_c.data_ptr<T>();
     // 2. BN backward on the kept rows (the defective neurons' dL/d(BN output) is 0).
     const std::vector<int32_t> rc = row_channels(plan, g);
-    const std::vector<double> s = channel_sums<T>(
-        rc, N, K, [&](int64_t r, int64_t n) { return gp[r * N + n]; },
-        [&](int64_t r, int64_t n) { return gp[r * N + n] * (kp[r * N + n] - m[rc[r]]) * is[rc[r]]; });
+    const std::vector<double> s =
+        channel_sums(rc, K, [&](int64_t r) { return grad_sums<T>(gp + r * N, kp + r * N, m[rc[r]], is[rc[r]], N); });
     if (need_bn_weight) gbw = at::empty({K}, input.options());
     if (need_bn_bias) gbb = at::empty({K}, input.options());
     for (int64_t c = 0; c < K; ++c) {
@@ -375,8 +408,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective
         const T a = wp[c] * is[c];
         T* gr = gp + r * N;
         if (training) {
+          // a * (g - mean(g) - xhat * mean(g * xhat)), xhat = (x - m) * is, as b0 + a*g - b1*x.
           const T mg = static_cast<T>(s[c] / count), mgx = static_cast<T>(s[K + c] / count);
-          for (int64_t n = 0; n < N; ++n) gr[n] = a * (gr[n] - mg - (kp[r * N + n] - m[c]) * is[c] * mgx);
+          const T b1 = a * is[c] * mgx, b0 = -a * mg + b1 * m[c];
+          const T* __restrict__ xr = kp + r * N;
+          for (int64_t n = 0; n < N; ++n) gr[n] = b0 + a * gr[n] - b1 * xr[n];
         } else {
           for (int64_t n = 0; n < N; ++n) gr[n] *= a;
         }
