@@ -131,6 +131,21 @@ std::pair<T, T> grad_sums(const T* g, const T* x, T m, T is, int64_t N) {
   return {sa, sb * is};
 }
 
+// Parallel over tiles of (16 images) x (64 output positions): f(n0, n1, qb, qe) per tile.
+// Tiles of one image block share kept-buffer lines; tiles of different positions write
+// disjoint rows of a [nnz, N] buffer, so no two threads write the same line.
+template <typename F>
+void for_each_tile(const Geometry& g, const F& f) {
+  constexpr int64_t kChunk = 16, kPos = 64;
+  const int64_t nchunks = (g.N + kChunk - 1) / kChunk, qchunks = (g.Q + kPos - 1) / kPos;
+  at::parallel_for(0, nchunks * qchunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = (t / qchunks) * kChunk, qb = (t % qchunks) * kPos;
+      f(n0, std::min(g.N, n0 + kChunk), qb, std::min(g.Q, qb + kPos));
+    }
+  });
+}
+
 // out [N, K, Ho, Wo] channels_last: per pixel, the residual's channel vector (or zeros)
 // plus the normalised kept values, then ReLU. Chunks of 16 images outermost (as in
 // gather_kept): a kept line serves 16 images while each image's output is written in order.
@@ -140,43 +155,37 @@ void write_output_channels_last(const T* kept, const MaskPlan& plan, const Geome
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
-  constexpr int64_t kChunk = 16, kPos = 64;
-  const int64_t nchunks = (g.N + kChunk - 1) / kChunk, qchunks = (g.Q + kPos - 1) / kPos;
   const int64_t img = g.Q * g.K;
-  at::parallel_for(0, nchunks * qchunks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n0 = (t / qchunks) * kChunk, n1 = std::min(g.N, n0 + kChunk);
-      const int64_t qb = (t % qchunks) * kPos, qe = std::min(g.Q, qb + kPos);
+  for_each_tile(g, [&](int64_t n0, int64_t n1, int64_t qb, int64_t qe) {
+    for (int64_t n = n0; n < n1; ++n) {
+      T* o = out + n * img + qb * g.K;
+      const int64_t len = (qe - qb) * g.K;
+      if (residual) {
+        std::memcpy(o, residual + n * img + qb * g.K, sizeof(T) * len);
+      } else {
+        std::memset(o, 0, sizeof(T) * len);
+      }
+    }
+    for (int64_t q = qb; q < qe; ++q) {
+      const int32_t* chs = pos_ch + q * g.K;
+      for (int64_t j = 0; j < pos_count[q]; ++j) {
+        const int64_t c = chs[j];
+        const T* kr = kept + (pos_start[q] + j) * g.N;
+        const T sc = scale[c], sh = shift[c];
+        T* o = out + q * g.K + c;
+        if (residual) {
+          for (int64_t n = n0; n < n1; ++n) o[n * img] += kr[n] * sc + sh;
+        } else if (relu) {
+          for (int64_t n = n0; n < n1; ++n) o[n * img] = std::max(kr[n] * sc + sh, T(0));
+        } else {
+          for (int64_t n = n0; n < n1; ++n) o[n * img] = kr[n] * sc + sh;
+        }
+      }
+    }
+    if (residual && relu) {
       for (int64_t n = n0; n < n1; ++n) {
         T* o = out + n * img + qb * g.K;
-        const int64_t len = (qe - qb) * g.K;
-        if (residual) {
-          std::memcpy(o, residual + n * img + qb * g.K, sizeof(T) * len);
-        } else {
-          std::memset(o, 0, sizeof(T) * len);
-        }
-      }
-      for (int64_t q = qb; q < qe; ++q) {
-        const int32_t* chs = pos_ch + q * g.K;
-        for (int64_t j = 0; j < pos_count[q]; ++j) {
-          const int64_t c = chs[j];
-          const T* kr = kept + (pos_start[q] + j) * g.N;
-          const T sc = scale[c], sh = shift[c];
-          T* o = out + q * g.K + c;
-          if (residual) {
-            for (int64_t n = n0; n < n1; ++n) o[n * img] += kr[n] * sc + sh;
-          } else if (relu) {
-            for (int64_t n = n0; n < n1; ++n) o[n * img] = std::max(kr[n] * sc + sh, T(0));
-          } else {
-            for (int64_t n = n0; n < n1; ++n) o[n * img] = kr[n] * sc + sh;
-          }
-        }
-      }
-      if (residual && relu) {
-        for (int64_t n = n0; n < n1; ++n) {
-          T* o = out + n * img + qb * g.K;
-          for (int64_t i = 0; i < (qe - qb) * g.K; ++i) o[i] = std::max(o[i], T(0));
-        }
+        for (int64_t i = 0; i < (qe - qb) * g.K; ++i) o[i] = std::max(o[i], T(0));
       }
     }
   });
@@ -214,26 +223,20 @@ at::Tensor gate_and_gather_channels_last(const T* go, const T* out, const MaskPl
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
-  constexpr int64_t kChunk = 16, kPos = 64;
-  const int64_t nchunks = (g.N + kChunk - 1) / kChunk, qchunks = (g.Q + kPos - 1) / kPos;
   const int64_t img = g.Q * g.K;
-  at::parallel_for(0, nchunks * qchunks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t n0 = (t / qchunks) * kChunk, n1 = std::min(g.N, n0 + kChunk);
-      const int64_t qb = (t % qchunks) * kPos, qe = std::min(g.Q, qb + kPos);
-      // Each image's rows in order (three sequential streams); the gk block of these
-      // positions and images stays in cache while it fills.
-      for (int64_t n = n0; n < n1; ++n) {
-        const T* __restrict__ gor = go + n * img + qb * g.K;
-        const T* __restrict__ outr = out + n * img + qb * g.K;
-        T* __restrict__ gr = gres + n * img + qb * g.K;
-        for (int64_t i = 0; i < (qe - qb) * g.K; ++i) gr[i] = outr[i] > T(0) ? gor[i] : T(0);
-        for (int64_t q = qb; q < qe; ++q) {
-          const int32_t* chs = pos_ch + q * g.K;
-          const T* grq = gr + (q - qb) * g.K;
-          T* gkq = gkp + pos_start[q] * g.N + n;
-          for (int64_t j = 0; j < pos_count[q]; ++j) gkq[j * g.N] = grq[chs[j]];
-        }
+  for_each_tile(g, [&](int64_t n0, int64_t n1, int64_t qb, int64_t qe) {
+    // Each image's rows in order (three sequential streams); the gk block of these
+    // positions and images stays in cache while it fills.
+    for (int64_t n = n0; n < n1; ++n) {
+      const T* __restrict__ gor = go + n * img + qb * g.K;
+      const T* __restrict__ outr = out + n * img + qb * g.K;
+      T* __restrict__ gr = gres + n * img + qb * g.K;
+      for (int64_t i = 0; i < (qe - qb) * g.K; ++i) gr[i] = outr[i] > T(0) ? gor[i] : T(0);
+      for (int64_t q = qb; q < qe; ++q) {
+        const int32_t* chs = pos_ch + q * g.K;
+        const T* grq = gr + (q - qb) * g.K;
+        T* gkq = gkp + pos_start[q] * g.N + n;
+        for (int64_t j = 0; j < pos_count[q]; ++j) gkq[j * g.N] = grq[chs[j]];
       }
     }
   });
