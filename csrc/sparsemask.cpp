@@ -70,6 +70,23 @@ TORCH_LIBRARY(sparsemask, m) {
       "defective_unit_backward(Tensor grad_out, Tensor input, Tensor weight, Tensor mask, Tensor kept, Tensor out, "
       "Tensor? bn_weight, Tensor mean, Tensor invstd, int[2] stride, int[2] padding, int[2] dilation, "
       "bool training, bool relu, float max_density, bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // A ResNet basic block with two defective convs, fused: a1 = relu(mask1 * BN1(conv1(input))),
+  // out = relu(mask2 * BN2(conv2(a1)) + residual). a1 exists only at mask1's kept neurons
+  // (act1 [nnz1, N]) and conv2 reads it there. Returns (out, kept1, act1, kept2, mean1,
+  // invstd1, mean2, invstd2); kept1/kept2 are the convs' outputs at kept neurons.
+  m.def(
+      "defective_block(Tensor input, Tensor w1, Tensor mask1, Tensor? bn1_weight, Tensor? bn1_bias, "
+      "Tensor? bn1_running_mean, Tensor? bn1_running_var, int[2] stride1, int[2] padding1, int[2] dilation1, "
+      "float eps1, Tensor w2, Tensor mask2, Tensor? bn2_weight, Tensor? bn2_bias, Tensor? bn2_running_mean, "
+      "Tensor? bn2_running_var, int[2] stride2, int[2] padding2, int[2] dilation2, float eps2, Tensor? residual, "
+      "bool training, float max_density) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Gradients (input, w1, bn1_weight, bn1_bias, w2, bn2_weight, bn2_bias, residual).
+  m.def(
+      "defective_block_backward(Tensor grad_out, Tensor input, Tensor w1, Tensor mask1, Tensor? bn1_weight, "
+      "Tensor mean1, Tensor invstd1, int[2] stride1, int[2] padding1, int[2] dilation1, Tensor w2, Tensor mask2, "
+      "Tensor? bn2_weight, Tensor mean2, Tensor invstd2, int[2] stride2, int[2] padding2, int[2] dilation2, "
+      "Tensor kept1, Tensor act1, Tensor kept2, Tensor out, bool training, float max_density, bool[8] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The mask plan (see plan.h): (pos_count, pos_ch, pos_start, ch_count, ch_pos).
   m.def("mask_plan(Tensor mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.impl("mask_plan", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(mask_plan));

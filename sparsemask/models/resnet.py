@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..nn.defective import conv_bn_act
+from ..nn.defective import basic_block, conv_bn_act
 from .common import Normalize, check_builder_args, choose_stem, default_stats, finish
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet50"]
@@ -41,10 +41,10 @@ class BasicBlock(nn.Module):
         self.downsample = _downsample(in_planes, planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        # conv_bn_act = act(bn(conv(x)) [+ residual]), one fused op in defective blocks.
-        out = conv_bn_act(self.conv1, self.bn1, x, self.relu)
+        # relu(bn2(conv2(relu(bn1(conv1 x)))) + identity): one fused op when both convs are
+        # defective (sparsemask.nn.defective.basic_block), else unit by unit.
         identity = x if self.downsample is None else self.downsample(x)
-        return conv_bn_act(self.conv2, self.bn2, out, self.relu, residual=identity)
+        return basic_block(self.conv1, self.bn1, self.conv2, self.bn2, self.relu, x, identity)
 
 
 class Bottleneck(nn.Module):

@@ -5,6 +5,7 @@ Kept a flat list of imports (one per line) so engineers can append without confl
 from .defective import DefectiveConv2d  # noqa: F401
 from .defective import MaskedBatchNorm2d  # noqa: F401
 from .defective import conv_bn_act  # noqa: F401
+from .defective import basic_block  # noqa: F401
 from .defect import defect  # noqa: F401
 from .defect import defective_layers  # noqa: F401
 from .ensemble import Ensemble  # noqa: F401

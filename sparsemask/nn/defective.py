@@ -27,9 +27,10 @@ from torch import Tensor, nn
 
 from ..masks import MASK_KINDS, check_keep, random_mask
 from ..backend import get_backend, max_density
-from ..ops import _fused_bn_supported, conv_output_size, defective_unit, masked_batch_norm_act, masked_conv2d
+from ..ops import (_fused_bn_supported, conv_output_size, defective_block, defective_unit, masked_batch_norm_act,
+                   masked_conv2d)
 
-__all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES", "conv_bn_act"]
+__all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES", "conv_bn_act", "basic_block"]
 
 IntPair = Union[int, Sequence[int]]
 REFERENCES = ("sparse", "paper")
@@ -194,13 +195,16 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return masked_batch_norm_act(input, mask, self.weight, self.bias, running_mean, running_var,
                                      batch_stats, self.momentum, self.eps)
 
+    def _uses_batch_statistics(self) -> bool:
+        return self.training or (self.running_mean is None and self.running_var is None)
+
     def _step_statistics(self) -> tuple[bool, Optional[Tensor], Optional[Tensor]]:
         """What nn.BatchNorm2d.forward decides per call, for the fused kernels: counts the
         batch (num_batches_tracked) and returns (use batch statistics, running_mean or None,
         running_var or None)."""
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        batch_stats = self._uses_batch_statistics()
         keep_running = not self.training or self.track_running_stats
         return (batch_stats, self.running_mean if keep_running else None,
                 self.running_var if keep_running else None)
@@ -230,7 +234,7 @@ def _fusable(conv: nn.Module, bn: nn.Module, act: Optional[nn.Module], x: Tensor
     name = get_backend()
     if name not in ("auto", "cpu") or not _fused_bn_supported(x):
         return False
-    if name == "auto" and max_density("cpu", x.dtype, x.shape[1]) <= 0.0:
+    if name == "auto" and max_density("cpu", x.dtype, conv.in_channels) <= 0.0:
         return False
     return not _has_hooks(conv, bn) and not (act is not None and _has_hooks(act))
 
@@ -259,3 +263,32 @@ def conv_bn_act(conv: nn.Module, bn: nn.Module, x: Tensor, act: Optional[nn.Modu
     return defective_unit(x, conv.weight, conv.mask, bn.weight, bn.bias, running_mean, running_var,
                           stride=conv.stride, padding=conv.padding, dilation=conv.dilation, training=batch_stats,
                           momentum=bn.momentum, eps=bn.eps, relu=act is not None, residual=residual)
+
+
+def _unit_args(conv: DefectiveConv2d, bn: MaskedBatchNorm2d, running_mean, running_var) -> dict:
+    return dict(weight=conv.weight, mask=conv.mask, bn_weight=bn.weight, bn_bias=bn.bias, running_mean=running_mean,
+                running_var=running_var, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                momentum=bn.momentum, eps=bn.eps)
+
+
+def basic_block(conv1: nn.Module, bn1: nn.Module, conv2: nn.Module, bn2: nn.Module, act: Optional[nn.Module],
+                x: Tensor, residual: Optional[Tensor]) -> Tensor:
+    """A ResNet basic block's body, ``act(bn2(conv2(act(bn1(conv1(x))))) + residual)``.
+
+    When both units are defective and fusable (see :func:`conv_bn_act`; ``act`` an
+    ``nn.ReLU``; both BNs in the same mode) this runs :func:`sparsemask.ops.defective_block`:
+    the first unit's output is held only at its kept neurons and the second conv reads it
+    there, so that conv costs (keep1 x keep2) of a dense one. Otherwise the two units run
+    through :func:`conv_bn_act`. Same values, gradients and BN buffers either way.
+
+    Shapes: x [N, C_in, H, W]; residual and the result [N, C_out, H_out, W_out].
+    """
+    if (act is None or not _fusable(conv1, bn1, act, x) or not _fusable(conv2, bn2, act, x)
+            or bn1._uses_batch_statistics() != bn2._uses_batch_statistics()):
+        out = conv_bn_act(conv1, bn1, x, act)
+        return conv_bn_act(conv2, bn2, out, act, residual=residual)
+    conv1._check_input(x)
+    batch_stats, rm1, rv1 = bn1._step_statistics()
+    _, rm2, rv2 = bn2._step_statistics()
+    return defective_block(x, _unit_args(conv1, bn1, rm1, rv1), _unit_args(conv2, bn2, rm2, rv2),
+                           residual=residual, training=batch_stats)

@@ -45,22 +45,27 @@ def test_fused_model_matches_unfused_reference_in_train_and_eval(builder, layout
 def test_fused_path_is_taken_and_hooks_or_other_activations_disable_it(monkeypatch):
     model, _ = _pair(dtype=torch.float32)
     calls = []
-    real = sparsemask.ops.defective_unit
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counting(name, real):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return wrapper
 
-    monkeypatch.setattr("sparsemask.nn.defective.defective_unit", counting)
+    monkeypatch.setattr("sparsemask.nn.defective.defective_unit",
+                        counting("unit", sparsemask.ops.defective_unit))
+    monkeypatch.setattr("sparsemask.nn.defective.defective_block",
+                        counting("block", sparsemask.ops.defective_block))
     x = torch.rand(2, 3, 16, 16)
     model(x)
-    assert len(calls) == 9          # stem + 4 convs of layer1 + 4 of layer2 (bottom)
+    assert calls == ["unit"] + ["block"] * 4     # the stem, then layer1 and layer2's blocks
     calls.clear()
     seen = []
     handle = model.layer1[0].conv1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     model(x)
     handle.remove()
-    assert seen == [torch.Size([2, 64, 16, 16])] and len(calls) == 8   # that unit ran unfused
+    assert seen == [torch.Size([2, 64, 16, 16])]          # the hook saw a real conv output
+    assert calls == ["unit", "unit", "block", "block", "block"]   # that block ran unit by unit
     calls.clear()
     with sparsemask.backend("dense"):
         model(x)
