@@ -39,6 +39,9 @@ struct CompactConv {
   const MaskPlan* out;
   int64_t N, C1, H1, W1, K2, Ho, Wo, kh, kw;
   ConvParams p;
+  // The two plans' lists: per position, kept count, kept channel ids, first kept row.
+  const int32_t *cnt1, *ch1, *cnt2, *ch2;
+  const int64_t *ps1, *ps2;
   int64_t krow() const { return kh * kw * C1; }
   // Input pixel of output position q at tap (ky, kx), or -1 when it falls in the padding.
   int64_t input_pixel(int64_t q, int64_t ky, int64_t kx) const {
@@ -104,19 +107,26 @@ inline void over_batch(int64_t N, const Body& body, const Dst& dst, const Scalar
   for (; n0 < N; ++n0) scalar(n0);
 }
 
+// over_batch for a tile of `jb` (1-4) targets.
+template <typename T, typename Body, typename Dst, typename Scalar>
+inline void over_batch_tiles(int jb, int64_t N, const Body& body, const Dst& dst, const Scalar& scalar) {
+  switch (jb) {
+    case 1: return over_batch<T, 1>(N, body, dst, scalar);
+    case 2: return over_batch<T, 2>(N, body, dst, scalar);
+    case 3: return over_batch<T, 3>(N, body, dst, scalar);
+    default: return over_batch<T, 4>(N, body, dst, scalar);
+  }
+}
+
 // kept2 [nnz2, N] = conv2 of act1 [nnz1, N] (both compact).
 template <typename T>
 at::Tensor compact_conv_forward(const at::Tensor& act1, const at::Tensor& w2t, const CompactConv& cc) {
-  const MaskPlan& pin = *cc.in;
-  const MaskPlan& pout = *cc.out;
-  at::Tensor kept2 = at::empty({pout.nnz, cc.N}, act1.options());
+  at::Tensor kept2 = at::empty({cc.out->nnz, cc.N}, act1.options());
   const T* a = act1.data_ptr<T>();
   const T* w = w2t.data_ptr<T>();
   T* k2 = kept2.data_ptr<T>();
-  const int32_t *cnt1 = pin.pos_count.data_ptr<int32_t>(), *ch1 = pin.pos_ch.data_ptr<int32_t>();
-  const int64_t* ps1 = pin.pos_start.data_ptr<int64_t>();
-  const int32_t *cnt2 = pout.pos_count.data_ptr<int32_t>(), *ch2 = pout.pos_ch.data_ptr<int32_t>();
-  const int64_t* ps2 = pout.pos_start.data_ptr<int64_t>();
+  const int32_t *cnt1 = cc.cnt1, *ch1 = cc.ch1, *cnt2 = cc.cnt2, *ch2 = cc.ch2;
+  const int64_t *ps1 = cc.ps1, *ps2 = cc.ps2;
   const int64_t N = cc.N, Q = cc.Ho * cc.Wo;
   at::parallel_for(0, Q, 8, [&](int64_t q0, int64_t q1) {
     std::vector<TapRef> taps;
@@ -148,12 +158,7 @@ at::Tensor compact_conv_forward(const at::Tensor& act1, const at::Tensor& w2t, c
             dst(j)[n] = s;
           }
         };
-        switch (jb) {
-          case 1: over_batch<T, 1>(N, body, dst, scalar); break;
-          case 2: over_batch<T, 2>(N, body, dst, scalar); break;
-          case 3: over_batch<T, 3>(N, body, dst, scalar); break;
-          default: over_batch<T, 4>(N, body, dst, scalar); break;
-        }
+        over_batch_tiles<T>(jb, N, body, dst, scalar);
       }
     }
   });
@@ -163,16 +168,12 @@ at::Tensor compact_conv_forward(const at::Tensor& act1, const at::Tensor& w2t, c
 // g_act1 [nnz1, N] = dL/d act1 at mask1's kept neurons, from gk2 [nnz2, N] = dL/d conv2 out.
 template <typename T>
 at::Tensor compact_conv_grad_input(const at::Tensor& gk2, const at::Tensor& w2t, const CompactConv& cc) {
-  const MaskPlan& pin = *cc.in;
-  const MaskPlan& pout = *cc.out;
-  at::Tensor ga = at::empty({pin.nnz, cc.N}, gk2.options());
+  at::Tensor ga = at::empty({cc.in->nnz, cc.N}, gk2.options());
   const T* g = gk2.data_ptr<T>();
   const T* w = w2t.data_ptr<T>();
   T* gap = ga.data_ptr<T>();
-  const int32_t *cnt1 = pin.pos_count.data_ptr<int32_t>(), *ch1 = pin.pos_ch.data_ptr<int32_t>();
-  const int64_t* ps1 = pin.pos_start.data_ptr<int64_t>();
-  const int32_t *cnt2 = pout.pos_count.data_ptr<int32_t>(), *ch2 = pout.pos_ch.data_ptr<int32_t>();
-  const int64_t* ps2 = pout.pos_start.data_ptr<int64_t>();
+  const int32_t *cnt1 = cc.cnt1, *ch1 = cc.ch1, *cnt2 = cc.cnt2, *ch2 = cc.ch2;
+  const int64_t *ps1 = cc.ps1, *ps2 = cc.ps2;
   const int64_t N = cc.N, P = cc.H1 * cc.W1, krow = cc.krow();
   at::parallel_for(0, P, 8, [&](int64_t p0, int64_t p1) {
     std::vector<TapRef> taps;
@@ -210,12 +211,7 @@ at::Tensor compact_conv_grad_input(const at::Tensor& gk2, const at::Tensor& w2t,
             dst(i)[n] = s;
           }
         };
-        switch (ib) {
-          case 1: over_batch<T, 1>(N, body, dst, scalar); break;
-          case 2: over_batch<T, 2>(N, body, dst, scalar); break;
-          case 3: over_batch<T, 3>(N, body, dst, scalar); break;
-          default: over_batch<T, 4>(N, body, dst, scalar); break;
-        }
+        over_batch_tiles<T>(ib, N, body, dst, scalar);
       }
     }
   });
@@ -238,17 +234,13 @@ inline T dot(const T* a, const T* b, int64_t N) {
 // (kept output neuron, tap, kept input channel at the tap's pixel) — thread-private sums.
 template <typename T>
 at::Tensor compact_conv_grad_weight(const at::Tensor& gk2, const at::Tensor& act1, const CompactConv& cc) {
-  const MaskPlan& pin = *cc.in;
-  const MaskPlan& pout = *cc.out;
   const int64_t nthreads = at::get_num_threads(), krow = cc.krow();
   at::Tensor gw_all = at::zeros({nthreads, cc.K2, cc.kh, cc.kw, cc.C1}, gk2.options());
   T* base = gw_all.data_ptr<T>();
   const T* g = gk2.data_ptr<T>();
   const T* a = act1.data_ptr<T>();
-  const int32_t *cnt1 = pin.pos_count.data_ptr<int32_t>(), *ch1 = pin.pos_ch.data_ptr<int32_t>();
-  const int64_t* ps1 = pin.pos_start.data_ptr<int64_t>();
-  const int32_t *cnt2 = pout.pos_count.data_ptr<int32_t>(), *ch2 = pout.pos_ch.data_ptr<int32_t>();
-  const int64_t* ps2 = pout.pos_start.data_ptr<int64_t>();
+  const int32_t *cnt1 = cc.cnt1, *ch1 = cc.ch1, *cnt2 = cc.cnt2, *ch2 = cc.ch2;
+  const int64_t *ps1 = cc.ps1, *ps2 = cc.ps2;
   const int64_t N = cc.N, Q = cc.Ho * cc.Wo;
   at::parallel_for(0, Q, 8, [&](int64_t q0, int64_t q1) {
     const int64_t tid = at::get_thread_num();
@@ -334,8 +326,10 @@ BlockPrep prepare_block(const at::Tensor& input, const at::Tensor& w1, const at:
 }
 
 CompactConv compact_conv(const BlockPrep& b, int64_t N, const at::Tensor& w2) {
-  return {b.plan1.get(), b.plan2.get(), N, w2.size(1), b.h1, b.w1, w2.size(0), b.h2, b.w2, w2.size(2), w2.size(3),
-          b.p2};
+  const MaskPlan &p1 = *b.plan1, &p2 = *b.plan2;
+  return {&p1, &p2, N, w2.size(1), b.h1, b.w1, w2.size(0), b.h2, b.w2, w2.size(2), w2.size(3), b.p2,
+          p1.pos_count.data_ptr<int32_t>(), p1.pos_ch.data_ptr<int32_t>(), p2.pos_count.data_ptr<int32_t>(),
+          p2.pos_ch.data_ptr<int32_t>(), p1.pos_start.data_ptr<int64_t>(), p2.pos_start.data_ptr<int64_t>()};
 }
 
 // Geometry of a conv whose input is a [N, C, H, W] of another dtype-T tensor's shape only
