@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
-from .backend import get_backend, max_density
+from .backend import fused_max_density, get_backend, max_density
 
 IntPair = Union[int, Sequence[int]]
 
@@ -284,6 +284,25 @@ torch.library.register_autograd("sparsemask::masked_batch_norm_act", _bn_backwar
 # --------------------------------------------------------------------------------------
 # The whole defective unit, fused: act(mask * BN(conv(x)) [+ residual]).
 
+def _run_fused(input: Tensor, masks: list, name: str, keep: Optional[float] = None) -> bool:
+    """Whether a fused defective-unit/block op runs (sparse), or its composite.
+
+    ``cpu`` forces the fused ops on CPU float32/float64; ``auto`` runs them where the masks'
+    kept fraction is at most :func:`sparsemask.backend.fused_max_density` — from ``keep``
+    when the caller knows it (modules: no data-dependent branch under torch.compile), else
+    counted from the masks (a cheap CPU reduction; a graph break under torch.compile, so
+    compiled code should come through the modules).
+    """
+    if not _fused_bn_supported(input) or name not in ("auto", "cpu"):
+        return False
+    if name == "cpu":
+        return True
+    limit = fused_max_density("cpu", input.dtype)
+    if keep is not None:
+        return keep <= limit
+    return all(float(m.count_nonzero()) <= limit * m.numel() for m in masks)
+
+
 def _dense_defective_unit(input, weight, mask, bn_weight, bn_bias, running_mean, running_var, stride, padding,
                           dilation, training, momentum, eps, relu, residual):
     """The published composite (the ``dense`` backend's reference)."""
@@ -298,7 +317,7 @@ def defective_unit(input: Tensor, weight: Tensor, mask: Tensor, bn_weight: Optio
                    bn_bias: Optional[Tensor], running_mean: Optional[Tensor], running_var: Optional[Tensor], *,
                    stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, training: bool = True,
                    momentum: float = 0.1, eps: float = 1e-5, relu: bool = True,
-                   residual: Optional[Tensor] = None) -> Tensor:
+                   residual: Optional[Tensor] = None, keep: Optional[float] = None) -> Tensor:
     """The defective unit ``act(mask * BN(conv2d(input, weight)) [+ residual])`` as one op.
 
     Equals ``F.batch_norm(masked_conv2d(input, weight, None, mask, ...), running_mean,
@@ -315,6 +334,8 @@ def defective_unit(input: Tensor, weight: Tensor, mask: Tensor, bn_weight: Optio
         bn_weight, bn_bias, running_mean, running_var: [C_out] or None, as in F.batch_norm.
         training: batch statistics (and the running update with ``momentum``) if True.
         residual: [N, C_out, H_out, W_out] added before the activation, or None.
+        keep: the mask's nominal kept fraction, if known: ``auto`` then decides from it
+            (see ``_run_fused``) instead of counting the mask.
 
     Returns [N, C_out, H_out, W_out] in the input's memory format. Elsewhere (other devices,
     dtypes or backends) the same composite runs, with the backend's masked_conv2d.
@@ -327,10 +348,7 @@ def defective_unit(input: Tensor, weight: Tensor, mask: Tensor, bn_weight: Optio
     if name == "dense":
         return _dense_defective_unit(input, weight, mask, bn_weight, bn_bias, running_mean, running_var, stride,
                                      padding, dilation, training, momentum, eps, relu, residual)
-    limit = 0.0
-    if _fused_bn_supported(input) and name in ("auto", "cpu"):
-        limit = 1.0 if name == "cpu" else max_density("cpu", input.dtype, input.shape[1])
-    if limit <= 0.0:  # the composite, on this backend's masked_conv2d
+    if not _run_fused(input, [mask], name, keep):  # the composite, on this backend's masked_conv2d
         out = masked_conv2d(input, weight, None, mask, stride, padding, dilation)
         out = masked_batch_norm_act(out, mask, bn_weight, bn_bias, running_mean, running_var, training, momentum, eps,
                                     relu=relu and residual is None)
@@ -340,7 +358,7 @@ def defective_unit(input: Tensor, weight: Tensor, mask: Tensor, bn_weight: Optio
         return out.relu() if relu else out
     out, _kept, mean, invstd = torch.ops.sparsemask.defective_unit(
         input, weight, mask, bn_weight, bn_bias, running_mean, running_var, residual, stride, padding, dilation,
-        training, eps, relu, limit)
+        training, eps, relu, 1.0)
     if training:
         _update_running_stats(running_mean, running_var, mean, invstd, eps, out.numel() // out.shape[1], momentum)
     return out
@@ -401,7 +419,7 @@ torch.library.register_autograd("sparsemask::defective_unit", _unit_backward, se
 # neurons only (input sparsity).
 
 def defective_block(input: Tensor, unit1: dict, unit2: dict, *, residual: Optional[Tensor] = None,
-                    training: bool = True) -> Tensor:
+                    training: bool = True, keep: Optional[float] = None) -> Tensor:
     """``relu(unit2(relu(unit1(input))) + residual)`` of a ResNet basic block, as one op.
 
     Each ``unit`` is a dict with ``weight`` [C_out, C_in, kh, kw], ``mask`` bool [C_out,
@@ -413,8 +431,9 @@ def defective_block(input: Tensor, unit1: dict, unit2: dict, *, residual: Option
     only ever held at its kept neurons and conv2 reads it there, so conv2 costs (kept
     fraction 1) x (kept fraction 2) of a dense conv (csrc/cpu/defective_block.cpp).
 
-    CPU float32/float64 under the ``auto``/``cpu`` backends; elsewhere the two units run
-    one after the other (:func:`defective_unit`, which has its own fallbacks).
+    CPU float32/float64 under the ``cpu`` backend, and under ``auto`` where the masks are
+    sparse enough (``keep``: the larger nominal kept fraction, if known); elsewhere the two
+    units run one after the other (:func:`defective_unit`, which has its own fallbacks).
     """
     def args(u):
         return (_pair(u.get("stride", 1), "stride"), _pair(u.get("padding", 0), "padding"),
@@ -423,12 +442,7 @@ def defective_block(input: Tensor, unit1: dict, unit2: dict, *, residual: Option
     s1, p1, d1 = args(unit1)
     s2, p2, d2 = args(unit2)
     _validate(input, unit1["weight"], None, unit1["mask"], s1, p1, d1, 1)
-    name = get_backend()
-    limit = 0.0
-    if _fused_bn_supported(input) and name in ("auto", "cpu"):
-        limit = 1.0 if name == "cpu" else min(max_density("cpu", input.dtype, input.shape[1]),
-                                              max_density("cpu", input.dtype, unit2["weight"].shape[1]))
-    if limit <= 0.0:
+    if not _run_fused(input, [unit1["mask"], unit2["mask"]], get_backend(), keep):
         def unit(x, u, res):
             return defective_unit(x, u["weight"], u["mask"], u.get("bn_weight"), u.get("bn_bias"),
                                   u.get("running_mean"), u.get("running_var"), stride=u.get("stride", 1),
@@ -444,7 +458,7 @@ def defective_block(input: Tensor, unit1: dict, unit2: dict, *, residual: Option
         unit1.get("running_mean"), unit1.get("running_var"), s1, p1, d1, unit1.get("eps", 1e-5),
         unit2["weight"], unit2["mask"], unit2.get("bn_weight"), unit2.get("bn_bias"),
         unit2.get("running_mean"), unit2.get("running_var"), s2, p2, d2, unit2.get("eps", 1e-5),
-        residual, training, limit)
+        residual, training, 1.0)
     if training:
         h1, w1 = unit1["mask"].shape[1:]
         _update_running_stats(unit1.get("running_mean"), unit1.get("running_var"), mean1, invstd1,

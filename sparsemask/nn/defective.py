@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..masks import MASK_KINDS, check_keep, random_mask
-from ..backend import get_backend, max_density
-from ..ops import (_fused_bn_supported, conv_output_size, defective_block, defective_unit, masked_batch_norm_act,
-                   masked_conv2d)
+from ..backend import get_backend
+from ..ops import (_fused_bn_supported, _run_fused, conv_output_size, defective_block, defective_unit,
+                   masked_batch_norm_act, masked_conv2d)
 
 __all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES", "conv_bn_act", "basic_block"]
 
@@ -231,10 +231,7 @@ def _fusable(conv: nn.Module, bn: nn.Module, act: Optional[nn.Module], x: Tensor
     if conv.defer_mask or conv.bias is not None or conv.groups != 1 or conv.padding_mode != "zeros" \
             or isinstance(conv.padding, str) or bn.momentum is None or x.dim() != 4:
         return False
-    name = get_backend()
-    if name not in ("auto", "cpu") or not _fused_bn_supported(x):
-        return False
-    if name == "auto" and max_density("cpu", x.dtype, conv.in_channels) <= 0.0:
+    if not _run_fused(x, [], get_backend(), keep=conv.keep):
         return False
     return not _has_hooks(conv, bn) and not (act is not None and _has_hooks(act))
 
@@ -262,7 +259,7 @@ def conv_bn_act(conv: nn.Module, bn: nn.Module, x: Tensor, act: Optional[nn.Modu
     batch_stats, running_mean, running_var = bn._step_statistics()
     return defective_unit(x, conv.weight, conv.mask, bn.weight, bn.bias, running_mean, running_var,
                           stride=conv.stride, padding=conv.padding, dilation=conv.dilation, training=batch_stats,
-                          momentum=bn.momentum, eps=bn.eps, relu=act is not None, residual=residual)
+                          momentum=bn.momentum, eps=bn.eps, relu=act is not None, residual=residual, keep=conv.keep)
 
 
 def _unit_args(conv: DefectiveConv2d, bn: MaskedBatchNorm2d, running_mean, running_var) -> dict:
@@ -291,4 +288,4 @@ def basic_block(conv1: nn.Module, bn1: nn.Module, conv2: nn.Module, bn2: nn.Modu
     batch_stats, rm1, rv1 = bn1._step_statistics()
     _, rm2, rv2 = bn2._step_statistics()
     return defective_block(x, _unit_args(conv1, bn1, rm1, rv1), _unit_args(conv2, bn2, rm2, rv2),
-                           residual=residual, training=batch_stats)
+                           residual=residual, training=batch_stats, keep=max(conv1.keep, conv2.keep))

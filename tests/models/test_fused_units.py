@@ -91,3 +91,35 @@ def test_torch_compile_of_a_defective_model_fullgraph():
     out_ref = _step(ref, x, "dense")
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(fused.conv1.weight.grad, ref.conv1.weight.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_auto_fuses_only_sparse_enough_masks(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.ops.sparsemask, "defective_block", _Counting(torch.ops.sparsemask.defective_block, calls))
+    torch.manual_seed(0)
+    dense_ish = resnet18(num_classes=10, input_size=16, defective=dict(keep=0.9, where="bottom", seed=0))
+    x = torch.rand(2, 3, 16, 16)
+    dense_ish(x)                                  # auto: keep 0.9 > fused_max_density -> modules
+    assert calls == []
+    with sparsemask.backend("cpu"):               # forced: fused
+        dense_ish(x)
+    assert len(calls) == 4
+    # The functional op under auto counts the mask when it is not told `keep`.
+    unit_calls = []
+    monkeypatch.setattr(torch.ops.sparsemask, "defective_unit", _Counting(torch.ops.sparsemask.defective_unit,
+                                                                          unit_calls))
+    w = torch.randn(4, 3, 3, 3)
+    for keep, fused in ((0.9, False), (0.2, True)):
+        mask = torch.rand(4, 16, 16) < keep
+        out = sparsemask.ops.defective_unit(x, w, mask, None, None, None, None, padding=1)
+        assert (len(unit_calls) == 1) == fused and (out[:, ~mask] == 0).all()
+        unit_calls.clear()
+
+
+class _Counting:
+    def __init__(self, op, calls):
+        self.op, self.calls = op, calls
+
+    def __call__(self, *args):
+        self.calls.append(1)
+        return self.op(*args)
