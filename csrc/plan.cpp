@@ -29,6 +29,8 @@ std::shared_ptr<MaskPlan> build_plan(const at::Tensor& mask) {
   plan->pos_ch = C > 0 && Q > 0 ? kept_first(by_pos) : at::zeros({Q, C}, mask.options().dtype(at::kInt));
   plan->pos_start = at::zeros({Q + 1}, mask.options().dtype(at::kLong));
   if (Q > 0) plan->pos_start.narrow(0, 1, Q).copy_(plan->pos_count.cumsum(0, at::kLong));
+  // nonzero() lists (q, c) in row-major order: q ascending, then c — the kept rows' order.
+  plan->row_ch = by_pos.nonzero().select(1, 1).to(at::kInt).contiguous();
   plan->pos_count_cpu = plan->pos_count.cpu();
   plan->pos_start_cpu = plan->pos_start.cpu();
   plan->nnz = plan->pos_start_cpu.data_ptr<int64_t>()[Q];

@@ -4,9 +4,10 @@
 //   pos_count [Q]      int32  kept channels at output position q
 //   pos_ch    [Q, C]   int32  their ids, ascending, first pos_count[q] entries valid
 //   pos_start [Q + 1]  int64  prefix sum of pos_count: row of (q, j) in a kept-only buffer
+//   row_ch    [nnz]    int32  channel of each kept row (q, j), in pos_start order
 //   ch_count  [C]      int32  kept positions of channel c
 //   ch_pos    [C, Q]   int32  their ids, ascending, first ch_count[c] entries valid
-// All shapes depend only on the mask's shape, so fake kernels and torch.compile need no
+// All shapes but row_ch's depend only on the mask's shape, so fake kernels and torch.compile need no
 // data-dependent sizes. The plan lives on the mask's device.
 #pragma once
 #include <ATen/ATen.h>
@@ -18,7 +19,7 @@ struct MaskPlan {
   int64_t channels = 0, height = 0, width = 0;
   int64_t nnz = 0;       // kept neurons
   double density = 0.0;  // nnz / mask.numel()
-  at::Tensor pos_count, pos_ch, pos_start, ch_count, ch_pos;
+  at::Tensor pos_count, pos_ch, pos_start, row_ch, ch_count, ch_pos;
   // CPU copies for host-side scheduling of device kernels (set for every plan).
   at::Tensor pos_count_cpu, pos_start_cpu;
 };

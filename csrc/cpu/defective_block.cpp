@@ -269,7 +269,7 @@ template <typename T>
 at::Tensor kept_activation(const at::Tensor& kept, const MaskPlan& plan, const Geometry& g, const at::Tensor& scale,
                            const at::Tensor& shift) {
   at::Tensor act = at::empty_like(kept);
-  const std::vector<int32_t> rc = row_channels(plan, g);
+  const int32_t* rc = plan.row_ch.data_ptr<int32_t>();
   const T* k = kept.data_ptr<T>();
   const T* sc = scale.data_ptr<T>();
   const T* sh = shift.data_ptr<T>();
@@ -330,14 +330,6 @@ CompactConv compact_conv(const BlockPrep& b, int64_t N, const at::Tensor& w2) {
   return {&p1, &p2, N, w2.size(1), b.h1, b.w1, w2.size(0), b.h2, b.w2, w2.size(2), w2.size(3), b.p2,
           p1.pos_count.data_ptr<int32_t>(), p1.pos_ch.data_ptr<int32_t>(), p2.pos_count.data_ptr<int32_t>(),
           p2.pos_ch.data_ptr<int32_t>(), p1.pos_start.data_ptr<int64_t>(), p2.pos_start.data_ptr<int64_t>()};
-}
-
-// Geometry of a conv whose input is a [N, C, H, W] of another dtype-T tensor's shape only
-// (the materialised act1 for conv2 in the dense fallback).
-template <typename T>
-Geometry geometry_for(const at::Tensor& input_like, const at::Tensor& weight, const ConvParams& p, int64_t ho,
-                      int64_t wo) {
-  return make_geometry<T>(input_like, weight, p, ho, wo);
 }
 
 using Eight = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

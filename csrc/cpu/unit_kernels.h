@@ -27,25 +27,14 @@ inline void check_vec(const std::optional<at::Tensor>& t, const char* name, cons
               t->scalar_type());
 }
 
-// Channel of every kept row (the plan's pos_start order).
-inline std::vector<int32_t> row_channels(const MaskPlan& plan, const Geometry& g) {
-  std::vector<int32_t> rc(static_cast<size_t>(plan.nnz));
-  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
-  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
-  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
-  for (int64_t q = 0; q < g.Q; ++q)
-    for (int64_t j = 0; j < pos_count[q]; ++j) rc[pos_start[q] + j] = pos_ch[q * g.K + j];
-  return rc;
-}
-
 // Per-channel sums over the rows of a [nnz, N] buffer, accumulated in double per thread:
 // row_sums(r) -> {a, b} for row r; returns [2 * K]: sums[c] = sum of a, sums[K + c] = sum
 // of b, over the rows of channel c.
 template <typename RowSums>
-std::vector<double> channel_sums(const std::vector<int32_t>& rc, int64_t K, const RowSums& row_sums) {
+std::vector<double> channel_sums(const int32_t* rc, int64_t nrows, int64_t K, const RowSums& row_sums) {
   const int64_t nthreads = at::get_num_threads();
   std::vector<double> acc(static_cast<size_t>(nthreads) * 2 * K, 0.0);
-  at::parallel_for(0, static_cast<int64_t>(rc.size()), 64, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, nrows, 64, [&](int64_t r0, int64_t r1) {
     double* s = acc.data() + static_cast<size_t>(at::get_thread_num()) * 2 * K;
     for (int64_t r = r0; r < r1; ++r) {
       const auto [a, b] = row_sums(r);
@@ -247,8 +236,9 @@ std::pair<at::Tensor, at::Tensor> bn_statistics(const at::Tensor& kept, const Ma
             (running_var->to(kept.scalar_type()) + eps).rsqrt().contiguous()};
   }
   const T* kp = kept.data_ptr<T>();
-  const std::vector<int32_t> rc = row_channels(plan, g);
-  const std::vector<double> s = channel_sums(rc, K, [&](int64_t r) { return sum_and_squares<T>(kp + r * N, N); });
+  const int32_t* rc = plan.row_ch.data_ptr<int32_t>();
+  const std::vector<double> s =
+      channel_sums(rc, plan.nnz, K, [&](int64_t r) { return sum_and_squares<T>(kp + r * N, N); });
   const double count = static_cast<double>(N * g.Q);
   at::Tensor mean = at::empty({K}, kept.options()), invstd = at::empty({K}, kept.options());
   T* m = mean.data_ptr<T>();
@@ -330,9 +320,10 @@ std::pair<at::Tensor, at::Tensor> bn_backward_kept(at::Tensor& gk, const at::Ten
   const at::Tensor mean_c = mean.to(t).contiguous(), invstd_c = invstd.to(t).contiguous();
   const T* m = mean_c.data_ptr<T>();
   const T* is = invstd_c.data_ptr<T>();
-  const std::vector<int32_t> rc = row_channels(plan, g);
+  const int32_t* rc = plan.row_ch.data_ptr<int32_t>();
   const std::vector<double> s =
-      channel_sums(rc, K, [&](int64_t r) { return grad_sums<T>(gp + r * N, kp + r * N, m[rc[r]], is[rc[r]], N); });
+      channel_sums(rc, plan.nnz, K,
+                   [&](int64_t r) { return grad_sums<T>(gp + r * N, kp + r * N, m[rc[r]], is[rc[r]], N); });
   at::Tensor gbw = at::empty({K}, kept.options()), gbb = at::empty({K}, kept.options());
   for (int64_t c = 0; c < K; ++c) {
     gbw.data_ptr<T>()[c] = static_cast<T>(s[K + c]);
