@@ -16,6 +16,11 @@ Shapes: the CIFAR ResNet-18 bottom layers at N=256 and ImageNet ResNet layer1 at
     python benchmarks/bench_gpu.py --out gpu-results            # full sweep on a GPU
     python benchmarks/bench_gpu.py --quick --out gpu-results    # one keep, bf16, both passes
     python benchmarks/bench_gpu.py --dry-run --out /tmp/bench   # CPU: tiny shapes, checks the pipeline
+    python benchmarks/bench_gpu.py --budget-s 360 --out r      # stop starting cases after 6 min
+
+The sweep runs dtype by dtype (bf16 first) and, within a dtype, the done-when keeps (0.1,
+0.3) before the others, so a budget cut (``--budget-s``; the staged GPU check's stage 4
+uses it) loses the least informative cases; the report then says how many were not run.
 
 Writes ``bench_gpu.json`` (every row + environment) and ``bench_gpu.md`` (tables, the
 issue's done-when checks, and the suggested CUDA rows of the ``auto`` table in
@@ -252,6 +257,12 @@ def environment(device: str) -> dict:
     return env
 
 
+def _priority(keeps: list[float]) -> list[float]:
+    """The done-when keeps (0.1, 0.3) first, then the rest in the given order."""
+    first = [k for k in (0.1, 0.3) if k in keeps]
+    return first + [k for k in keeps if k not in first]
+
+
 # ------------------------------------------------------------------------------------------
 # Report
 
@@ -259,8 +270,14 @@ def _fmt(v, spec=".3f"):
     return "—" if v is None else format(v, spec)
 
 
-def summarize(rows: list[dict], backends: list[str]) -> dict:
-    """Done-when checks and the suggested auto thresholds, from the measured rows."""
+def summarize(rows: list[dict], backends: list[str], shapes: list[str] | None = None,
+              dtypes: list[str] | None = None) -> dict:
+    """Done-when checks and the suggested auto thresholds, from the measured rows.
+
+    ``shapes``/``dtypes``: what the sweep meant to cover (default: what the rows hold). A case
+    the sweep did not reach (a budget cut) then counts as a loss, so a partial sweep never
+    suggests a threshold that a shape it skipped could contradict.
+    """
     by = {(r["shape"], r["dtype"], r["keep"], r["pass"], r["impl"]): r for r in rows}
     checks = []
     for shape, keep, target in TARGETS:
@@ -277,9 +294,9 @@ def summarize(rows: list[dict], backends: list[str]) -> dict:
     # Suggested CUDA rows of backend._MAX_DENSITY: per dtype and C++/Triton backend, the largest
     # keep at which that backend beats dense (both passes) on every shape measured.
     suggest = {}
-    dtypes = sorted({r["dtype"] for r in rows})
+    dtypes = dtypes or sorted({r["dtype"] for r in rows})
     keeps = sorted({r["keep"] for r in rows})
-    shapes = sorted({r["shape"] for r in rows})
+    shapes = shapes or sorted({r["shape"] for r in rows})
     for backend in [b for b in backends if b in ("cuda", "triton", "cpu")]:
         for dt in dtypes:
             best = 0.0
@@ -310,7 +327,8 @@ def write_report(out_dir: str, env: dict, ceilings: dict, rows: list[dict], summ
         lines += [f"## {dt}, {pass_}", "",
                   "| shape | keep | impl | ms | speedup | 1/keep frac | mem floor frac | rel err |",
                   "|---|---:|---|---:|---:|---:|---:|---:|"]
-        for r in rows:
+        order = {name: i for i, name in enumerate(dict.fromkeys(r["shape"] for r in rows))}
+        for r in sorted(rows, key=lambda r: (order[r["shape"]], r["keep"])):  # stable: impl order kept
             if (r["dtype"], r["pass"]) != (dt, pass_):
                 continue
             lines.append(f"| {r['shape']} | {r['keep']} | {r['impl']} | {_fmt(r['ms'])} | {_fmt(r['speedup'], '.2f')} "
@@ -322,6 +340,9 @@ def write_report(out_dir: str, env: dict, ceilings: dict, rows: list[dict], summ
     for c in summary["targets"]:
         lines.append(f"| {c['shape']} | {c['keep']} | {c['target']}x | {_fmt(c['best_speedup'], '.2f')} "
                      f"| {c['best_backend']} | {'yes' if c['met'] else 'NO'} |")
+    if summary.get("cases_not_run"):
+        lines += ["", f"**Partial sweep**: the time budget left {summary['cases_not_run']} (shape, dtype, keep) "
+                  "cases not run; the suggestions below count a missing case as a loss (conservative)."]
     lines += ["", f"auto never slower than dense (5% tolerance): {summary['auto_never_slower']}"]
     for row in summary["auto_slower_rows"]:
         lines.append(f"- auto slower: {row}")
@@ -365,6 +386,9 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true",
                    help="no GPU: run the whole pipeline on the CPU at tiny shapes (backends cpu, auto)")
     p.add_argument("--sanitize-case", action="store_true", help="run one small case for compute-sanitizer and exit")
+    p.add_argument("--budget-s", type=float, default=float("inf"),
+                   help="stop starting new (shape, dtype, keep) cases after this many seconds; the report "
+                        "covers what ran")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -395,36 +419,43 @@ def main(argv=None) -> int:
     print(f"environment: {env}\nceilings: {ceilings}", flush=True)
     rows = []
     impls = ["dense", "conv"] + backends
-    for s in shapes:
-        for dt_name in dtypes:
-            dtype = DTYPES[dt_name]
-            elem = torch.finfo(dtype).bits // 8
-            for keep in keeps:
-                x, w, b, mask, grad = make_case(s, keep, dtype, device, args.seed)
-                errs = {impl: check_case(impl, s, x, w, b, mask, dtype) for impl in backends}
-                for pass_ in passes:
-                    times = {}
-                    for impl in impls:
-                        try:
-                            times[impl] = bench(make_fn(impl, pass_, s, x, w, b, mask, grad))
-                        except Exception as err:  # a backend that cannot run this case is reported, not fatal
-                            print(f"  {s.name} {dt_name} keep={keep} {pass_} {impl}: FAILED {err!r}", flush=True)
-                            times[impl] = None
-                    floor_ms = (traffic_bytes(s, elem, pass_) / (ceilings["copy_GBps"] * 1e9) * 1e3
-                                if ceilings["copy_GBps"] else None)
-                    for impl, ms in times.items():
-                        speedup = times["dense"] / ms if ms and times["dense"] else None
-                        rows.append({
-                            "shape": s.name, "shape_args": asdict(s), "dtype": dt_name, "keep": keep,
-                            "pass": pass_, "impl": impl, "ms": ms, "speedup": speedup,
-                            "limit_frac": speedup * keep if speedup is not None else None,
-                            "mem_floor_frac": floor_ms / ms if floor_ms and ms else None,
-                            "gflop": conv_flops(s, keep if impl not in ("dense", "conv") else 1.0, pass_) / 1e9,
-                            "rel_err": errs.get(impl),
-                        })
-                    line = "  ".join(f"{k}={_fmt(v, '.3f')}" for k, v in times.items())
-                    print(f"{s.name:28s} {dt_name} keep={keep:<4} {pass_:4s} {line}", flush=True)
-    summary = summarize(rows, backends)
+    deadline = time.monotonic() + args.budget_s
+    cases = [(s, dt_name, keep) for dt_name in dtypes for keep in _priority(keeps) for s in shapes]
+    not_run = 0
+    for s, dt_name, keep in cases:
+        if time.monotonic() > deadline:
+            not_run += 1
+            continue
+        dtype = DTYPES[dt_name]
+        elem = torch.finfo(dtype).bits // 8
+        x, w, b, mask, grad = make_case(s, keep, dtype, device, args.seed)
+        errs = {impl: check_case(impl, s, x, w, b, mask, dtype) for impl in backends}
+        for pass_ in passes:
+            times = {}
+            for impl in impls:
+                try:
+                    times[impl] = bench(make_fn(impl, pass_, s, x, w, b, mask, grad))
+                except Exception as err:  # a backend that cannot run this case is reported, not fatal
+                    print(f"  {s.name} {dt_name} keep={keep} {pass_} {impl}: FAILED {err!r}", flush=True)
+                    times[impl] = None
+            floor_ms = (traffic_bytes(s, elem, pass_) / (ceilings["copy_GBps"] * 1e9) * 1e3
+                        if ceilings["copy_GBps"] else None)
+            for impl, ms in times.items():
+                speedup = times["dense"] / ms if ms and times["dense"] else None
+                rows.append({
+                    "shape": s.name, "shape_args": asdict(s), "dtype": dt_name, "keep": keep,
+                    "pass": pass_, "impl": impl, "ms": ms, "speedup": speedup,
+                    "limit_frac": speedup * keep if speedup is not None else None,
+                    "mem_floor_frac": floor_ms / ms if floor_ms and ms else None,
+                    "gflop": conv_flops(s, keep if impl not in ("dense", "conv") else 1.0, pass_) / 1e9,
+                    "rel_err": errs.get(impl),
+                })
+            line = "  ".join(f"{k}={_fmt(v, '.3f')}" for k, v in times.items())
+            print(f"{s.name:28s} {dt_name} keep={keep:<4} {pass_:4s} {line}", flush=True)
+    summary = summarize(rows, backends, shapes=[s.name for s in shapes], dtypes=dtypes)
+    summary["cases_not_run"] = not_run
+    if not_run:
+        print(f"budget of {args.budget_s:.0f} s reached: {not_run} of {len(cases)} cases not run", flush=True)
     write_report(args.out, env, ceilings, rows, summary)
     short = {k: v for k, v in summary.items() if k != "auto_slower_rows"}
     short["auto_slower_rows"] = len(summary["auto_slower_rows"])
