@@ -3,7 +3,9 @@
 #                nvcc is present, CUDA), run the test suite
 #   make demo    the main job on the embedded default
 #   make bench   CPU benchmark of the masked convolution vs the dense baseline
-#   make gpu-check  (on a GPU machine) build, GPU tests, GPU benchmarks -> $(OUT)
+#   make gpu-check STAGE=N  (on a GPU machine) one stage of the GPU check -> $(OUT)/stageN
+#                (1 build + correctness + timing, 2 GPU tests, 3 sanitizer, 4 benchmark sweep;
+#                DRY_RUN=1 runs a stage's dry mode on a CPU machine; docs/gpu.md)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -44,10 +46,13 @@ demo: build
 bench: build
 	$(PY) benchmarks/bench_masked_conv.py --out benchmarks/results
 
-# On a GPU machine (no internet, its own torch): installs in place without touching torch,
-# runs the GPU tests and the GPU benchmark, writes markdown + JSON results to $(OUT).
+# On a GPU machine (no internet, its own torch): one stage of the staged GPU check
+# (benchmarks/gpu/stage$(STAGE).sh; each builds in place without touching torch, fits in
+# 8 minutes and leaves at most 8 files in $(OUT)/stage$(STAGE)). The device tool needs no
+# make: docs/gpu.md gives each stage's command.
+STAGE ?= 1
 gpu-check:
-	OUT=$(OUT) bash benchmarks/gpu_check.sh
+	OUT=$(OUT)/stage$(STAGE) DRY_RUN=$(if $(DRY_RUN),$(DRY_RUN),0) bash benchmarks/gpu/stage$(STAGE).sh
 
 clean:
 	rm -rf build sparsemask/_C*.so sparsemask/_build_info.py *.egg-info
