@@ -59,9 +59,9 @@ def _configs(space: Sequence[dict], interpret: dict) -> list[triton.Config]:
 def _mma(a, b, acc, ALLOW_TF32: tl.constexpr):
     """acc + a @ b in acc's dtype; TF32 only for float32 operands and only when allowed."""
     if ALLOW_TF32:
-        return tl.dot(a, b, acc, input_precision="tf32")
+        return tl.dot(a, b, acc, input_precision="tf32", out_dtype=acc.dtype)
     else:
-        return tl.dot(a, b, acc, input_precision="ieee")
+        return tl.dot(a, b, acc, input_precision="ieee", out_dtype=acc.dtype)
 
 
 # --------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def _masked_conv2d_fwd_kernel(
             if HAS_BIAS:
                 acc += tl.load(b_ptr + ch, mask=j_ok, other=0.0).to(acc.dtype)[None, :]
             onehot = (ch[:, None] == offs_co[None, :]).to(acc.dtype)  # [BLOCK_J, C_OUT_PAD]
-            rows = tl.dot(acc, onehot, rows, input_precision="ieee")
+            rows = tl.dot(acc, onehot, rows, input_precision="ieee", out_dtype=rows.dtype)
         o_off = offs_n.to(tl.int64)[:, None] * o_sn + offs_co.to(tl.int64)[None, :] * o_sc + oy * o_sh + ox * o_sw
         tl.store(out_ptr + o_off, rows.to(out_ptr.dtype.element_ty),
                  mask=n_ok[:, None] & (offs_co < C_OUT)[None, :])
