@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -320,11 +321,8 @@ def run_case(dt: str, g: Geometry, keep: float, backend: str, device: str, seed:
     return row
 
 
-def cmd_matrix(args) -> int:
-    device = "cpu" if args.dry_run else "cuda"
-    if args.dry_run:
-        args.backends = ",".join("cpu" if b == "cuda" else b for b in args.backends.split(","))
-    deadline = time.monotonic() + args.budget_s
+def matrix_runs(args) -> list[tuple]:
+    """((dtype, geometry, keep, backend), poison) for every run of the matrix, in priority order."""
     cases = matrix_cases(args)
     runs = [(c, "fill") for c in cases]
     if "recycle" in args.poison:
@@ -333,20 +331,89 @@ def cmd_matrix(args) -> int:
                  and not (args.dry_run and c[3] == "triton")]  # (recycle is a no-op on the CPU)
     if "fill" not in args.poison:
         runs = [r for r in runs if r[1] != "fill"]
-    rows, skipped = [], []
-    for i, ((dt, g, keep, be), poison) in enumerate(runs):
-        if time.monotonic() > deadline:
-            skipped.append(dict(backend=be, dtype=dt, shape=g.name, keep=keep, poison=poison))
+    return runs
+
+
+def shard_of(run: tuple, jobs: int, groups: dict) -> int:
+    """Runs of one (dtype, shape) share their Triton kernels: a group goes to one shard."""
+    (dt, g, _, _), _ = run
+    return groups.setdefault((dt, g.name), len(groups)) % jobs
+
+
+def cmd_matrix(args) -> int:
+    if args.dry_run:
+        args.backends = ",".join("cpu" if b == "cuda" else b for b in args.backends.split(","))
+    runs = matrix_runs(args)
+    if args.jobs > 1 and args.shard is None:
+        rows = matrix_in_parallel(args)
+    else:
+        rows = matrix_shard(args, runs)
+    done = {r["i"] for r in rows}
+    skipped = [dict(backend=be, dtype=dt, shape=g.name, keep=keep, poison=poison)
+               for i, ((dt, g, keep, be), poison) in enumerate(runs) if i not in done]
+    if args.shard is not None:  # a child: its rows go to the parent through a file
+        with open(os.path.join(args.out, f"{report_name(args)}.shard{args.shard}.json"), "w") as f:
+            json.dump(rows, f, default=str)
+        return 0
+    return report_matrix(args, sorted(rows, key=lambda r: r["i"]), skipped)
+
+
+def matrix_shard(args, runs: list[tuple]) -> list[dict]:
+    """Run this process's share of the matrix (all of it without --shard) until the budget."""
+    device = "cpu" if args.dry_run else "cuda"
+    deadline = time.monotonic() + args.budget_s
+    rows, groups = [], {}
+    for i, run in enumerate(runs):
+        if args.shard is not None and shard_of(run, args.jobs, groups) != args.shard:
             continue
-        row = run_case(dt, g, keep, be, device, seed=args.seed + i, poison=poison)
+        if time.monotonic() > deadline:
+            continue
+        (dt, g, keep, be), poison = run
+        row = dict(i=i, **run_case(dt, g, keep, be, device, seed=args.seed + i, poison=poison))
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
-    return report_matrix(args, rows, skipped)
+    return rows
+
+
+def matrix_in_parallel(args) -> list[dict]:
+    """The matrix in ``--jobs`` child processes, one shard each, and their rows gathered.
+
+    Triton compiles one kernel at a time per process and compiling is most of the matrix's
+    time on a GPU (each (dtype, shape) is a new specialization); the GPU itself idles. A
+    child that overruns is killed; its missing rows are reported as not run.
+    """
+    os.makedirs(args.out, exist_ok=True)
+    # Children stop starting cases 10 s before the parent's budget; the parent stops waiting at
+    # its budget, so its report is written before the stage's timeout for this step.
+    common = ["--out", args.out, "--budget-s", str(max(1.0, args.budget_s - 10)), "--backends", args.backends,
+              "--dtypes", args.dtypes, "--keeps", args.keeps, "--shapes", args.shapes, "--poison", args.poison,
+              "--tag", args.tag, "--seed", str(args.seed), "--jobs", str(args.jobs)] + (["--dry-run"] if args.dry_run else [])
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "matrix", "--shard", str(k), *common])
+             for k in range(args.jobs)]
+    end = time.monotonic() + args.budget_s
+    rows = []
+    for k, proc in enumerate(procs):
+        try:
+            proc.wait(timeout=max(1.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            print(f"MATRIX shard {k} overran its budget and was killed", flush=True)
+        path = os.path.join(args.out, f"{report_name(args)}.shard{k}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                rows += json.load(f)
+            os.remove(path)
+    return rows
+
+
+def report_name(args) -> str:
+    return f"matrix-{args.tag}" if args.tag else "matrix"
 
 
 def report_matrix(args, rows: list[dict], skipped: list[dict]) -> int:
     """Write matrix-<tag>.json and .md; print one summary line per (backend, dtype)."""
-    tag = args.tag or "matrix"
+    tag = report_name(args)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, f"{tag}.json"), "w") as f:
         json.dump({"rows": rows, "not_run": skipped}, f, indent=0, default=str)
@@ -556,6 +623,9 @@ def parse_args(argv=None):
     p.add_argument("--shapes", default="", help="matrix: substring filter on shape names")
     p.add_argument("--poison", default="fill,recycle", help="matrix: fill (deterministic NaN fill), recycle (allocator)")
     p.add_argument("--tag", default="", help="matrix: report name (matrix-<tag>.md)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="matrix: child processes, one shard each (Triton compiles in parallel)")
+    p.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)  # set by --jobs for its children
     p.add_argument("--warmup", type=float, default=25.0, help="timing: do_bench warm-up, ms")
     p.add_argument("--rep", type=float, default=100.0, help="timing: do_bench repetitions, ms")
     p.add_argument("--seed", type=int, default=0)
@@ -568,8 +638,6 @@ def parse_args(argv=None):
         args.dtypes = defaults[0]
     if args.keeps is None:
         args.keeps = defaults[1]
-    if args.tag and args.command == "matrix":
-        args.tag = f"matrix-{args.tag}"
     return args
 
 

@@ -31,8 +31,12 @@ ensure_build || exit 1   # nothing below can run without the extension
 # Correctness first: the first config of each Triton kernel only (no autotuning of dozens of
 # shapes). The matrix stops starting cases at its budget; the time after it is reserved for
 # the timing and the autocast smoke (~150 s together).
+# Triton compiles one kernel at a time per process, so the matrix runs in shards over half the
+# cores (the dry run uses 2, to keep the sharding itself checked).
+JOBS=$(( $(nproc) / 2 > 8 ? 8 : $(nproc) / 2 ))
+[ "$DRY_RUN" = 1 ] || [ "$JOBS" -lt 1 ] && JOBS=2
 step matrix $(( $(left) - 150 < 240 ? $(left) - 150 : 240 )) \
-  env SPARSEMASK_TRITON_AUTOTUNE=0 "${CHECK[@]}" matrix "${DRY[@]}" --out "$LOGS"
+  env SPARSEMASK_TRITON_AUTOTUNE=0 "${CHECK[@]}" matrix "${DRY[@]}" --out "$LOGS" --jobs "$JOBS"
 # The scalar half/bfloat16 CUDA kernels (SPARSEMASK_CUDA_MMA is read once per process).
 if [ "$DRY_RUN" = 1 ]; then
   note "matrix-mma0: not in a dry run (the CPU has no tensor-core kernels to switch off)"

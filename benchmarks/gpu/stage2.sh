@@ -6,7 +6,8 @@
 # Builds (or reuses a build, see lib.sh), then `pytest -m cuda tests` with
 # SPARSEMASK_TRITON_AUTOTUNE=0 (each Triton kernel's first config: dozens of test shapes must
 # not each autotune) and a per-test limit (`--timeout`, pytest-timeout, when installed; the
-# step's own timeout otherwise). PYTEST_PATHS (default tests) and PYTEST_ARGS narrow it.
+# step's own timeout otherwise), in PYTEST_WORKERS (default 4) pytest-xdist workers when
+# xdist is installed. PYTEST_PATHS (default tests) and PYTEST_ARGS narrow it.
 # Returns to $OUT: stage2-summary.md, stage2-results.md (counts, failures, slowest tests),
 # stage2-junit.xml, stage2-logs.tgz.
 # --dry-run: the same pytest command on a CPU machine, where conftest skips every cuda test
@@ -18,15 +19,20 @@ stage_init 2 "GPU test suite (pytest -m cuda)" "$@"
 record_env
 ensure_build || exit 1
 
-PER_TEST=()
+PLUGINS=()
 if "$PY" -c "import pytest_timeout" 2> /dev/null; then
-  PER_TEST=(--timeout "${TEST_TIMEOUT_S:-120}")
+  PLUGINS+=(--timeout "${TEST_TIMEOUT_S:-120}")
 else
   note "pytest-timeout not installed: only the step's timeout limits a hanging test"
 fi
+# Most of the suite's time is Triton compiling the kernels for each test shape, one at a time
+# per process: pytest-xdist workers (the GPU machine has it) compile in parallel.
+if [ "${PYTEST_WORKERS:-4}" != 0 ] && "$PY" -c "import xdist" 2> /dev/null; then
+  PLUGINS+=(-n "${PYTEST_WORKERS:-4}")
+fi
 # shellcheck disable=SC2086  # PYTEST_PATHS / PYTEST_ARGS are word lists
 step pytest-cuda 420 env SPARSEMASK_TRITON_AUTOTUNE=0 "$PY" -m pytest -m cuda ${PYTEST_PATHS:-tests} \
-  -q -rfE --durations=15 -p no:cacheprovider --junitxml="$LOGS/junit.xml" "${PER_TEST[@]}" ${PYTEST_ARGS:-}
+  -q -rfE --durations=15 -p no:cacheprovider --junitxml="$LOGS/junit.xml" "${PLUGINS[@]}" ${PYTEST_ARGS:-}
 
 {
   echo "## pytest -m cuda"; echo
