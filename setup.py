@@ -68,6 +68,7 @@ def _extension():
     _write_build_info(with_cuda)
     sources = [os.path.join("csrc", "sparsemask.cpp"), os.path.join("csrc", "plan.cpp")]
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "autocast", "*.cpp")))
     include_dirs = [os.path.join(HERE, "csrc")]
     extra = {"cxx": _cxx_flags()}
     if not with_cuda:

@@ -40,6 +40,34 @@ def conv_output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Se
     )
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype ``torch.autocast`` runs convolutions in on ``device_type``, or None when
+    autocast is off there."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def conv_dtype(input: Tensor) -> torch.dtype:
+    """The dtype the masked convolution of ``input`` runs in: the autocast dtype for
+    float16/bfloat16/float32 inputs inside ``torch.autocast`` (the ops' Autocast kernels,
+    csrc/autocast/, cast there), else the input's own."""
+    amp = autocast_dtype(input.device.type)
+    return amp if amp is not None and input.dtype in (torch.float32, *_LOW_PRECISION) else input.dtype
+
+
+def _same_dtype_or_autocast(name: str, t: Tensor, input: Tensor, op: str = "masked_conv2d") -> None:
+    """``t`` must have the input's dtype — unless autocast is on, whose kernels cast both."""
+    if t.dtype == input.dtype:
+        return
+    if t.is_floating_point() and input.is_floating_point() and autocast_dtype(input.device.type) is not None:
+        return
+    raise TypeError(f"{op}: {name} dtype {t.dtype} must equal input dtype {input.dtype}")
+
+
 def _validate(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: list[int],
               padding: list[int], dilation: list[int], groups: int) -> None:
     """Raise a ValueError/TypeError naming the offending argument (same rules as csrc/checks.h)."""
@@ -58,8 +86,7 @@ def _validate(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tenso
         )
     if not input.is_floating_point():
         raise TypeError(f"masked_conv2d: input must be floating point, got {input.dtype}")
-    if weight.dtype != input.dtype:
-        raise TypeError(f"masked_conv2d: weight dtype {weight.dtype} must equal input dtype {input.dtype}")
+    _same_dtype_or_autocast("weight", weight, input)
     if mask.dtype != torch.bool:
         raise TypeError(f"masked_conv2d: mask must be torch.bool, got {mask.dtype}")
     for name, t in (("weight", weight), ("mask", mask), ("bias", bias)):
@@ -68,8 +95,7 @@ def _validate(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tenso
     if bias is not None:
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"masked_conv2d: bias must have shape [C_out] = [{weight.shape[0]}], got {tuple(bias.shape)}")
-        if bias.dtype != input.dtype:
-            raise TypeError(f"masked_conv2d: bias dtype {bias.dtype} must equal input dtype {input.dtype}")
+        _same_dtype_or_autocast("bias", bias, input)
     if min(stride) < 1 or min(padding) < 0 or min(dilation) < 1:
         raise ValueError(
             f"masked_conv2d: need stride >= 1, padding >= 0, dilation >= 1; got stride={stride}, "
@@ -102,7 +128,8 @@ def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: T
 
     Args:
         input: [N, C_in, H, W], float16/bfloat16/float32/float64, NCHW or channels_last.
-        weight: [C_out, C_in, kh, kw], same dtype and device.
+        weight: [C_out, C_in, kh, kw], same dtype and device (inside ``torch.autocast``
+            any floating dtypes: input, weight and bias run in the autocast dtype).
         bias: [C_out] or None.
         mask: bool [C_out, H_out, W_out], shared by every image of the batch. Its index
             lists (the mask plan) are built once per mask and cached.
@@ -127,7 +154,7 @@ def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: T
         return masked_conv2d_triton(input, weight, bias, mask, stride, padding, dilation)
     device = input.device.type
     if name == "auto":
-        limit = max_density(device, input.dtype, input.shape[1])
+        limit = max_density(device, conv_dtype(input), input.shape[1])
         if limit <= 0.0:
             return dense_masked_conv2d(input, weight, bias, mask, stride, padding, dilation)
     elif name != device:
@@ -194,8 +221,22 @@ torch.library.register_autograd("sparsemask::masked_conv2d", _backward, setup_co
 # --------------------------------------------------------------------------------------
 # The defective unit's epilogue, fused: act(mask * BN(x)).
 
+def _fused_math_dtype(input: Tensor) -> Optional[torch.dtype]:
+    """The dtype the fused CPU kernels (masked BN, defective unit/block) would run in for
+    ``input``, or None where they do not apply. They hold BN statistics, so they compute in
+    float32/float64; under CPU autocast a float16/bfloat16 activation is fine too (the
+    ops' Autocast kernels run them in float32 and return the autocast dtype)."""
+    if input.device.type != "cpu" or input.dim() != 4:
+        return None
+    if input.dtype in (torch.float32, torch.float64):
+        return input.dtype
+    if input.dtype in _LOW_PRECISION and autocast_dtype("cpu") is not None:
+        return torch.float32
+    return None
+
+
 def _fused_bn_supported(input: Tensor) -> bool:
-    return input.device.type == "cpu" and input.dtype in (torch.float32, torch.float64) and input.dim() == 4
+    return _fused_math_dtype(input) is not None
 
 
 def masked_batch_norm_act(input: Tensor, mask: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
@@ -210,8 +251,9 @@ def masked_batch_norm_act(input: Tensor, mask: Tensor, weight: Optional[Tensor],
         training: batch statistics (and running-statistics update with ``momentum``) if
             True, running statistics if False. relu: apply ReLU after the mask.
 
-    Returns [N, C, H, W] in the input's memory format. On CPU float32/float64 this runs the
-    fused C++ kernels (csrc/cpu/masked_batch_norm.cpp); elsewhere the same composite of
+    Returns [N, C, H, W] in the input's dtype and memory format. On CPU float32/float64 —
+    and bfloat16/float16 inside CPU autocast, computed in float32 — this runs the fused C++
+    kernels (csrc/cpu/masked_batch_norm.cpp); elsewhere the same composite of
     ``F.batch_norm``, the mask and ReLU.
     """
     if mask.dtype != torch.bool or tuple(mask.shape) != tuple(input.shape[1:]):
@@ -297,7 +339,7 @@ def _run_fused(input: Tensor, masks: list, name: str, keep: Optional[float] = No
         return False
     if name == "cpu":
         return True
-    limit = fused_max_density("cpu", input.dtype)
+    limit = fused_max_density("cpu", _fused_math_dtype(input))
     if keep is not None:
         return keep <= limit
     return all(float(m.count_nonzero()) <= limit * m.numel() for m in masks)
@@ -323,7 +365,8 @@ def defective_unit(input: Tensor, weight: Tensor, mask: Tensor, bn_weight: Optio
     Equals ``F.batch_norm(masked_conv2d(input, weight, None, mask, ...), running_mean,
     running_var, bn_weight, bn_bias, training, momentum, eps) * mask``, plus ``residual``,
     then ReLU if ``relu`` — values, gradients and the running-statistics update — but on CPU
-    (float32/float64, backends ``auto``/``cpu``) nothing between the convolution and the
+    (float32/float64, or any activation dtype inside CPU autocast, where the unit computes
+    in float32 and returns the autocast dtype; backends ``auto``/``cpu``) nothing between the convolution and the
     activation touches the defective neurons: the convolution writes the kept neurons into a
     buffer of nnz x N values, BN's statistics and backward run on that buffer, and one pass
     writes the output (csrc/cpu/defective_unit.cpp).
@@ -431,7 +474,8 @@ def defective_block(input: Tensor, unit1: dict, unit2: dict, *, residual: Option
     only ever held at its kept neurons and conv2 reads it there, so conv2 costs (kept
     fraction 1) x (kept fraction 2) of a dense conv (csrc/cpu/defective_block.cpp).
 
-    CPU float32/float64 under the ``cpu`` backend, and under ``auto`` where the masks are
+    CPU float32/float64 (or inside CPU autocast, computed in float32, returning the autocast
+    dtype) under the ``cpu`` backend, and under ``auto`` where the masks are
     sparse enough (``keep``: the larger nominal kept fraction, if known); elsewhere the two
     units run one after the other (:func:`defective_unit`, which has its own fallbacks).
     """

@@ -67,6 +67,27 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not belong to the model it is loaded into (other architecture or shapes)."""
 
 
+AMP_MODES = ("auto", "bf16", "off")
+
+
+def check_amp(amp: Union[str, bool], name: str = "amp") -> str:
+    """``amp`` as one of :data:`AMP_MODES` (True means ``auto``, False ``off``)."""
+    if isinstance(amp, bool):
+        return "auto" if amp else "off"
+    if amp not in AMP_MODES:
+        raise ValueError(f"{name} must be one of {', '.join(AMP_MODES)} (or True/False), got {amp!r}")
+    return amp
+
+
+def autocast_for(amp: Union[str, bool], device: torch.device) -> torch.autocast:
+    """The autocast context of mode ``amp`` on ``device``: bf16 on CUDA under ``auto``, bf16
+    everywhere under ``bf16`` (CPU too: the sparsemask ops have Autocast kernels), none under
+    ``off``. bf16 needs no loss scaling (float32's exponent range)."""
+    mode = check_amp(amp)
+    on = mode == "bf16" or (mode == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
 @dataclass
 class TrainConfig:
     """Every hyperparameter of a training run (recorded in the log and the checkpoint).
@@ -75,7 +96,8 @@ class TrainConfig:
     ``multistep`` (lr * gamma at each epoch of ``milestones``), ``cosine`` (to 0 at
     ``epochs``) or ``constant``. ``batch_size`` is the global batch (split over DDP ranks).
     ``augment``: ``none`` | ``flip`` | ``crop_flip`` (pad ``augment_pad`` + random crop + flip).
-    ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``amp``: bf16 autocast on CUDA;
+    ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``amp``: ``auto`` (bf16 autocast on CUDA, off on CPU) |
+    ``bf16`` (bf16 autocast on any device, CPU included) | ``off`` (True/False mean auto/off);
     ``channels_last``: None = on for CUDA. ``log_path``: JSON-lines metrics (appended);
     ``checkpoint``: file path, resumed from when it exists and ``resume`` is True.
     ``max_steps_per_epoch``: cap for smoke runs. Adversarial training: ``adv_*``
@@ -107,7 +129,7 @@ class TrainConfig:
     augment_pad: int = 4
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: Union[str, bool] = "auto"
     channels_last: Optional[bool] = None
     progress: bool = True
     log_path: Optional[str] = None
@@ -136,6 +158,7 @@ class TrainConfig:
         if self.adv_eps < 0 or self.adv_step_size < 0:
             raise ValueError(f"TrainConfig.adv_eps and adv_step_size must be >= 0, got {self.adv_eps}, "
                              f"{self.adv_step_size}")
+        self.amp = check_amp(self.amp, "TrainConfig.amp")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"TrainConfig.max_steps_per_epoch must be None or >= 1, got {self.max_steps_per_epoch}")
 
@@ -312,7 +335,7 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
 # evaluation
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None, amp: bool = True,
+def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None, amp: Union[str, bool] = "auto",
              channels_last: Optional[bool] = None) -> Dict[str, float]:
     """Clean accuracy and mean cross-entropy of ``model`` (eval mode) on ``data``.
 
@@ -330,7 +353,7 @@ def evaluate(model: nn.Module, data, *, batch_size: int = 512, device=None, amp:
     for chunk in idx.split(batch_size):
         x, y = source.get(chunk)
         x, y = _to_device(x, dev, cl), y.to(dev)
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
+        with autocast_for(amp, dev):
             logits = model(x)
         logits = logits.float()
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -542,7 +565,7 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
                          f"({info.world_size}): it is the global batch")
     per_rank_batch = cfg.batch_size // info.world_size
     channels_last = (dev.type == "cuda") if cfg.channels_last is None else cfg.channels_last
-    amp = cfg.amp and dev.type == "cuda"
+    amp = cfg.amp
     model_cfg = model_config_of(model, model_config)
 
     train_src = _Source(train_data, "train_data")
@@ -603,7 +626,7 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
 
 
 def _train_epoch(net, model, source: _Source, epoch: int, cfg: TrainConfig, info: sdist.DistInfo, optimizer,
-                 batch_size: int, channels_last: bool, amp: bool, augment, attack, teacher) -> Dict[str, float]:
+                 batch_size: int, channels_last: bool, amp: str, augment, attack, teacher) -> Dict[str, float]:
     from tqdm.auto import tqdm
 
     idx = _epoch_indices(len(source), epoch, cfg, info)
@@ -623,14 +646,14 @@ def _train_epoch(net, model, source: _Source, epoch: int, cfg: TrainConfig, info
         x, y = _to_device(x, dev, channels_last), y.to(dev, non_blocking=True)
         if attack is not None:
             model.eval()  # attack passes must not update BatchNorm statistics
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            with autocast_for(amp, dev):
                 x = attack(x, y)
             model.train()
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast_for(amp, dev):
             logits = net(x)
         logits = logits.float()
         if cfg.method == "distillation":
-            with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.no_grad(), autocast_for(amp, dev):
                 soft = F.softmax(teacher(x).float() / cfg.temperature, dim=1)
             loss = soft_cross_entropy(logits / cfg.temperature, soft)
         else:

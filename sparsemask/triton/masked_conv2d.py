@@ -565,3 +565,39 @@ def masked_conv2d_triton(input: Tensor, weight: Tensor, bias: Optional[Tensor], 
                            f"tensors), got input on {input.device}")
     return torch.ops.sparsemask.masked_conv2d_triton(input, weight, bias, mask, list(stride), list(padding),
                                                      list(dilation))
+
+
+# --------------------------------------------------------------------------------------
+# Autocast (AutocastCUDA, and AutocastCPU for the interpreter): as conv2d on PyTorch's
+# autocast list, the forward runs in the autocast dtype (bf16 activations meet fp32
+# weights); the kernels accumulate in float32 anyway. The backward follows its input's
+# dtype. Same rule as the C++ ops' Autocast kernels (csrc/autocast/masked_conv2d.cpp).
+
+def _autocast_cast(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    if t is None or not t.is_floating_point() or t.dtype in (dtype, torch.float64):
+        return t
+    return t.to(dtype)
+
+
+def _autocast_kernels(device_type: str):
+    def forward(input, weight, bias, mask, stride, padding, dilation):
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return torch.ops.sparsemask.masked_conv2d_triton(
+                _autocast_cast(input, dtype), _autocast_cast(weight, dtype), _autocast_cast(bias, dtype), mask,
+                stride, padding, dilation)
+
+    def backward(grad_output, input, weight, mask, stride, padding, dilation, output_mask):
+        with torch.autocast(device_type, enabled=False):
+            return torch.ops.sparsemask.masked_conv2d_triton_backward(
+                _autocast_cast(grad_output, input.dtype), input, _autocast_cast(weight, input.dtype), mask, stride,
+                padding, dilation, output_mask)
+
+    return forward, backward
+
+
+_autocast_lib = torch.library.Library("sparsemask", "IMPL")  # kept alive: it owns the registrations
+for _device_type, _key in (("cuda", "AutocastCUDA"), ("cpu", "AutocastCPU")):
+    _fwd, _bwd = _autocast_kernels(_device_type)
+    _autocast_lib.impl("masked_conv2d_triton", _fwd, _key)
+    _autocast_lib.impl("masked_conv2d_triton_backward", _bwd, _key)
