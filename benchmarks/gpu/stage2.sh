@@ -36,8 +36,9 @@ step pytest-cuda 420 env SPARSEMASK_TRITON_AUTOTUNE=0 "$PY" -m pytest -m cuda ${
 
 {
   echo "## pytest -m cuda"; echo
-  grep -E '^(=+ .*(passed|failed|skipped|error|no tests ran).* =+|FAILED |ERROR )' "$LOGS/pytest-cuda.log" | head -60 |
-    sed 's/^/    /'
+  # the -q summary line ("12 passed, 3 skipped in 9.1s", with or without ='s), then the failures
+  grep -E '^=* ?[0-9]+ (passed|failed|skipped|deselected|errors?)\b.* in [0-9.]+s|^(FAILED|ERROR) ' \
+    "$LOGS/pytest-cuda.log" | head -60 | sed 's/^/    /'
   echo; echo "Slowest:"; echo
   sed -n '/slowest .*durations/,/^=/p' "$LOGS/pytest-cuda.log" | grep -E '^[0-9.]+s ' | head -15 | sed 's/^/    /'
 } > "$LOGS/results.md"
