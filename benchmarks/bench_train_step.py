@@ -17,6 +17,7 @@ neighbour's burst slows one round, not all of them.
     python benchmarks/bench_train_step.py --device cuda --batch 256   # GPU, bf16 autocast
     python benchmarks/bench_train_step.py --quick               # smoke run
     python benchmarks/bench_train_step.py --threads 1 --clock thread   # shared machine: CPU time
+    python benchmarks/bench_train_step.py --amps off bf16       # CPU float32 and bf16 autocast, interleaved
 Writes <out>.json and <out>.md.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ def run_one(args) -> dict:
 
     import sparsemask
     from sparsemask.models import resnet18
+    from sparsemask.train import autocast_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,12 +52,11 @@ def run_one(args) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(args.batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    use_bf16 = device.type == "cuda"
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+        with autocast_for(args.amp, device):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()
 
@@ -81,7 +82,12 @@ def run_one(args) -> dict:
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"backend": args.backend, "keep": args.keep, "batch": args.batch, "device": args.device,
             "step_ms": median * 1e3, "images_per_s": args.batch / median, "peak_mb": peak_mb,
-            "steps": args.steps, "threads": torch.get_num_threads(), "clock": args.clock}
+            "steps": args.steps, "threads": torch.get_num_threads(), "clock": args.clock,
+            "dtype": _dtype_label(args.amp, args.device)}
+
+
+def _dtype_label(amp: str, device: str) -> str:
+    return "bf16 autocast" if amp == "bf16" or (amp == "auto" and device == "cuda") else "float32"
 
 
 def environment(device: str) -> dict:
@@ -114,6 +120,10 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
                         help="wall (default) or the main thread's CPU time (with --threads 1: robust to other "
                              "jobs on a shared machine, CPU only)")
+    parser.add_argument("--amps", nargs="+", choices=["auto", "bf16", "off"], default=["auto"],
+                        help="autocast modes to sweep (interleaved), as TrainConfig.amp: auto = bf16 on CUDA, "
+                             "float32 on CPU; bf16 = bf16 autocast on either device; off = float32")
+    parser.add_argument("--amp", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=1, help="repeat the sweep, interleaved; keep the best round")
     parser.add_argument("--quick", action="store_true", help="N=8, keep 0.1, 2 steps: a smoke run")
     parser.add_argument("--out", default="benchmarks/results/train_step_cpu", help="output prefix (.json/.md)")
@@ -133,26 +143,27 @@ def main(argv=None) -> int:
         return 0
     backends = args.backends or ["dense", "auto", "cuda" if args.device == "cuda" else "cpu"]
     runs: dict = {}
+    configs = [(amp, keep, backend) for amp in args.amps for keep in args.keeps for backend in backends]
     for rnd in range(args.rounds):
-        for keep in args.keeps:
-            for backend in backends:
-                cmd = [sys.executable, os.path.abspath(__file__), "--one", "--device", args.device, "--batch",
-                       str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup), "--backend",
-                       backend, "--keep", str(keep), "--clock", args.clock]
-                if args.threads:
-                    cmd += ["--threads", str(args.threads)]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                result = json.loads(out.splitlines()[-1])
-                runs.setdefault((keep, backend), []).append(result)
-                print(f"round {rnd + 1}/{args.rounds} keep {keep:<5} {backend:6s} {result['step_ms']:8.1f} ms/step"
-                      f"  {result['images_per_s']:8.1f} img/s  peak {result['peak_mb']:7.0f} MB", flush=True)
+        for amp, keep, backend in configs:
+            cmd = [sys.executable, os.path.abspath(__file__), "--one", "--device", args.device, "--batch",
+                   str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup), "--backend",
+                   backend, "--keep", str(keep), "--clock", args.clock, "--amp", amp]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            result = json.loads(out.splitlines()[-1])
+            runs.setdefault((amp, keep, backend), []).append(result)
+            print(f"round {rnd + 1}/{args.rounds} {result['dtype']:13s} keep {keep:<5} {backend:6s} "
+                  f"{result['step_ms']:8.1f} ms/step"
+                  f"  {result['images_per_s']:8.1f} img/s  peak {result['peak_mb']:7.0f} MB", flush=True)
     rows = []
-    for (keep, backend), results in runs.items():
+    for (_amp, keep, backend), results in runs.items():
         best = min(results, key=lambda r: r["step_ms"])
         rows.append(dict(best, rounds_ms=[r["step_ms"] for r in results]))
-    dense = {r["keep"]: r for r in rows if r["backend"] == "dense"}
+    dense = {(r["dtype"], r["keep"]): r for r in rows if r["backend"] == "dense"}
     for r in rows:
-        d = dense.get(r["keep"])
+        d = dense.get((r["dtype"], r["keep"]))
         r["speedup_vs_dense"] = d["step_ms"] / r["step_ms"] if d else None
         per_round = [a / b for a, b in zip(d["rounds_ms"], r["rounds_ms"])] if d else []
         r["speedup_range"] = [min(per_round), max(per_round)] if per_round else None
@@ -160,16 +171,17 @@ def main(argv=None) -> int:
     if args.threads:
         env["threads"] = args.threads
     table = [f"Defective ResNet-18 (bottom), CIFAR 32x32, training step, N={args.batch}, {args.device}"
-             f"{' bf16 autocast' if args.device == 'cuda' else ' float32'}, channels_last — "
+             f", channels_last — "
              f"{env.get('gpu', env['cpu'])}, {env['threads']} threads, torch {env['torch']}, {env['date']}", "",
              f"best of {args.rounds} interleaved round(s) of {args.steps} timed steps (median per round), "
              f"{'wall clock' if args.clock == 'wall' else 'thread CPU time'}", "",
-             "| keep | backend | ms/step | images/s | speedup vs dense | per-round speedup | peak memory MB |",
-             "|---|---|---|---|---|---|---|"]
+             "| dtype | keep | backend | ms/step | images/s | speedup vs dense (same dtype) | per-round speedup "
+             "| peak memory MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sp = f"{r['speedup_vs_dense']:.2f}x" if r["speedup_vs_dense"] else "-"
         rng = f"{r['speedup_range'][0]:.2f}-{r['speedup_range'][1]:.2f}x" if r["speedup_range"] else "-"
-        table.append(f"| {r['keep']} | {r['backend']} | {r['step_ms']:.1f} | {r['images_per_s']:.1f} | {sp} | {rng} | "
+        table.append(f"| {r['dtype']} | {r['keep']} | {r['backend']} | {r['step_ms']:.1f} | {r['images_per_s']:.1f} | {sp} | {rng} | "
                      f"{r['peak_mb']:.0f} |")
     text = "\n".join(table) + "\n"
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
