@@ -23,17 +23,13 @@ std::shared_ptr<MaskPlan> build_plan(const at::Tensor& mask) {
   auto kept_first = [](const at::Tensor& m) {
     return at::argsort(m.logical_not().to(at::kByte), /*stable=*/true, /*dim=*/1).to(at::kInt).contiguous();
   };
-  plan->ch_count = by_ch.sum(1, /*keepdim=*/false, at::kInt).contiguous();
-  plan->ch_pos = C > 0 && Q > 0 ? kept_first(by_ch) : at::zeros({C, Q}, mask.options().dtype(at::kInt));
   plan->pos_count = by_pos.sum(1, false, at::kInt).contiguous();
   plan->pos_ch = C > 0 && Q > 0 ? kept_first(by_pos) : at::zeros({Q, C}, mask.options().dtype(at::kInt));
   plan->pos_start = at::zeros({Q + 1}, mask.options().dtype(at::kLong));
   if (Q > 0) plan->pos_start.narrow(0, 1, Q).copy_(plan->pos_count.cumsum(0, at::kLong));
   // nonzero() lists (q, c) in row-major order: q ascending, then c — the kept rows' order.
   plan->row_ch = by_pos.nonzero().select(1, 1).to(at::kInt).contiguous();
-  plan->pos_count_cpu = plan->pos_count.cpu();
-  plan->pos_start_cpu = plan->pos_start.cpu();
-  plan->nnz = plan->pos_start_cpu.data_ptr<int64_t>()[Q];
+  plan->nnz = plan->pos_start[Q].item<int64_t>();  // one device-to-host read per plan
   plan->density = mask.numel() > 0 ? static_cast<double>(plan->nnz) / static_cast<double>(mask.numel()) : 0.0;
   return plan;
 }

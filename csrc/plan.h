@@ -5,10 +5,15 @@
 //   pos_ch    [Q, C]   int32  their ids, ascending, first pos_count[q] entries valid
 //   pos_start [Q + 1]  int64  prefix sum of pos_count: row of (q, j) in a kept-only buffer
 //   row_ch    [nnz]    int32  channel of each kept row (q, j), in pos_start order
-//   ch_count  [C]      int32  kept positions of channel c
-//   ch_pos    [C, Q]   int32  their ids, ascending, first ch_count[c] entries valid
 // All shapes but row_ch's depend only on the mask's shape, so fake kernels and torch.compile need no
 // data-dependent sizes. The plan lives on the mask's device.
+//
+// The tensors are written only by build_plan, before the plan is published (get_plan hands
+// out shared_ptr<const MaskPlan>); every kernel only reads them. That invariant is what lets
+// the _plan_view op (csrc/sparsemask.cpp) give them to the Triton kernels without copies.
+// Only what a kernel reads belongs here: per-channel lists (ch_count/ch_pos) and host copies
+// of pos_count/pos_start had no reader and were dropped (they cost a second argsort and a
+// [C, Q] tensor per mask).
 #pragma once
 #include <ATen/ATen.h>
 #include <memory>
@@ -19,9 +24,7 @@ struct MaskPlan {
   int64_t channels = 0, height = 0, width = 0;
   int64_t nnz = 0;       // kept neurons
   double density = 0.0;  // nnz / mask.numel()
-  at::Tensor pos_count, pos_ch, pos_start, row_ch, ch_count, ch_pos;
-  // CPU copies for host-side scheduling of device kernels (set for every plan).
-  at::Tensor pos_count_cpu, pos_start_cpu;
+  at::Tensor pos_count, pos_ch, pos_start, row_ch;
 };
 
 // Builds (or fetches from the cache) the plan of `mask`. The cache is keyed by the mask's
@@ -31,7 +34,7 @@ struct MaskPlan {
 // and a new one after load_state_dict or any other in-place change.
 std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask);
 
-// Builds a plan without the cache (used by get_plan and by the mask_plan op for tests).
+// Builds a plan without the cache (used by get_plan).
 std::shared_ptr<MaskPlan> build_plan(const at::Tensor& mask);
 
 struct PlanCacheInfo {

@@ -17,11 +17,22 @@ namespace sparsemask {
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mask_plan(const at::Tensor& mask) {
-  // Copies, not the cached tensors: op outputs must not alias state that later calls reuse.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mask_plan(const at::Tensor& mask) {
+  // Copies, not the cached tensors: the caller owns an op's outputs (and may write them).
   std::shared_ptr<const MaskPlan> plan = get_plan(mask);
-  return {plan->pos_count.clone(), plan->pos_ch.clone(), plan->pos_start.clone(), plan->ch_count.clone(),
-          plan->ch_pos.clone()};
+  return {plan->pos_count.clone(), plan->pos_ch.clone(), plan->pos_start.clone()};
+}
+
+// The cached tensors themselves, for the Triton kernels (sparsemask/triton): no copy per call.
+// Safe in eager mode because plan tensors are never written after build_plan (plan.h) and the
+// only callers pass them to kernels that only load from them. detach() gives each output its
+// own TensorImpl over the cached storage, so a caller cannot change the cache's metadata.
+// Compiled graphs must not hold these tensors: Inductor treats an op's outputs as its own
+// buffers (it may reuse a dead one in place for another result), so sparsemask/plan.py
+// registers a FunctionalTensorMode rule that traces this op as mask_plan (fresh copies).
+std::tuple<at::Tensor, at::Tensor> plan_view(const at::Tensor& mask) {
+  std::shared_ptr<const MaskPlan> plan = get_plan(mask);
+  return {plan->pos_count.detach(), plan->pos_ch.detach()};
 }
 
 std::vector<int64_t> cache_info() {
@@ -87,9 +98,12 @@ TORCH_LIBRARY(sparsemask, m) {
       "Tensor? bn2_weight, Tensor mean2, Tensor invstd2, int[2] stride2, int[2] padding2, int[2] dilation2, "
       "Tensor kept1, Tensor act1, Tensor kept2, Tensor out, bool training, float max_density, bool[8] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // The mask plan (see plan.h): (pos_count, pos_ch, pos_start, ch_count, ch_pos).
-  m.def("mask_plan(Tensor mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The mask plan (see plan.h): copies of (pos_count, pos_ch, pos_start).
+  m.def("mask_plan(Tensor mask) -> (Tensor, Tensor, Tensor)");
   m.impl("mask_plan", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(mask_plan));
+  // Internal: the cached (pos_count, pos_ch) without copies, read-only (see plan_view above).
+  m.def("_plan_view(Tensor mask) -> (Tensor, Tensor)");
+  m.impl("_plan_view", c10::DispatchKey::CompositeExplicitAutograd, TORCH_FN(plan_view));
   // [plans built, cache hits, live entries]
   m.def("plan_cache_info() -> int[]", &cache_info);
   m.def("plan_cache_clear() -> ()", &plan_cache_clear);

@@ -191,8 +191,7 @@ def _mask_plan_fake(mask):
     q = h * w
     i32 = dict(dtype=torch.int32, device=mask.device)
     return (mask.new_empty((q,), **i32), mask.new_empty((q, c), **i32),
-            mask.new_empty((q + 1,), dtype=torch.int64, device=mask.device),
-            mask.new_empty((c,), **i32), mask.new_empty((c, q), **i32))
+            mask.new_empty((q + 1,), dtype=torch.int64, device=mask.device))
 
 
 # --------------------------------------------------------------------------------------

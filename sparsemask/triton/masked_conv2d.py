@@ -20,9 +20,11 @@ and scatters the results into the row tile with an exact one-hot product, so zer
 values go out in one coalesced store (no zero fill); wider layers zero-fill the output and
 store kept neurons only.
 
-The index lists come from ``torch.ops.sparsemask.mask_plan(mask)`` (the cached C++ plan),
-which has a static-shape fake kernel, so these ops trace under ``torch.compile``. Grids are
-static too: a program whose block of kept channels is empty exits at once.
+The index lists come from :func:`sparsemask.plan.kernel_plan` (op ``sparsemask::_plan_view``):
+the cached C++ plan itself, not a copy per call (the kernels only load from it); its fake
+kernel has static shapes, so these ops trace under ``torch.compile``, where it is traced as
+the copying ``mask_plan`` (see sparsemask/plan.py for why). Grids are static too: a program
+whose block of kept channels is empty exits at once.
 
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (tests); autotuning is then
 reduced to one small configuration so the interpreter stays fast.
@@ -37,6 +39,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
+
+from ..plan import kernel_plan
 
 __all__ = ["masked_conv2d_triton"]
 
@@ -444,7 +448,7 @@ def _masked_conv2d_triton_op(input: Tensor, weight: Tensor, bias: Optional[Tenso
                       memory_format=suggest_memory_format(input))
     if not full_rows:
         out.zero_()  # dropped neurons are never visited in this mode
-    pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
+    pos_count, pos_ch = kernel_plan(mask)
     if out.numel() == 0 or not _launchable(input, weight, mask):
         return out.zero_() if full_rows else out
     # Patches are read as runs over C_in: channels_last makes them contiguous (no-op when
@@ -475,7 +479,7 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
     c_out, _, kh, kw = weight.shape
     ho, wo = _out_size(input, weight, stride, padding, dilation)
     need_input, need_weight, need_bias = output_mask
-    pos_count, pos_ch, _, _, _ = torch.ops.sparsemask.mask_plan(mask)
+    pos_count, pos_ch = kernel_plan(mask)
     launch = _launchable(grad_output, input, weight, mask)
     grad_output = grad_output.contiguous(memory_format=torch.channels_last)
     flags = _flags(input.dtype)

@@ -73,7 +73,7 @@ def test_raw_op_sparse_and_dense_conv_paths_agree(max_density):
     conv = F.conv2d(x, w, None, 1, 1)
     assert kept.shape == (int(mask.sum()), x.shape[0])
     # kept rows are the kept neurons in (position, channel) order, columns the batch.
-    pos_count, pos_ch, pos_start, _, _ = torch.ops.sparsemask.mask_plan(mask)
+    pos_count, pos_ch, pos_start = torch.ops.sparsemask.mask_plan(mask)
     q, j = 3, 0
     while pos_count[q] == 0:
         q += 1
