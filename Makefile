@@ -3,6 +3,8 @@
 #                nvcc is present, CUDA), run the test suite
 #   make demo    the main job on the embedded default
 #   make bench   CPU benchmark of the masked convolution vs the dense baseline
+#   make compile-report  compile every Triton kernel/config/dtype (CI's Triton and the GPU
+#                machine's 3.6) and the CUDA sources for sm_90, no GPU needed -> docs/gpu.md
 #   make gpu-check STAGE=N  (on a GPU machine) one stage of the GPU check -> $(OUT)/stageN
 #                (1 build + correctness + timing, 2 GPU tests, 3 sanitizer, 4 benchmark sweep;
 #                DRY_RUN=1 runs a stage's dry mode on a CPU machine; docs/gpu.md)
@@ -13,7 +15,7 @@ TORCH_SPEC ?= torch==2.14.1
 export MAX_JOBS ?= 2
 OUT ?= gpu-results
 
-.PHONY: all venv build test demo bench clean gpu-check
+.PHONY: all venv build test demo bench clean gpu-check compile-report
 
 all: build
 
@@ -42,6 +44,25 @@ demo: build
 	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; }; } || \
 	  echo "note: could not install dataset-fashion-mnist; the demo falls back to scikit-learn digits"
 	$(PY) -m sparsemask demo
+
+# Compile reports for sm_90 without a GPU (docs/gpu.md, "Compile reports"): registers,
+# spills and shared memory of every Triton kernel x autotune config x dtype, with the CI's
+# Triton and with the GPU machine's (installed beside it into .triton36/, imported first
+# through PYTHONPATH), and of the CUDA kernels (nvcc -Xptxas -v). Any compile error fails.
+TRITON_GPU_VERSION ?= 3.6.0
+REPORT_DIR ?= benchmarks/results/compile
+.triton36/.installed-$(TRITON_GPU_VERSION): $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps --upgrade --target .triton36 "triton==$(TRITON_GPU_VERSION)"
+	touch $@
+
+compile-report: build .triton36/.installed-$(TRITON_GPU_VERSION)
+	@mkdir -p $(REPORT_DIR)
+	$(PY) benchmarks/compile_report.py triton --json $(REPORT_DIR)/triton-ci.json
+	PYTHONPATH=$(CURDIR)/.triton36 $(PY) benchmarks/compile_report.py triton \
+	  --expect-version $(TRITON_GPU_VERSION) --json $(REPORT_DIR)/triton-$(TRITON_GPU_VERSION).json
+	$(PY) benchmarks/compile_report.py cuda --json $(REPORT_DIR)/cuda.json
+	$(PY) benchmarks/compile_report.py docs $(REPORT_DIR)/triton-ci.json \
+	  $(REPORT_DIR)/triton-$(TRITON_GPU_VERSION).json $(REPORT_DIR)/cuda.json
 
 bench: build
 	$(PY) benchmarks/bench_masked_conv.py --out benchmarks/results

@@ -596,7 +596,7 @@ def render(report: dict) -> str:
                                                [v[0] for v in VARIANTS.get(kv[0][0], [])].index(kv[0][1])
                                                if kv[0][1] in [v[0] for v in VARIANTS.get(kv[0][0], [])] else 0,
                                                kv[0][2])):
-            short = kernel.replace("_masked_conv2d_", "").replace("_kernel", "")
+            short = _short_kernel(kernel)
             cells = [_cell(by_dt[d]) if d in by_dt else "" for d in dtypes]
             lines.append(f"| {short} | {variant} | `{cfg}` | " + " | ".join(cells) + " |")
     else:
@@ -618,32 +618,47 @@ def render(report: dict) -> str:
 
 
 def summary(report: dict) -> list[str]:
-    """Facts for the docs: spilling entries, register maximum, shared memory limit."""
+    """Facts for the docs: what spills, register and shared memory maxima."""
     rows = [r for r in report["rows"] if not r.get("error")]
     failed = len(report["rows"]) - len(rows)
     if not rows:
         return [f"- nothing compiled ({failed} failures)"]
-    spilling = [r for r in rows if r["spill_stores"] or r["spill_loads"]]
+    spills = lambda r: r["spill_stores"] or r["spill_loads"]  # noqa: E731
+    spilling = [r for r in rows if spills(r)]
     top = max(rows, key=lambda r: r["regs"])
-    if report["kind"] == "triton":
-        head = f"Triton {report['triton']}"
-        groups: dict = {}
-        for r in spilling:
-            groups.setdefault((r["kernel"].replace("_masked_conv2d_", "").replace("_kernel", ""), r["variant"],
-                               r["config"]), []).append(r["dtype"])
-        lines = [f"- {head}: {len(rows)} compiled, {failed} failed; {len(spilling)} spill "
-                 f"({len(groups)} kernel/variant/config combinations); max {top['regs']} registers."]
-        for (k, v, c), dts in sorted(groups.items()):
-            lines.append(f"  - spills: {k} / {v} / `{c}`: {', '.join(dts)}")
-        big = [r for r in rows if r["shared"] > SM90_MAX_SHARED]
-        if big:
-            lines.append(f"  - {len(big)} compiles need more than 227 KiB shared memory (cannot launch on sm_90)")
+    if report["kind"] == "cuda":
+        lines = [f"- CUDA ({report['nvcc']}): {len(rows)} kernel instances, {failed} failed, {len(spilling)} spill; "
+                 f"max {top['regs']} registers (`{top['kernel']}`)."]
+        if spilling:
+            lines.append("  - spill stores:loads (bytes): " + ", ".join(
+                f"`{r['kernel']}` {r['spill_stores']}:{r['spill_loads']}" for r in spilling))
         return lines
-    lines = [f"- CUDA ({report['nvcc']}): {len(rows)} kernel instances, {failed} failed; {len(spilling)} spill; "
-             f"max {top['regs']} registers ({top['kernel']})."]
-    for r in spilling:
-        lines.append(f"  - spills: `{r['kernel']}` {r['spill_stores']}:{r['spill_loads']} bytes")
+    cpu = sum(r.get("cpu_s", 0) for r in report["rows"])
+    lines = [f"- Triton {report['triton']}: {len(rows)} compiled, {failed} failed, {len(spilling)} spill; max "
+             f"{top['regs']} registers, max shared memory {_kib(max(r['shared'] for r in rows))}; "
+             f"{report['wall_s']:.0f} s wall, {cpu:.0f} s CPU."]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["kernel"], r["variant"]), []).append(r)
+    for (kernel, variant), rs in groups.items():
+        bad = [r for r in rs if spills(r)]
+        if not bad:
+            continue
+        by_dt = {}
+        for r in bad:
+            by_dt[r["dtype"]] = by_dt.get(r["dtype"], 0) + 1
+        n_cfg = len({r["config_index"] for r in rs})
+        detail = ", ".join(f"{d} {n}/{n_cfg}" for d, n in by_dt.items())
+        lines.append(f"  - {_short_kernel(kernel)} / {variant}: {len(bad)} of {len(rs)} spill ({detail} configs; "
+                     f"up to {max(r['spill_stores'] for r in bad)} B stored)")
+    big = [r for r in rows if r["shared"] > SM90_MAX_SHARED]
+    if big:
+        lines.append(f"  - {len(big)} compiles need more than 227 KiB shared memory (cannot launch on sm_90)")
     return lines
+
+
+def _short_kernel(name: str) -> str:
+    return name.replace("_masked_conv2d_", "").replace("_kernel", "")
 
 
 BEGIN = "<!-- compile-report:begin -->"
