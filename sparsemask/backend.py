@@ -38,12 +38,13 @@ _current = "auto"
 # CPU float32 (benchmarks/RESULTS.md, 2026-11-22): at keep 0.5 the sparse kernel still wins
 # forward+backward on every ResNet-18 bottom shape (1.20-1.22x) and forward alone (1.05-1.56x);
 # at keep 1.0 it loses (0.59-0.73x). float64 follows the same code; bfloat16/float16 are
-# converted to float32 around the kernel, which costs extra passes, hence the lower guess
-# (not yet measured).
+# converted to float32 around the kernel, which costs extra passes, hence the lower values
+# (bf16: the fused ops' measured bf16-autocast crossover, see _FUSED_MAX_DENSITY; the lone
+# conv is not yet measured — issue 16's sweep).
 _MAX_DENSITY = {
     ("cpu", torch.float32): 0.5,
     ("cpu", torch.float64): 0.5,
-    ("cpu", torch.bfloat16): 0.3,
+    ("cpu", torch.bfloat16): 0.2,   # follows the fused ops' bf16-autocast crossover (below)
     ("cpu", torch.float16): 0.3,
     ("cuda", torch.float32): 0.0,   # unmeasured (needs a GPU run)
     ("cuda", torch.float64): 0.0,
@@ -107,9 +108,19 @@ def max_density(device_type: str, dtype: torch.dtype, in_channels: int) -> float
 # Measured (benchmarks/RESULTS.md, 2026-11-22, whole ResNet-18 training step, one thread,
 # CPU time, fused ops forced): 1.23x the dense reference at keep 0.5, 1.01x at 0.7, 0.80x
 # at 0.9.
-_FUSED_MAX_DENSITY = {("cpu", torch.float32): 0.6, ("cpu", torch.float64): 0.6}
+#
+# Under CPU autocast the fused ops still compute in float32 (csrc/autocast/), while the
+# dense alternative runs oneDNN's bf16 convolution (AVX512-BF16 here): the crossover drops.
+# Measured (benchmarks/RESULTS.md, 2026-12-02, same step, N=32, one thread, CPU time, bf16
+# autocast, fused ops forced): 1.23x at keep 0.1, 1.14x at 0.2, 0.97x at 0.3, 0.78x at 0.5.
+# float16: PyTorch's float16 convolution on CPU is a slow reference path (its backward alone
+# is 5-50x the float32 step; tests/models/test_autocast.py), so the fused float32 ops beat it
+# wherever they beat float32 dense.
+_FUSED_MAX_DENSITY = {("cpu", torch.float32): 0.6, ("cpu", torch.float64): 0.6,
+                      ("cpu", torch.bfloat16): 0.2, ("cpu", torch.float16): 0.6}
 
 
 def fused_max_density(device_type: str, dtype: torch.dtype) -> float:
-    """The ``auto`` threshold of the fused defective-unit/block ops (0: never fused)."""
+    """The ``auto`` threshold of the fused defective-unit/block ops (0: never fused).
+    ``dtype``: what the dense alternative runs in (the autocast dtype under autocast)."""
     return _FUSED_MAX_DENSITY.get((device_type, dtype), 0.0)

@@ -338,7 +338,9 @@ def _run_fused(input: Tensor, masks: list, name: str, keep: Optional[float] = No
         return False
     if name == "cpu":
         return True
-    limit = fused_max_density("cpu", _fused_math_dtype(input))
+    # The alternative to the fused op is the dense composite, which runs in conv_dtype(input):
+    # under autocast that is bf16/fp16, not the float32 the fused kernels compute in.
+    limit = fused_max_density("cpu", conv_dtype(input))
     if keep is not None:
         return keep <= limit
     return all(float(m.count_nonzero()) <= limit * m.numel() for m in masks)

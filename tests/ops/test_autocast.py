@@ -212,3 +212,18 @@ def test_compile_under_autocast():
         compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(x, w, b)
     assert compiled.dtype == torch.bfloat16
     torch.testing.assert_close(compiled, eager)
+
+
+@pytest.mark.parametrize("keep, amp, fused", [(0.1, True, True), (0.5, True, False), (0.5, False, True)])
+def test_auto_decides_fusion_from_the_dense_alternatives_dtype(keep, amp, fused):
+    """Under bf16 autocast the dense alternative is oneDNN's bf16 convolution, so ``auto``
+    fuses only up to the measured bf16 crossover (sparsemask/backend.py), below float32's."""
+    from sparsemask.backend import fused_max_density
+
+    assert fused_max_density("cpu", torch.bfloat16) < fused_max_density("cpu", torch.float32)
+    torch.manual_seed(0)
+    model = models.resnet18(defective=dict(keep=keep, where="bottom", seed=0)).train()
+    log = OpLog()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp), log:
+        model(torch.rand(2, 3, 32, 32))
+    assert ("sparsemask.defective_block" in log.names) == fused
