@@ -296,12 +296,13 @@ class _Compiler:
                 torch.int32: "*i32", torch.int64: "*i64"}
         for i, name in enumerate(names):
             v = values[name]
-            if i in fn.constexprs or name in kwargs or v == 1 and isinstance(v, int):
+            attrs[(i,)] = []
+            if isinstance(v, torch.Tensor):
+                signature[name] = tmap[v.dtype]
+                attrs[(i,)] = [["tt.divisibility", 16]] if v.data_ptr() % 16 == 0 else []
+            elif i in fn.constexprs or name in kwargs or (isinstance(v, int) and v == 1):
                 signature[name] = "constexpr"
                 constexprs[(i,)] = v
-            elif isinstance(v, torch.Tensor):
-                signature[name] = tmap[v.dtype]
-                attrs[(i,)] = [["tt.divisibility", 16]]
             else:
                 signature[name] = "i32" if -2**31 <= v < 2**31 else "i64"
                 attrs[(i,)] = [["tt.divisibility", 16]] if v % 16 == 0 else []
@@ -466,6 +467,9 @@ def _rebuilt_flags() -> tuple[str, list[str], str]:
     import glob
     import sysconfig
 
+    # as setup.py: /usr/local/cuda when CUDA_HOME is unset (read when cpp_extension is imported)
+    if "CUDA_HOME" not in os.environ and os.path.exists("/usr/local/cuda/bin/nvcc"):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
     from torch.utils import cpp_extension as ce
 
     cuda_home = os.environ.get("CUDA_HOME") or ce.CUDA_HOME or "/usr/local/cuda"
@@ -473,7 +477,7 @@ def _rebuilt_flags() -> tuple[str, list[str], str]:
     inc = [str(ROOT / "csrc"), *sorted(glob.glob(os.path.join(site, "nvidia", "cu*", "include")))]
     inc += ce.include_paths(device_type="cuda") if "device_type" in ce.include_paths.__code__.co_varnames \
         else ce.include_paths(cuda=True)
-    inc.append(sysconfig.get_paths()["include"])
+    inc += [os.path.join(sys.prefix, "include"), sysconfig.get_paths()["include"]]  # as setuptools does
     flags = [f"-I{p}" for p in inc] + list(ce.COMMON_NVCC_FLAGS)
     # setup.py's nvcc flags and the extension defines
     flags += ["-O3", "-DSPARSEMASK_WITH_CUDA", "--expt-relaxed-constexpr", "-lineinfo",
