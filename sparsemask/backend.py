@@ -112,7 +112,8 @@ def max_density(device_type: str, dtype: torch.dtype, in_channels: int) -> float
 # Under CPU autocast the fused ops still compute in float32 (csrc/autocast/), while the
 # dense alternative runs oneDNN's bf16 convolution (AVX512-BF16 here): the crossover drops.
 # Measured (benchmarks/RESULTS.md, 2026-12-02, same step, N=32, one thread, CPU time, bf16
-# autocast, fused ops forced): 1.23x at keep 0.1, 1.14x at 0.2, 0.97x at 0.3, 0.78x at 0.5.
+# autocast, fused ops forced): 1.23x at keep 0.1, 1.09x at 0.2 (one
+# round 0.96x: borderline), 0.96x at 0.3, 0.78x at 0.5.
 # float16: PyTorch's float16 convolution on CPU is a slow reference path (its backward alone
 # is 5-50x the float32 step; tests/models/test_autocast.py), so the fused float32 ops beat it
 # wherever they beat float32 dense.
