@@ -227,3 +227,45 @@ def test_auto_decides_fusion_from_the_dense_alternatives_dtype(keep, amp, fused)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp), log:
         model(torch.rand(2, 3, 32, 32))
     assert ("sparsemask.defective_block" in log.names) == fused
+
+
+# --------------------------------------------------------------------------------------
+# The same on a GPU (skipped without one): AutocastCUDA kernels of the C++ and Triton ops.
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton", "auto", "dense"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_masked_conv2d_under_autocast(backend, dtype):
+    x, w, b, mask = (t.cuda() for t in _conv_case(seed=6))
+    x = x.contiguous(memory_format=torch.channels_last)
+    ours = [t.clone().requires_grad_() for t in (x, w, b)]
+    with sparsemask.backend(backend), torch.autocast("cuda", dtype=dtype):
+        y = sparsemask.masked_conv2d(ours[0], ours[1], ours[2], mask, padding=1)
+        pt = F.conv2d(x, w, b, padding=1) * mask
+    assert y.dtype == dtype
+    ref = [t.double().requires_grad_() for t in (x, w, b)]
+    y64 = F.conv2d(ref[0], ref[1], ref[2], padding=1) * mask
+    _assert_rule(y, pt, y64.detach(), dtype, f"cuda {backend} forward")
+    grad = torch.randn_like(y64)
+    y.backward(grad.to(dtype))
+    y64.backward(grad)
+    for a, r in zip(ours, ref):
+        assert a.grad.dtype == torch.float32
+        assert float((a.grad.double() - r.grad).abs().max()) <= 0.05 * float(r.grad.abs().max())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton", "auto"])
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121", "senet18"])
+def test_cuda_defective_model_trains_under_bf16_autocast(arch, backend):
+    """What train.py does by default on CUDA (TrainConfig.amp="auto"): bf16 autocast."""
+    torch.manual_seed(0)
+    model = models.build(arch, defective=dict(keep=0.1, where="bottom", seed=0)).cuda().train()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (4,), device="cuda")
+    with sparsemask.backend(backend), torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = F.cross_entropy(model(x).float(), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
