@@ -540,6 +540,11 @@ def _backward(ctx, grad_output):
     input, weight, mask = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = bool(need_bias and ctx.has_bias)
+    if torch.is_grad_enabled():  # create_graph=True: a differentiable (dense) backward
+        from ..ops import differentiable_conv_backward
+
+        return differentiable_conv_backward(grad_output, input, weight, mask, *ctx.conv_args,
+                                            [need_input, need_weight, need_bias]) + (None,) * 4
     grad_input, grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_triton_backward(
         grad_output, input, weight, mask, *ctx.conv_args, [bool(need_input), bool(need_weight), need_bias])
     return (grad_input if need_input else None, grad_weight if need_weight else None,
