@@ -106,7 +106,7 @@ def test_defective_block_double_backward():
 @pytest.mark.parametrize("arch", ["resnet18", "lenet5"])
 def test_defective_model_input_gradient_penalty_matches_dense(arch, bk):
     torch.manual_seed(8)
-    size = 8 if arch == "resnet18" else 32
+    size = 16 if arch == "resnet18" else 32
     model = getattr(sparsemask.models, arch)(num_classes=3, in_channels=2, input_size=size,
                                              defective=dict(keep=0.3, seed=1)).double()
     x = torch.rand(2, 2, size, size, dtype=torch.float64, requires_grad=True)
