@@ -138,6 +138,17 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def _check_known(base: Mapping[str, Any], overrides: Mapping[str, Any], prefix: str) -> None:
+    """Overrides (``--set``) may only change settings that exist: a misspelled key would be
+    kept and silently ignored."""
+    for key, value in overrides.items():
+        if key not in base:
+            known = ", ".join(sorted(f"{prefix}{k}" for k in base))
+            raise ValueError(f"unknown setting {prefix}{key!r} in the overrides (--set); known here: {known}")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            _check_known(base[key], value, f"{prefix}{key}.")
+
+
 def resolve_config(scale: str, defaults: Optional[Mapping[str, Any]] = None,
                    config: Optional[Mapping[str, Any]] = None,
                    overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
@@ -151,6 +162,7 @@ def resolve_config(scale: str, defaults: Optional[Mapping[str, Any]] = None,
     cfg = deep_merge(SCALES[scale], defaults.get("all"))
     cfg = deep_merge(cfg, defaults.get(scale))
     cfg = deep_merge(cfg, config)
+    _check_known(cfg, overrides or {}, "")
     cfg = deep_merge(cfg, overrides)
     cfg["scale"] = scale
     return cfg
