@@ -7,6 +7,7 @@ arguments and picks a backend (see :mod:`sparsemask.backend`).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -21,15 +22,27 @@ IntPair = Union[int, Sequence[int]]
 __all__ = ["masked_conv2d", "dense_masked_conv2d", "conv_output_size", "masked_batch_norm_act", "defective_unit", "defective_block"]
 
 
+def _as_int(v) -> Optional[int]:
+    """``v`` as an int if it is integer-valued by type (int, numpy int, integer 0-d tensor), else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, Tensor):
+        return int(v) if v.dim() == 0 and not v.is_floating_point() and not v.is_complex() else None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    return None
+
+
 def _pair(value: IntPair, name: str) -> list[int]:
-    if isinstance(value, int):
-        return [value, value]
-    value = list(value)
-    if len(value) == 1:
-        return [int(value[0])] * 2
-    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+    single = _as_int(value)
+    if single is not None:
+        return [single, single]
+    items = list(value) if isinstance(value, (list, tuple)) or (isinstance(value, Tensor) and value.dim() == 1) \
+        else None
+    ints = [_as_int(v) for v in items] if items is not None else []
+    if items is None or len(items) not in (1, 2) or any(v is None for v in ints):
         raise ValueError(f"masked_conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return value
+    return ints * 2 if len(ints) == 1 else ints
 
 
 def conv_output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
