@@ -462,6 +462,8 @@ def load_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = 
     recorded build config when ``check_config``). Returns the checkpoint dict.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; expected a checkpoint file (e.g. {path / 'model.pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -490,6 +492,8 @@ def _load_model_state(path: Path, ckpt: Dict[str, Any], model: nn.Module, check_
     if check_config and saved_cfg is not None and own_cfg is not None and model_config_of(model) != saved_cfg:
         raise CheckpointMismatchError(f"checkpoint {path} was written for {_describe(ckpt)}, but the model is "
                                       f"{own_cfg['name']}({own_cfg['kwargs']})")
+    if not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"checkpoint {path} has no 'model' state_dict (damaged or written by something else)")
     state, own = ckpt["model"], model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -71,3 +71,18 @@ def test_checkpoint_with_float_masks_is_refused(tmp_path):
     with pytest.raises(Exception, match=r"mask.*bool"):
         load_checkpoint(path, fresh)
     assert torch.equal(fresh.mask, before)
+
+
+def test_checkpoint_path_is_a_directory(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        load_checkpoint(tmp_path, _model())
+
+
+def test_checkpoint_without_model_state(tmp_path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, _model())
+    ck = torch.load(path, weights_only=True)
+    del ck["model"]
+    torch.save(ck, path)
+    with pytest.raises(ValueError, match="'model'"):
+        load_checkpoint(path, _model())
