@@ -105,7 +105,12 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    if path.suffix not in (".yaml", ".yml", ".toml"):  # before reading: a binary file is not UTF-8
+        raise ValueError(f"config file {str(path)!r}: expected a .yaml, .yml or .toml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from e
     if path.suffix in (".yaml", ".yml"):
         import yaml
 

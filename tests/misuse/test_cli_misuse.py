@@ -35,3 +35,12 @@ def test_set_refuses_unknown_keys(overrides):
 def test_set_known_keys_still_apply():
     cfg = resolve_config("smoke", {}, None, {"train": {"epochs": 1}, "data": {"root": "/x"}})
     assert cfg["train"]["epochs"] == 1 and cfg["data"]["root"] == "/x"
+
+
+@pytest.mark.parametrize("name, content", [("c.pt", b"\x80\x02\xff\xfe binary"), ("c.json", b"{}")])
+def test_config_file_with_wrong_extension(tmp_path, name, content):
+    from sparsemask.experiments.common import load_config_file
+
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=r"\.yaml.*\.toml"):
+        load_config_file(tmp_path / name)
