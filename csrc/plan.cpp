@@ -1,7 +1,10 @@
 #include "plan.h"
 
+#include <atomic>
+#include <cstring>
 #include <list>
 #include <mutex>
+#include <optional>
 
 #include <c10/core/Storage.h>
 #include <c10/util/intrusive_ptr.h>
@@ -42,7 +45,7 @@ struct Entry {
   int64_t offset;
   std::vector<int64_t> sizes, strides;
   c10::Device device;
-  uint32_t version;
+  at::Tensor contents;  // a copy of the mask the plan was built from, in the mask's strides
   std::shared_ptr<const MaskPlan> plan;
 };
 
@@ -58,10 +61,21 @@ Cache& cache() {
   return c;
 }
 
-uint32_t version_of(const at::Tensor& t) {
-  // Inference tensors carry no version counter; they cannot be changed in place outside
-  // inference mode, so the cached plan stays valid for them.
-  return t.is_inference() ? 0u : t.unsafeGetTensorImpl()->version_counter().current_version();
+std::atomic<bool (*)(c10::Device)> capture_query{nullptr};
+
+// Whether `mask` still holds `contents` (see get_plan in plan.h for why contents, not the
+// version counter). nullopt: cannot check now (a CUDA graph is being captured).
+std::optional<bool> same_contents(const at::Tensor& mask, const at::Tensor& contents) {
+  if (mask.device().is_cpu()) {
+    // contents is a clone in the mask's own strides: a dense mask (contiguous, transposed,
+    // channels-last...) is then one memcmp over the same bytes (at::equal: ~40x slower).
+    if (mask.is_non_overlapping_and_dense() && mask.strides() == contents.strides())
+      return std::memcmp(mask.const_data_ptr(), contents.const_data_ptr(), static_cast<size_t>(mask.numel())) == 0;
+    return at::equal(mask, contents);
+  }
+  auto query = capture_query.load();
+  if (query != nullptr && query(mask.device())) return std::nullopt;
+  return at::equal(mask, contents);
 }
 
 }  // namespace
@@ -70,7 +84,6 @@ std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask) {
   if (!mask.has_storage()) return build_plan(mask);
   Cache& c = cache();
   const c10::StorageImpl* key = mask.storage().unsafeGetStorageImpl();
-  const uint32_t version = version_of(mask);
   {
     std::lock_guard<std::mutex> lock(c.mutex);
     for (auto it = c.entries.begin(); it != c.entries.end();) {
@@ -80,7 +93,9 @@ std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask) {
       }
       if (it->storage_key == key && it->offset == mask.storage_offset() && it->device == mask.device() &&
           it->sizes == mask.sizes().vec() && it->strides == mask.strides().vec()) {
-        if (it->version == version) {
+        // Under the lock: the check is a memcmp on CPU; elsewhere one small reduction.
+        std::optional<bool> same = same_contents(mask, it->contents);
+        if (!same.has_value() || *same) {
           ++c.hits;
           c.entries.splice(c.entries.begin(), c.entries, it);
           return c.entries.front().plan;
@@ -95,10 +110,12 @@ std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask) {
   std::lock_guard<std::mutex> lock(c.mutex);
   ++c.builds;
   c.entries.push_front(Entry{mask.storage().getWeakStorageImpl(), key, mask.storage_offset(), mask.sizes().vec(),
-                             mask.strides().vec(), mask.device(), version, plan});
+                             mask.strides().vec(), mask.device(), mask.clone(at::MemoryFormat::Preserve), plan});
   if (c.entries.size() > Cache::kCapacity) c.entries.pop_back();
   return plan;
 }
+
+void set_capture_query(bool (*query)(c10::Device)) { capture_query.store(query); }
 
 PlanCacheInfo plan_cache_info() {
   Cache& c = cache();

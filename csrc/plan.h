@@ -29,9 +29,18 @@ struct MaskPlan {
 
 // Builds (or fetches from the cache) the plan of `mask`. The cache is keyed by the mask's
 // storage (held weakly, so a freed storage's address is never reused while its entry lives),
-// storage offset, sizes and strides, and is invalidated by in-place writes through the
-// tensor's version counter: a module's mask buffer gets exactly one plan for its life,
-// and a new one after load_state_dict or any other in-place change.
+// storage offset, sizes and strides, and validated by the mask's *contents*: each entry holds
+// a copy of the mask it was built from and a hit requires the mask to still equal it. The
+// version counter is not enough: `mask.data.copy_`, writes through `.numpy()` or the untyped
+// storage change a mask without bumping it (issue 15). On CPU the check is one memcmp of
+// the mask (C*H*W bytes; ~2 us for 64x32x32); on other devices an at::equal (one
+// device-to-host sync), skipped while the current stream is capturing a CUDA graph (a
+// replayed graph uses the plan it captured anyway), see set_capture_query.
+std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask);
+
+// Set by the CUDA backend (csrc/cuda/masked_conv2d.cu): whether `device`'s current stream
+// is capturing a graph, when a synchronising content check must not run.
+void set_capture_query(bool (*query)(c10::Device));
 std::shared_ptr<const MaskPlan> get_plan(const at::Tensor& mask);
 
 // Builds a plan without the cache (used by get_plan).

@@ -30,6 +30,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {value}")
+    return value
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist",
@@ -37,8 +48,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", default=None,
                    help="directory holding the dataset files (default: the loader's search path, "
                         "e.g. /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--n-train", type=int, default=None, help="use a random subset of this many training images")
-    g.add_argument("--n-test", type=int, default=None, help="use a random subset of this many test images")
+    g.add_argument("--n-train", type=_positive_int, default=None, help="use a random subset of this many training images")
+    g.add_argument("--n-test", type=_positive_int, default=None, help="use a random subset of this many test images")
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -114,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="iterations (iterative attacks)")
     p.add_argument("--step255", type=float, default=None, help="step size on the 0-255 scale")
     p.add_argument("--kappa", type=float, default=None, help="CW confidence κ")
-    p.add_argument("--eot", type=int, default=None, help="wrap in EOT with this many draws (randomized models)")
+    p.add_argument("--eot", type=_positive_int, default=None, help="wrap in EOT with this many draws (randomized models)")
     p.add_argument("--grid", default=None, help="write a PNG grid of adversarial examples here")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     _add_data_args(p)

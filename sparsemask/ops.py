@@ -7,6 +7,7 @@ arguments and picks a backend (see :mod:`sparsemask.backend`).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -21,15 +22,27 @@ IntPair = Union[int, Sequence[int]]
 __all__ = ["masked_conv2d", "dense_masked_conv2d", "conv_output_size", "masked_batch_norm_act", "defective_unit", "defective_block"]
 
 
+def _as_int(v) -> Optional[int]:
+    """``v`` as an int if it is integer-valued by type (int, numpy int, integer 0-d tensor), else None."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, Tensor):
+        return int(v) if v.dim() == 0 and not v.is_floating_point() and not v.is_complex() else None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    return None
+
+
 def _pair(value: IntPair, name: str) -> list[int]:
-    if isinstance(value, int):
-        return [value, value]
-    value = list(value)
-    if len(value) == 1:
-        return [int(value[0])] * 2
-    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+    single = _as_int(value)
+    if single is not None:
+        return [single, single]
+    items = list(value) if isinstance(value, (list, tuple)) or (isinstance(value, Tensor) and value.dim() == 1) \
+        else None
+    ints = [_as_int(v) for v in items] if items is not None else []
+    if items is None or len(items) not in (1, 2) or any(v is None for v in ints):
         raise ValueError(f"masked_conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return value
+    return ints * 2 if len(ints) == 1 else ints
 
 
 def conv_output_size(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
@@ -204,10 +217,28 @@ def _setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
+def differentiable_conv_backward(grad_output: Tensor, input: Tensor, weight: Tensor, mask: Tensor,
+                                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                                 output_mask: Sequence[bool]) -> tuple:
+    """(grad_input, grad_weight, grad_bias) of ``conv2d(input, weight, bias) * mask`` for
+    ``grad_output``, in differentiable ATen ops (dense cost): the backward that runs when
+    autograd records the backward itself (``create_graph=True``), so that second-order
+    gradients (input-gradient penalties, double backprop) are those of the composite. The
+    sparse kernels' backward is not itself differentiable."""
+    need = [bool(v) for v in output_mask]
+    return torch.ops.aten.convolution_backward(
+        grad_output * mask, input, weight, [weight.shape[0]] if need[2] else None, list(stride), list(padding),
+        list(dilation), False, [0, 0], 1, need)
+
+
 def _backward(ctx, grad_output):
     input, weight, mask = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = bool(need_bias and ctx.has_bias)
+    if torch.is_grad_enabled():  # create_graph=True: the backward must itself be differentiable
+        grad_input, grad_weight, grad_bias = differentiable_conv_backward(
+            grad_output, input, weight, mask, *ctx.conv_args[:3], [need_input, need_weight, need_bias])
+        return (grad_input, grad_weight, grad_bias, None, None, None, None, None)
     grad_input, grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_backward(
         grad_output, input, weight, mask, *ctx.conv_args, [bool(need_input), bool(need_weight), need_bias])
     return (grad_input if need_input else None, grad_weight if need_weight else None,
@@ -283,6 +314,41 @@ def _update_running_stats(running_mean: Optional[Tensor], running_var: Optional[
                                             alpha=momentum)
 
 
+# Second order. The fused kernels' backward ops are not differentiable themselves; when
+# autograd records the backward (create_graph=True, i.e. grad mode is on inside backward),
+# the backward formulas below recompute the unit's composite (dense conv, F.batch_norm,
+# mask) from the saved inputs and differentiate it with create_graph=True, so second-order
+# gradients are exactly the composite's. First-order backward (the usual case) keeps the
+# sparse kernels.
+
+def _running_for_backward(training: bool, running_mean: Optional[Tensor], running_var: Optional[Tensor]) -> tuple:
+    """The running statistics the composite needs in backward: none in training (batch
+    statistics; the update already happened in forward), a copy in eval ([C], cheap), as
+    the buffers may be written in place before backward."""
+    if training or running_mean is None or running_var is None:
+        return (None, None)
+    return (running_mean.detach().clone(), running_var.detach().clone())
+
+
+def _relu_grad(grad_out: Tensor, out: Tensor, relu: bool) -> Tensor:
+    """The gradient before a final ReLU (from its saved output, as ReLU's own backward)."""
+    return grad_out * (out > 0) if relu else grad_out
+
+
+def _composite_grads(composite, grad: Tensor, inputs: list, need: list) -> list:
+    """Gradients of ``composite()`` for ``grad`` w.r.t. ``inputs[i]`` where ``need[i]``,
+    recorded for a further backward (None elsewhere)."""
+    wanted = [t for t, n in zip(inputs, need) if n]
+    with torch.enable_grad():
+        got = iter(torch.autograd.grad(composite(), wanted, grad, create_graph=True, allow_unused=True)
+                   if wanted else ())
+    out = []
+    for t, n in zip(inputs, need):
+        g = next(got) if n else None
+        out.append(torch.zeros_like(t) if n and g is None else g)
+    return out
+
+
 @torch.library.register_fake("sparsemask::masked_batch_norm_act")
 def _masked_batch_norm_act_fake(input, mask, weight, bias, running_mean, running_var, training, eps, relu):
     c = input.shape[1]
@@ -304,15 +370,22 @@ def _bn_setup_context(ctx, inputs, output):
     input, mask, weight, bias, running_mean, running_var, training, eps, relu = inputs
     out, mean, invstd = output
     ctx.mark_non_differentiable(mean, invstd)
-    ctx.save_for_backward(input, out, mask, weight, mean, invstd)
+    ctx.save_for_backward(input, out, mask, weight, mean, invstd, bias)
     ctx.flags = (training, relu, weight is not None, bias is not None)
+    ctx.eps = eps
+    ctx.running = _running_for_backward(training, running_mean, running_var)
 
 
 def _bn_backward(ctx, grad_out, _grad_mean, _grad_invstd):
-    input, output, mask, weight, mean, invstd = ctx.saved_tensors
+    input, output, mask, weight, mean, invstd, bias = ctx.saved_tensors
     training, relu, has_weight, has_bias = ctx.flags
     need = [bool(ctx.needs_input_grad[0]), bool(has_weight and ctx.needs_input_grad[2]),
             bool(has_bias and ctx.needs_input_grad[3])]
+    if torch.is_grad_enabled():  # create_graph=True
+        gi, gw, gb = _composite_grads(
+            lambda: F.batch_norm(input, *ctx.running, weight, bias, training, 0.0, ctx.eps) * mask,
+            _relu_grad(grad_out, output, relu), [input, weight, bias], need)
+        return (gi, None, gw, gb, None, None, None, None, None)
     gi, gw, gb = torch.ops.sparsemask.masked_batch_norm_act_backward(
         grad_out, input, output, mask, weight, mean, invstd, training, relu, need)
     return (gi if need[0] else None, None, gw if need[1] else None, gb if need[2] else None,
@@ -437,17 +510,26 @@ def _unit_setup_context(ctx, inputs, output):
      limit) = inputs
     out, kept, mean, invstd = output
     ctx.mark_non_differentiable(kept, mean, invstd)
-    ctx.save_for_backward(input, weight, mask, kept, out, bn_weight, mean, invstd)
+    ctx.save_for_backward(input, weight, mask, kept, out, bn_weight, mean, invstd, _bn_bias)
     ctx.args = (stride, padding, dilation, training, relu, limit)
+    ctx.eps = _eps
+    ctx.running = _running_for_backward(training, _rm, _rv)
     ctx.has_bn = (bn_weight is not None, _bn_bias is not None, residual is not None)
 
 
 def _unit_backward(ctx, grad_out, _g_kept, _g_mean, _g_invstd):
-    input, weight, mask, kept, out, bn_weight, mean, invstd = ctx.saved_tensors
+    input, weight, mask, kept, out, bn_weight, mean, invstd, bn_bias = ctx.saved_tensors
     stride, padding, dilation, training, relu, limit = ctx.args
     has_w, has_b, has_res = ctx.has_bn
     need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), bool(has_w and ctx.needs_input_grad[3]),
             bool(has_b and ctx.needs_input_grad[4]), bool(has_res and ctx.needs_input_grad[7])]
+    if torch.is_grad_enabled():  # create_graph=True
+        g = _relu_grad(grad_out, out, relu)
+        gi, gw, gbw, gbb = _composite_grads(
+            lambda: F.batch_norm(F.conv2d(input, weight, None, stride, padding, dilation) * mask, *ctx.running,
+                                 bn_weight, bn_bias, training, 0.0, ctx.eps) * mask,
+            g, [input, weight, bn_weight, bn_bias], need[:4])
+        return (gi, gw, None, gbw, gbb, None, None, g if need[4] else None) + (None,) * 7
     gi, gw, gbw, gbb, gres = torch.ops.sparsemask.defective_unit_backward(
         grad_out, input, weight, mask, kept, out, bn_weight, mean, invstd, stride, padding, dilation, training, relu,
         limit, need)
@@ -553,7 +635,9 @@ def _block_setup_context(ctx, inputs, output):
     out, kept1, act1, kept2, mean1, invstd1, mean2, invstd2 = output
     ctx.mark_non_differentiable(kept1, act1, kept2, mean1, invstd1, mean2, invstd2)
     ctx.save_for_backward(input, w1, mask1, bn1_weight, mean1, invstd1, w2, mask2, bn2_weight, mean2, invstd2,
-                          kept1, act1, kept2, out)
+                          kept1, act1, kept2, out, bn1_bias, bn2_bias)
+    ctx.eps = (_eps1, _eps2)
+    ctx.running = (_running_for_backward(training, _rm1, _rv1), _running_for_backward(training, _rm2, _rv2))
     ctx.args = (stride1, padding1, dilation1, stride2, padding2, dilation2, training, limit)
     ctx.present = (bn1_weight is not None, bn1_bias is not None, bn2_weight is not None, bn2_bias is not None,
                    residual is not None)
@@ -561,12 +645,26 @@ def _block_setup_context(ctx, inputs, output):
 
 def _block_backward(ctx, grad_out, *_unused):
     (input, w1, mask1, bn1_weight, mean1, invstd1, w2, mask2, bn2_weight, mean2, invstd2, kept1, act1, kept2,
-     out) = ctx.saved_tensors
+     out, bn1_bias, bn2_bias) = ctx.saved_tensors
     stride1, padding1, dilation1, stride2, padding2, dilation2, training, limit = ctx.args
     has_b1w, has_b1b, has_b2w, has_b2b, has_res = ctx.present
     ng = ctx.needs_input_grad
     need = [bool(ng[0]), bool(ng[1]), bool(has_b1w and ng[3]), bool(has_b1b and ng[4]), bool(ng[11]),
             bool(has_b2w and ng[13]), bool(has_b2b and ng[14]), bool(has_res and ng[21])]
+    if torch.is_grad_enabled():  # create_graph=True
+        (eps1, eps2), (run1, run2) = ctx.eps, ctx.running
+
+        def composite():
+            a1 = F.batch_norm(F.conv2d(input, w1, None, stride1, padding1, dilation1) * mask1, *run1, bn1_weight,
+                              bn1_bias, training, 0.0, eps1) * mask1
+            return F.batch_norm(F.conv2d(a1.relu(), w2, None, stride2, padding2, dilation2) * mask2, *run2,
+                                bn2_weight, bn2_bias, training, 0.0, eps2) * mask2
+
+        g = _relu_grad(grad_out, out, True)
+        gi, gw1, gb1w, gb1b, gw2, gb2w, gb2b = _composite_grads(
+            composite, g, [input, w1, bn1_weight, bn1_bias, w2, bn2_weight, bn2_bias], need[:7])
+        return (gi, gw1, None, gb1w, gb1b, None, None, None, None, None, None, gw2, None, gb2w, gb2b, None, None,
+                None, None, None, None, g if need[7] else None, None, None)
     g = torch.ops.sparsemask.defective_block_backward(
         grad_out, input, w1, mask1, bn1_weight, mean1, invstd1, stride1, padding1, dilation1, w2, mask2, bn2_weight,
         mean2, invstd2, stride2, padding2, dilation2, kept1, act1, kept2, out, training, limit, need)

@@ -149,6 +149,15 @@ class TrainConfig:
         for name, allowed in (("method", METHODS), ("schedule", SCHEDULES), ("augment", AUGMENTS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("lr", "momentum", "weight_decay", "gamma", "label_smoothing", "temperature", "adv_eps",
+                     "adv_step_size"):
+            v = getattr(self, name)
+            # NaN passes every comparison below and would train to NaN weights with exit code 0.
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"TrainConfig.{name} must be a finite number, got {v!r}")
+        for name in ("momentum", "weight_decay", "gamma"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -453,6 +462,8 @@ def load_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = 
     recorded build config when ``check_config``). Returns the checkpoint dict.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; expected a checkpoint file (e.g. {path / 'model.pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -481,11 +492,18 @@ def _load_model_state(path: Path, ckpt: Dict[str, Any], model: nn.Module, check_
     if check_config and saved_cfg is not None and own_cfg is not None and model_config_of(model) != saved_cfg:
         raise CheckpointMismatchError(f"checkpoint {path} was written for {_describe(ckpt)}, but the model is "
                                       f"{own_cfg['name']}({own_cfg['kwargs']})")
+    if not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"checkpoint {path} has no 'model' state_dict (damaged or written by something else)")
     state, own = ckpt["model"], model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    # A float mask would load as "!= 0" (all kept for any non-zero value): bool stays bool.
+    dtypes = [f"{k}: checkpoint {state[k].dtype} vs model {own[k].dtype}" for k in own
+              if k in state and own[k].dtype == torch.bool and getattr(state[k], "dtype", None) != torch.bool]
+    if dtypes:
+        raise CheckpointMismatchError(f"checkpoint {path}: mask buffers must be bool, got {'; '.join(dtypes[:5])}")
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -582,6 +600,11 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
         ckpt = load_checkpoint(cfg.checkpoint, model, optimizer=optimizer, scheduler=scheduler, map_location=dev)
         start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
         _set_rng_state(ckpt["rng"])
+        # The saved lr is the old schedule's (0 at the end of a finished cosine run); a run
+        # extended to more epochs continues on this config's schedule from start_epoch.
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * lr_factor(start_epoch, cfg)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     sdist.check_same_across_ranks(sdist.mask_buffers(model), "defective-layer masks")
     net = model

@@ -23,6 +23,7 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraphsUtils.cuh>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -736,6 +737,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cuda(
   });
   return {grad_input, grad_weight, grad_bias};
 }
+
+// get_plan's content check syncs; it must not run while a CUDA graph is being captured.
+bool stream_is_capturing(c10::Device device) {
+  c10::cuda::CUDAGuard guard(device);
+  return at::cuda::currentStreamCaptureStatusMayInitCtx() != at::cuda::CaptureStatus::None;
+}
+
+const bool capture_query_registered = (set_capture_query(&stream_is_capturing), true);
 
 }  // namespace
 

@@ -95,6 +95,10 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tenso
                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}")
     if x.dim() < 2:
         raise ValueError(f"x must be batched [N, ...] with dim >= 2, got shape {tuple(x.shape)}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        # NaN fails both comparisons below, so it would pass the [0, 1] check.
+        raise ValueError(f"x must be finite with values in [0, 1], got {int((~torch.isfinite(x)).sum())} "
+                         f"NaN/Inf values")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError(f"x must have values in [0, 1] (normalise inside the model), got range "
                          f"[{x.min().item():.4g}, {x.max().item():.4g}]")
@@ -108,6 +112,17 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tenso
             raise ValueError(f"{name} must have shape [N] = ({x.shape[0]},), got {tuple(lab.shape)}")
         if lab.device != x.device:
             raise ValueError(f"{name} is on {lab.device} but x is on {x.device}")
+        if lab.numel() and int(lab.min()) < 0:
+            raise ValueError(f"{name} must be class indices in range 0..K-1, got {int(lab.min())}")
+
+
+def check_label_range(num_classes: int, y: torch.Tensor, targets: Optional[torch.Tensor] = None) -> None:
+    """Labels must index the model's K = ``num_classes`` logits (DeepFool and Boundary
+    would otherwise return the input unchanged, and gather/cross_entropy fail obscurely)."""
+    for name, lab in (("y", y), ("targets", targets)):
+        if lab is not None and lab.numel() and int(lab.max()) >= num_classes:
+            raise ValueError(f"{name} must be class indices in range 0..{num_classes - 1} (the model has "
+                             f"{num_classes} logits), got {int(lab.max())}")
 
 
 def per_sample(value: Eps, x: torch.Tensor) -> torch.Tensor:
@@ -317,8 +332,12 @@ class Attack:
         targets = None if targets is None else targets.detach().clone().long()
         if x.shape[0] == 0:
             return x
-        with torch.enable_grad():
-            out = self._run(x, y, targets)
+        self._unchecked_labels = (y, targets)  # checked against K at the first forward pass
+        try:
+            with torch.enable_grad():
+                out = self._run(x, y, targets)
+        finally:
+            self._unchecked_labels = None
         return out.detach()
 
     def _run(self, x, y, targets):  # pragma: no cover - abstract
@@ -334,11 +353,20 @@ class Attack:
         return other
 
     # -- gradients ----------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One forward pass; the first of a call also checks the labels against K."""
+        out = self.model(x)
+        labels = getattr(self, "_unchecked_labels", None)
+        if labels is not None and isinstance(out, torch.Tensor) and out.dim() == 2:
+            self._unchecked_labels = None
+            check_label_range(out.shape[1], *labels)
+        return out
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Model logits [N, K]; with EOT, the mean over ``eot_n`` forward passes."""
         if self.eot_n == 1:
-            return self.model(x)
-        return torch.stack([self.model(x) for _ in range(self.eot_n)]).mean(0)
+            return self._forward(x)
+        return torch.stack([self._forward(x) for _ in range(self.eot_n)]).mean(0)
 
     def loss_grad(self, x_adv: torch.Tensor, per_example_loss: Callable[[torch.Tensor], torch.Tensor]):
         """(loss [N], d loss / d x_adv [N, ...]), averaged over ``eot_n`` forward passes.
@@ -350,7 +378,7 @@ class Attack:
         total_loss = 0.0
         grad = torch.zeros_like(x_adv)
         for _ in range(self.eot_n):
-            loss = per_example_loss(self.model(x_adv))
+            loss = per_example_loss(self._forward(x_adv))
             (g,) = torch.autograd.grad(loss.sum(), x_adv)
             grad += g
             total_loss = total_loss + loss.detach()

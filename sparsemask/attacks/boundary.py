@@ -64,8 +64,12 @@ class Boundary(Attack):
             starting_points = starting_points.detach().clone()
         x, y = x.detach().clone(), y.detach().clone().long()
         targets = None if targets is None else targets.detach().clone().long()
-        with torch.no_grad():
-            return self._trace(x, y, targets, starting_points)
+        self._unchecked_labels = (y, targets)  # checked against K at the first forward pass
+        try:
+            with torch.no_grad():
+                return self._trace(x, y, targets, starting_points)
+        finally:
+            self._unchecked_labels = None
 
     def _run(self, x, y, targets):
         return self._trace(x, y, targets, None)[0]

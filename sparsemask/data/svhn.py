@@ -38,7 +38,14 @@ def load_svhn(root: Optional[PathLike] = None, split: str = "train") -> ImageDat
         raise CorruptDatasetError(f"{path}: expected variables 'X' and 'y', found {sorted(k for k in mat if not k.startswith('__'))}")
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8:
         raise CorruptDatasetError(f"{path}: 'X' must be uint8 [32, 32, 3, N], got {x.dtype} {x.shape}")
-    y = np.asarray(y).reshape(-1).astype(np.int64)
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind == "f" and y.size and not np.array_equal(y, np.round(y)):
+        # astype would truncate 2.5 to 2 (NaN to garbage) without a word.
+        raise CorruptDatasetError(f"{path}: 'y' must hold integer labels 0..10, got non-integer values such as "
+                                  f"{y[~(y == np.round(y))][0]!r}")
+    if y.dtype.kind not in "iuf":
+        raise CorruptDatasetError(f"{path}: 'y' must hold integer labels 0..10, got dtype {y.dtype}")
+    y = y.astype(np.int64)
     if y.shape[0] != x.shape[3]:
         raise CorruptDatasetError(f"{path}: 'y' has {y.shape[0]} labels for {x.shape[3]} images")
     if y.size and (y.min() < 0 or y.max() > 10):

@@ -105,7 +105,12 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    if path.suffix not in (".yaml", ".yml", ".toml"):  # before reading: a binary file is not UTF-8
+        raise ValueError(f"config file {str(path)!r}: expected a .yaml, .yml or .toml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from e
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
@@ -138,6 +143,17 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def _check_known(base: Mapping[str, Any], overrides: Mapping[str, Any], prefix: str) -> None:
+    """Overrides (``--set``) may only change settings that exist: a misspelled key would be
+    kept and silently ignored."""
+    for key, value in overrides.items():
+        if key not in base:
+            known = ", ".join(sorted(f"{prefix}{k}" for k in base))
+            raise ValueError(f"unknown setting {prefix}{key!r} in the overrides (--set); known here: {known}")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            _check_known(base[key], value, f"{prefix}{key}.")
+
+
 def resolve_config(scale: str, defaults: Optional[Mapping[str, Any]] = None,
                    config: Optional[Mapping[str, Any]] = None,
                    overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
@@ -151,6 +167,7 @@ def resolve_config(scale: str, defaults: Optional[Mapping[str, Any]] = None,
     cfg = deep_merge(SCALES[scale], defaults.get("all"))
     cfg = deep_merge(cfg, defaults.get(scale))
     cfg = deep_merge(cfg, config)
+    _check_known(cfg, overrides or {}, "")
     cfg = deep_merge(cfg, overrides)
     cfg["scale"] = scale
     return cfg

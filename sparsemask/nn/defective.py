@@ -136,6 +136,17 @@ class DefectiveConv2d(nn.Conv2d):
             return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
         return masked_conv2d(input, self.weight, self.bias, self.mask, self.stride, self.padding, self.dilation)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # copy_ would turn a float mask into bool by "!= 0": 0.5 everywhere loads as all-kept.
+        mask = state_dict.get(prefix + "mask")
+        if isinstance(mask, Tensor) and mask.dtype != torch.bool:
+            error_msgs.append(f"{prefix}mask must be a torch.bool tensor (the defective layer's mask), got "
+                              f"{mask.dtype}")
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
     def extra_repr(self) -> str:
         s = f"{super().extra_repr()}, keep={self.keep:g}, kind={self.kind}, kept={self.kept_fraction():.3f}"
         if self.defer_mask:

@@ -184,6 +184,10 @@ def _masked_conv2d_fwd_kernel(
             rows = tl.zeros((BLOCK_N, C_OUT_PAD), dtype=tl.float64)
         else:
             rows = tl.zeros((BLOCK_N, C_OUT_PAD), dtype=tl.float32)
+        # The one-hot product would spread a NaN/Inf of one entry to its whole row
+        # (0 * NaN = NaN): finite values go through it, non-finite ones as a code
+        # (1 NaN, 2 +Inf, 3 -Inf; exact, one nonzero term per entry) restored after the loop.
+        special = tl.zeros((BLOCK_N, C_OUT_PAD), dtype=rows.dtype)
         for j0 in range(0, cnt, BLOCK_J):
             offs_j = j0 + tl.arange(0, BLOCK_J)
             j_ok = offs_j < cnt
@@ -194,7 +198,16 @@ def _masked_conv2d_fwd_kernel(
             if HAS_BIAS:
                 acc += tl.load(b_ptr + ch, mask=j_ok, other=0.0).to(acc.dtype)[None, :]
             onehot = (ch[:, None] == offs_co[None, :]).to(acc.dtype)  # [BLOCK_J, C_OUT_PAD]
-            rows = tl.dot(acc, onehot, rows, input_precision="ieee", out_dtype=rows.dtype)
+            is_nan = acc != acc
+            is_pinf = acc == float("inf")
+            is_ninf = acc == -float("inf")
+            code = tl.where(is_nan, 1.0, tl.where(is_pinf, 2.0, tl.where(is_ninf, 3.0, 0.0))).to(acc.dtype)
+            finite = tl.where(is_nan | is_pinf | is_ninf, 0.0, acc).to(acc.dtype)
+            rows = tl.dot(finite, onehot, rows, input_precision="ieee", out_dtype=rows.dtype)
+            special = tl.dot(code, onehot, special, input_precision="ieee", out_dtype=rows.dtype)
+        rows = tl.where(special == 1.0, float("nan"), rows)
+        rows = tl.where(special == 2.0, float("inf"), rows)
+        rows = tl.where(special == 3.0, -float("inf"), rows)
         o_off = offs_n.to(tl.int64)[:, None] * o_sn + offs_co.to(tl.int64)[None, :] * o_sc + oy * o_sh + ox * o_sw
         tl.store(out_ptr + o_off, rows.to(out_ptr.dtype.element_ty),
                  mask=n_ok[:, None] & (offs_co < C_OUT)[None, :])
@@ -462,7 +475,7 @@ def _masked_conv2d_triton_op(input: Tensor, weight: Tensor, bias: Optional[Tenso
         return (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), triton.cdiv(n, meta["BLOCK_N"]))
 
     torch.library.wrap_triton(_masked_conv2d_fwd_kernel)[grid](
-        input, weight, bias if bias is not None else out, out, pos_count, pos_ch,
+        input, weight, bias.contiguous() if bias is not None else out, out, pos_count, pos_ch,  # b_ptr: stride 1
         n, c_in, h, w, c_out, ho, wo,
         *input.stride(), *weight.stride(), *out.stride(), *_conv_args(stride, padding, dilation),
         KH=kh, KW=kw, TAP_LOOP=_tap_loop(c_in), FULL_ROWS=full_rows, C_OUT_PAD=c_out_pad,
@@ -540,6 +553,11 @@ def _backward(ctx, grad_output):
     input, weight, mask = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     need_bias = bool(need_bias and ctx.has_bias)
+    if torch.is_grad_enabled():  # create_graph=True: a differentiable (dense) backward
+        from ..ops import differentiable_conv_backward
+
+        return differentiable_conv_backward(grad_output, input, weight, mask, *ctx.conv_args,
+                                            [need_input, need_weight, need_bias]) + (None,) * 4
     grad_input, grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_triton_backward(
         grad_output, input, weight, mask, *ctx.conv_args, [bool(need_input), bool(need_weight), need_bias])
     return (grad_input if need_input else None, grad_weight if need_weight else None,
