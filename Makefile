@@ -51,18 +51,22 @@ demo: build
 # through PYTHONPATH), and of the CUDA kernels (nvcc -Xptxas -v). Any compile error fails.
 TRITON_GPU_VERSION ?= 3.6.0
 REPORT_DIR ?= benchmarks/results/compile
+# e.g. COMPILE_REPORT_ARGS="--first-config-only none" (every config for float32-ieee too)
+COMPILE_REPORT_ARGS ?=
 .triton36/.installed-$(TRITON_GPU_VERSION): $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps --upgrade --target .triton36 "triton==$(TRITON_GPU_VERSION)"
 	touch $@
 
 compile-report: build .triton36/.installed-$(TRITON_GPU_VERSION)
 	@mkdir -p $(REPORT_DIR)
-	$(PY) benchmarks/compile_report.py triton --json $(REPORT_DIR)/triton-ci.json
-	PYTHONPATH=$(CURDIR)/.triton36 $(PY) benchmarks/compile_report.py triton \
-	  --expect-version $(TRITON_GPU_VERSION) --json $(REPORT_DIR)/triton-$(TRITON_GPU_VERSION).json
+	PYTHONPATH=$(CURDIR)/.triton36 $(PY) benchmarks/compile_report.py triton $(COMPILE_REPORT_ARGS) \
+	  --expect-version $(TRITON_GPU_VERSION) --label "the GPU machine's" \
+	  --json $(REPORT_DIR)/triton-$(TRITON_GPU_VERSION).json
+	$(PY) benchmarks/compile_report.py triton $(COMPILE_REPORT_ARGS) --label "CI's" --json $(REPORT_DIR)/triton-ci.json
 	$(PY) benchmarks/compile_report.py cuda --json $(REPORT_DIR)/cuda.json
-	$(PY) benchmarks/compile_report.py docs $(REPORT_DIR)/triton-ci.json \
-	  $(REPORT_DIR)/triton-$(TRITON_GPU_VERSION).json $(REPORT_DIR)/cuda.json
+	$(PY) benchmarks/compile_report.py docs $(REPORT_DIR)/triton-$(TRITON_GPU_VERSION).json \
+	  $(REPORT_DIR)/triton-ci.json $(REPORT_DIR)/cuda.json \
+	  --command "make compile-report$(if $(COMPILE_REPORT_ARGS), COMPILE_REPORT_ARGS=\"$(COMPILE_REPORT_ARGS)\")"
 
 bench: build
 	$(PY) benchmarks/bench_masked_conv.py --out benchmarks/results

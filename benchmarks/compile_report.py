@@ -57,6 +57,11 @@ DTYPES = {
     "float64": ("float64", False),
 }
 
+# Compiled with the first autotune config only by default: allow_tf32=False is the
+# non-default float32 path; its branch still compiles in every kernel and variant, and CI's
+# compile step stays near 6 minutes on 2 cores instead of 9 (`--first-config-only none`).
+FIRST_CONFIG_ONLY = ("float32-ieee",)
+
 # Representative layers (batch 128, stride 1, padding 1, 3x3): the integer arguments decide
 # Triton's specialisations (divisibility by 16, == 1), so they are those of real layers.
 LAYERS = {
@@ -185,7 +190,8 @@ def _launch_args(kernel: str, mod, layer: dict, has_bias: bool, dtype_label: str
     raise KeyError(kernel)
 
 
-def _triton_jobs(kernels: dict, only: str | None, dtypes: list[str], variants=None, config_ids=None) -> list[tuple]:
+def _triton_jobs(kernels: dict, only: str | None, dtypes: list[str], variants=None, config_ids=None,
+                 first_config_only=()) -> list[tuple]:
     missing = sorted(set(kernels) - set(VARIANTS))
     if missing:
         raise SystemExit(f"compile_report: no variants for Triton kernel(s) {missing}: add them to VARIANTS "
@@ -204,6 +210,8 @@ def _triton_jobs(kernels: dict, only: str | None, dtypes: list[str], variants=No
                 continue
             for dt in dtypes:
                 for ci in range(len(configs)):
+                    if ci > 0 and dt in first_config_only:
+                        continue
                     if config_ids is None or ci in config_ids:
                         jobs.append((name, vi, dt, ci))
     return jobs
@@ -319,7 +327,7 @@ class _Compiler:
         autotuner, fn, mod = self.kernels[name]
         variant, layer, has_bias = VARIANTS[name][vi]
         cfg = _configs(autotuner)[ci]
-        row = dict(kernel=name, variant=variant, layer=layer, dtype=dtype, config=_config_label(cfg), config_index=ci,
+        row = dict(kernel=name, variant=variant, variant_index=vi, layer=layer, dtype=dtype, config=_config_label(cfg), config_index=ci,
                    num_warps=cfg.num_warps, num_stages=cfg.num_stages, triton=self.triton.__version__)
         t0, c0 = time.perf_counter(), _cpu_s()
         try:
@@ -379,7 +387,8 @@ def cmd_triton(ns) -> int:
                   f"from {triton.__file__}", file=sys.stderr)
             return 2
         kernels = _discover_kernels()
-        jobs = _triton_jobs(kernels, ns.only, ns.dtypes, ns.variants, ns.configs)
+        first_only = [d for d in ns.first_config_only if d != "none"]
+        jobs = _triton_jobs(kernels, ns.only, ns.dtypes, ns.variants, ns.configs, first_only)
         if not jobs:
             print("compile_report: nothing selected", file=sys.stderr)
             return 2
@@ -402,7 +411,8 @@ def cmd_triton(ns) -> int:
                     _progress(row, len(rows), len(jobs))
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    report = dict(kind="triton", triton=triton.__version__, target=f"cuda sm_{SM}", date=_now(),
+    report = dict(kind="triton", triton=triton.__version__, label=ns.label, target=f"cuda sm_{SM}", date=_now(),
+                  first_config_only=first_only,
                   wall_s=round(time.perf_counter() - t0, 1), jobs=ns.jobs, layers=LAYERS, rows=rows)
     return _finish(report, ns)
 
@@ -585,9 +595,13 @@ def render(report: dict) -> str:
     lines = []
     if report["kind"] == "triton":
         dtypes = [d for d in DTYPES if any(r["dtype"] == d for r in rows)]
+        cpu = sum(r.get("cpu_s", 0) for r in rows)
         lines.append(f"Triton {report['triton']}, target {report['target']}, {len(rows)} compiles in "
-                     f"{report['wall_s']} s ({report['jobs']} processes). Cell: registers / shared memory; "
-                     "**bold** with `spill stores:loads` (bytes) where ptxas spills.")
+                     f"{report['wall_s']:.0f} s wall, {cpu:.0f} s CPU ({report['jobs']} processes). Cell: registers / "
+                     "shared memory; **bold** with `spill stores:loads` (bytes) where ptxas spills.")
+        if report.get("first_config_only"):
+            lines.append(f"{', '.join(report['first_config_only'])}: first config only (`-` = not compiled; "
+                         "`--first-config-only none` compiles every config).")
         lines.append("")
         lines.append("| kernel | variant | config | " + " | ".join(dtypes) + " |")
         lines.append("|---|---|---|" + "---|" * len(dtypes))
@@ -595,13 +609,17 @@ def render(report: dict) -> str:
         for r in rows:
             keyed.setdefault((r["kernel"], r["variant"], r["config_index"], r["config"]), {})[r["dtype"]] = r
         order = {k: i for i, k in enumerate(VARIANTS)}
-        for (kernel, variant, ci, cfg), by_dt in sorted(
-                keyed.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][0],
-                                               [v[0] for v in VARIANTS.get(kv[0][0], [])].index(kv[0][1])
-                                               if kv[0][1] in [v[0] for v in VARIANTS.get(kv[0][0], [])] else 0,
-                                               kv[0][2])):
+
+        def key(item):
+            (kernel, variant, ci, _), by_dt = item
+            r = next(iter(by_dt.values()))
+            names = [v[0] for v in VARIANTS.get(kernel, [])]
+            vi = r.get("variant_index", names.index(variant) if variant in names else 0)
+            return order.get(kernel, len(order)), kernel, vi, ci
+
+        for (kernel, variant, ci, cfg), by_dt in sorted(keyed.items(), key=key):
             short = _short_kernel(kernel)
-            cells = [_cell(by_dt[d]) if d in by_dt else "" for d in dtypes]
+            cells = [_cell(by_dt[d]) if d in by_dt else "-" for d in dtypes]
             lines.append(f"| {short} | {variant} | `{cfg}` | " + " | ".join(cells) + " |")
     else:
         lines.append(f"nvcc: {report['nvcc']}; target {report['target']}; flags from {report['flags_from']}. "
@@ -638,7 +656,8 @@ def summary(report: dict) -> list[str]:
                 f"`{r['kernel']}` {r['spill_stores']}:{r['spill_loads']}" for r in spilling))
         return lines
     cpu = sum(r.get("cpu_s", 0) for r in report["rows"])
-    lines = [f"- Triton {report['triton']}: {len(rows)} compiled, {failed} failed, {len(spilling)} spill; max "
+    label = f" ({report['label']})" if report.get("label") else ""
+    lines = [f"- Triton {report['triton']}{label}: {len(rows)} compiled, {failed} failed, {len(spilling)} spill; max "
              f"{top['regs']} registers, max shared memory {_kib(max(r['shared'] for r in rows))}; "
              f"{report['wall_s']:.0f} s wall, {cpu:.0f} s CPU."]
     groups: dict = {}
@@ -671,13 +690,13 @@ END = "<!-- compile-report:end -->"
 
 def cmd_docs(ns) -> int:
     reports = [json.loads(Path(p).read_text()) for p in ns.reports]
-    reports.sort(key=lambda r: (r["kind"] != "triton", tuple(-int(x) for x in r.get("triton", "0").split(".")
-                                                                if x.isdigit())))
     parts = [BEGIN, "", f"Generated {_now()} by `{ns.command}`.", ""]
     for r in reports:
         parts += summary(r)
     for r in reports:
         title = f"Triton {r['triton']}" if r["kind"] == "triton" else "CUDA (csrc/cuda, nvcc -Xptxas -v)"
+        if r.get("label"):
+            title += f" ({r['label']})"
         parts += ["", f"### {title}", "", render(r)]
     parts += ["", END]
     block = "\n".join(parts)
@@ -700,8 +719,13 @@ def main(argv=None) -> int:
     t.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
     t.add_argument("--only", help="only kernels whose name contains this")
     t.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    t.add_argument("--first-config-only", nargs="+", default=list(FIRST_CONFIG_ONLY), metavar="DTYPE",
+                   choices=[*DTYPES, "none"],
+                   help=f"dtypes compiled with each kernel's first autotune config only, to keep CI short "
+                        f"(default: {' '.join(FIRST_CONFIG_ONLY) or 'none'}; 'none': every config for every dtype)")
     t.add_argument("--variants", type=int, nargs="+", help="only these variant indices (VARIANTS)")
     t.add_argument("--configs", type=int, nargs="+", help="only these autotune config indices")
+    t.add_argument("--label", help="a few words naming this Triton in the docs, e.g. \"the GPU machine's\"")
     t.add_argument("--expect-version", help="fail unless `import triton` finds this version")
     c = sub.add_parser("cuda", help="nvcc -Xptxas -v report of csrc/cuda/*.cu for sm_90")
     for s in (t, c):
