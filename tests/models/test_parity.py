@@ -151,3 +151,22 @@ def test_default_normalisation_is_the_published_constants():
     mnist = models.lenet5(in_channels=1, input_size=28)
     torch.testing.assert_close(mnist.normalize.mean.flatten(), torch.tensor([0.1307]))
     torch.testing.assert_close(mnist.normalize.std.flatten(), torch.tensor([0.3081]))
+
+
+def test_densenet121_text_reading_paper_and_sparse_orders_differ_in_eval():
+    """docs/models.md: the eval-output identity of the two orders needs each defective conv's
+    output to reach only its BN; DenseNet-121's text reading breaks it (the stem conv also
+    feeds the concatenation), its published placement (BN-output masks) does not."""
+    x = torch.rand(2, 3, SIZE, SIZE, dtype=torch.float64)
+    diffs = {}
+    for reading in ("text", "code"):
+        torch.manual_seed(0)
+        paper = models.densenet121(input_size=SIZE, defective=dict(keep=0.5, seed=0, reference="paper",
+                                                                   reading=reading)).double().eval()
+        sparse = models.densenet121(input_size=SIZE, defective=dict(keep=0.5, seed=0, reading=reading))
+        sparse = sparse.double().eval()
+        sparse.load_state_dict(paper.state_dict())
+        with torch.no_grad():
+            diffs[reading] = (paper(x) - sparse(x)).abs().max().item()
+    assert diffs["text"] > 1e-6
+    assert diffs["code"] <= TOL
