@@ -205,10 +205,10 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         ``source``'s mask or by ``mask`` [C, H, W] of its own."""
         if not isinstance(bn, nn.BatchNorm2d):
             raise TypeError(f"from_batchnorm: bn must be an nn.BatchNorm2d, got {type(bn).__name__}")
-        extra = {} if source is not None else dict(mask=mask, keep=keep, kind=kind, sampling=sampling)
-        if mask is not None and source is None:
-            dev = bn.running_mean if bn.running_mean is not None else bn.weight
-            extra["mask"] = mask.to(dev.device) if dev is not None else mask
+        extra = {} if source is not None else dict(keep=keep, kind=kind, sampling=sampling)
+        if mask is not None:  # (with a source too: refused by __init__)
+            like = bn.running_mean if bn.running_mean is not None else bn.weight
+            extra["mask"] = mask.to(like.device) if like is not None else mask
         new = cls(bn.num_features, source, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
                   track_running_stats=bn.track_running_stats, device="meta", **extra)
         # Take over bn's tensors as they are (device, dtype, values).
