@@ -18,7 +18,7 @@ from ._extension import load_extension as _load_extension
 _load_extension()
 
 from .backend import BACKENDS, backend, get_backend, set_backend  # noqa: E402
-from .masks import MASK_KINDS, random_mask  # noqa: E402
+from .masks import MASK_KINDS, SAMPLINGS, random_mask  # noqa: E402
 from .ops import conv_output_size, dense_masked_conv2d, masked_conv2d  # noqa: E402
 from .plan import mask_plan  # noqa: E402
 
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 _SUBMODULES = ("nn", "models", "attacks", "data", "experiments", "train", "triton", "cli", "plan", "masks")
 
 __all__ = ["masked_conv2d", "dense_masked_conv2d", "conv_output_size", "backend", "set_backend", "get_backend",
-           "BACKENDS", "random_mask", "MASK_KINDS", "mask_plan", "defect", *_SUBMODULES]
+           "BACKENDS", "random_mask", "MASK_KINDS", "SAMPLINGS", "mask_plan", "defect", *_SUBMODULES]
 
 
 def __getattr__(name: str):

@@ -12,19 +12,29 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Normalize", "default_stats", "choose_stem", "finish", "DEFECTIVE_KEYS", "check_builder_args"]
+__all__ = ["Normalize", "default_stats", "choose_stem", "finish", "DEFECTIVE_KEYS", "check_builder_args",
+           "STATS"]
 
-# Per-channel statistics of the data sets the project reads (inputs in [0, 1]).
-_STATS = {
-    3: ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # CIFAR-10 train set
-    1: ((0.2860,), (0.3530,)),  # Fashion-MNIST train set
+# Per-channel (mean, std) of inputs in [0, 1]. The defaults are the constants the published
+# code (tiangeluo/DefectiveCNN, Mains/) normalised with: "cifar10-published" — note its std
+# is the widely copied (0.2023, 0.1994, 0.2010), not the train set's pixel std — and
+# "mnist-published". The measured train-set statistics stay available by name.
+STATS = {
+    "cifar10-published": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "mnist-published": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # CIFAR-10 train set, measured
+    "fashion-mnist": ((0.2860,), (0.3530,)),  # Fashion-MNIST train set, measured
 }
-DEFECTIVE_KEYS = ("keep", "where", "kind", "widen", "seed", "reference")
+_DEFAULT_BY_CHANNELS = {3: "cifar10-published", 1: "mnist-published"}
+DEFECTIVE_KEYS = ("keep", "where", "kind", "widen", "seed", "reference", "sampling", "reading")
 
 
 def default_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) used when a builder gets none: CIFAR-10 for 3 channels, Fashion-MNIST for 1."""
-    return _STATS.get(channels, ((0.5,) * channels, (0.5,) * channels))
+    """(mean, std) used when a builder gets none: the published code's constants — CIFAR-10
+    (std 0.2023, 0.1994, 0.2010) for 3 channels, MNIST (0.1307, 0.3081) for 1 — else 0.5s.
+    Other sets: ``mean=STATS["fashion-mnist"][0], std=STATS["fashion-mnist"][1]``."""
+    name = _DEFAULT_BY_CHANNELS.get(channels)
+    return STATS[name] if name else ((0.5,) * channels, (0.5,) * channels)
 
 
 class Normalize(nn.Module):
@@ -95,10 +105,16 @@ def choose_stem(stem: Optional[str], input_size: int) -> str:
 
 
 def finish(model: nn.Module, in_channels: int, input_size: int, placement: dict,
-           defective: Optional[dict]) -> nn.Module:
-    """Record input shape and placement on ``model``, then make it defective if asked."""
+           defective: Optional[dict], placement_text: Optional[dict] = None) -> nn.Module:
+    """Record input shape and placements on ``model``, then make it defective if asked.
+
+    ``placement``: {"bottom": [...], "top": [...]} as the published code masks (the default,
+    ``model.defect_placement``); ``placement_text``: the paper text's reading where it differs
+    (``model.defect_placement_text``; None: the same table).
+    """
     model.input_shape = (1, in_channels, input_size, input_size)
     model.defect_placement = placement
+    model.defect_placement_text = placement if placement_text is None else placement_text
     if defective is None:
         return model
     if not isinstance(defective, dict):

@@ -3,7 +3,14 @@
 CIFAR layout (3x3 stem conv, dense blocks 6-12-24-16, transitions with compression 0.5) as
 the seeds used; ``stem="imagenet"`` puts the 7x7/2 conv + BN + ReLU + max-pool in front.
 Blocks as the seeds count them: block 0 = stem conv, blocks 1-4 = ``dense1``..``dense4``.
-Defective placement: bottom = the 3x3 convs of blocks 0, 1, 2 (stem if 3x3, every
+Defective placement as the published code (``densenet_drop_012_*``, ``defect_placement``):
+BN-output masks, no conv made defective — the output of the BN in front of every 1x1 conv
+of blocks 1, 2 (``dense1/dense2.*.bn1``, 6 + 12) and of the transitions after them
+(``trans1.bn``, ``trans2.bn``): 20 masks; no 3x3 output is masked. These masks zero the
+*inputs* of 1x1 convs, so the sparse op has no output neurons to skip (no compute saving).
+top (no published variant; ours, the same points in blocks 3, 4): ``dense3.*.bn1``,
+``trans3.bn``, ``dense4.*.bn1``. The paper text's reading (``defect_placement_text``,
+``reading="text"``): bottom = the 3x3 convs of blocks 0, 1, 2 (stem if 3x3, every
 ``dense1/dense2.*.conv2``); top = the 3x3 convs of blocks 3, 4.
 """
 from __future__ import annotations
@@ -86,6 +93,16 @@ class DenseNet(nn.Module):
 
 
 def _placement(model: DenseNet) -> dict:
+    """The published code's BN-output masks (see the module docstring)."""
+    def points(i):
+        return [f"dense{i}.{j}.bn1" for j in range(len(getattr(model, f"dense{i}")))] + \
+            ([f"trans{i}.bn"] if hasattr(model, f"trans{i}") else [])
+
+    return {"bottom": points(1) + points(2), "top": points(3) + points(4)}
+
+
+def _placement_text(model: DenseNet) -> dict:
+    """The paper text's reading: the 3x3 convs of blocks 0-2 / 3-4."""
     def three(names):
         return [n for n in names if tuple(model.get_submodule(n).kernel_size) == (3, 3)]
 
@@ -97,7 +114,12 @@ def _placement(model: DenseNet) -> dict:
 
 def densenet121(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, defective: Optional[dict] = None,
                 *, stem: Optional[str] = None, mean=None, std=None) -> DenseNet:
-    """DenseNet-121, growth 32 (seed 000/001 appendix C.3). ``widen`` is not supported (concatenation)."""
+    """DenseNet-121, growth 32 (seed 000/001 appendix C.3). ``widen`` is not supported (concatenation).
+
+    Input [N, in_channels, input_size, input_size] in [0, 1] -> logits [N, num_classes].
+    ``where="bottom"`` masks the 20 BN outputs the published code masks (``reading="text"``:
+    the 19 3x3 convs of the text instead).
+    """
     check_builder_args("densenet121", num_classes, in_channels, input_size)
     model = DenseNet((6, 12, 24, 16), 32, 0.5, num_classes, in_channels, choose_stem(stem, input_size), mean, std)
-    return finish(model, in_channels, input_size, _placement(model), defective)
+    return finish(model, in_channels, input_size, _placement(model), defective, _placement_text(model))

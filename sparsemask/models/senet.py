@@ -1,9 +1,14 @@
 """SENet-18 (Hu et al. 2017) with pre-activation shortcut blocks, as seeds 000/001 use it.
 
 Eight SE blocks (2 per stage, 64-128-256-512 channels), squeeze-excitation reduction 16.
-Defective placement: bottom = the convs of the first 3 SE blocks (``layer1.0``,
-``layer1.1``, ``layer2.0``: conv1 and conv2 each — the 1x1 shortcut conv and the SE
-squeeze/excite, which act on pooled vectors, are not defective); top = the last 3 SE blocks.
+Defective placement as the published code (``senet_drop_012_*``, ``defect_placement``): the
+BN output in front of every conv of the **first 4** SE blocks (``layer1.0`` .. ``layer2.1``):
+``bn1`` (a BN-output mask: the block's pre-activation, which also feeds layer2.0's 1x1
+shortcut) and ``bn2`` (fed by ``conv1``, so ``conv1`` is made defective: 8 masks; ``conv2``'s
+output is not masked. top (no published variant; ours): the same points of the last 4 blocks.
+The paper text's reading (``defect_placement_text``, ``reading="text"``): bottom = conv1 and
+conv2 of the first 3 SE blocks (the 1x1 shortcut conv and the SE squeeze/excite, which act on
+pooled vectors, are not defective); top = the last 3 SE blocks.
 """
 from __future__ import annotations
 
@@ -72,15 +77,31 @@ class SENet(nn.Module):
         return self.linear(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
+def _blocks(model: SENet) -> list[str]:
+    return [f"layer{i}.{j}" for i in range(1, 5) for j in range(len(getattr(model, f"layer{i}")))]
+
+
 def _placement(model: SENet) -> dict:
-    blocks = [f"layer{i}.{j}" for i in range(1, 5) for j in range(len(getattr(model, f"layer{i}")))]
+    """The published code's masks: bn1 (own mask) and conv1 (-> bn2) of the first / last 4 blocks."""
+    blocks = _blocks(model)
+    points = lambda b: [f"{b}.bn1", f"{b}.conv1"]  # noqa: E731
+    return {"bottom": sum((points(b) for b in blocks[:4]), []), "top": sum((points(b) for b in blocks[-4:]), [])}
+
+
+def _placement_text(model: SENet) -> dict:
+    blocks = _blocks(model)
     convs = lambda b: [f"{b}.conv1", f"{b}.conv2"]  # noqa: E731
     return {"bottom": sum((convs(b) for b in blocks[:3]), []), "top": sum((convs(b) for b in blocks[-3:]), [])}
 
 
 def senet18(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, defective: Optional[dict] = None,
             *, stem: Optional[str] = None, mean=None, std=None) -> SENet:
-    """SENet-18 (pre-activation SE blocks); defective bottom = first 3 SE blocks."""
+    """SENet-18 (pre-activation SE blocks).
+
+    Input [N, in_channels, input_size, input_size] in [0, 1] -> logits [N, num_classes].
+    ``where="bottom"``: the published code's 8 masks in the first 4 SE blocks
+    (``reading="text"``: conv1/conv2 of the first 3 SE blocks).
+    """
     check_builder_args("senet18", num_classes, in_channels, input_size)
     model = SENet((2, 2, 2, 2), num_classes, in_channels, choose_stem(stem, input_size), mean, std)
-    return finish(model, in_channels, input_size, _placement(model), defective)
+    return finish(model, in_channels, input_size, _placement(model), defective, _placement_text(model))

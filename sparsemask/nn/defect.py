@@ -1,10 +1,18 @@
 """``defect(model, keep, where=...)``: turn a standard model's conv layers into defective ones.
 
 Placement (seeds 000/001): ``where="bottom"`` / ``"top"`` use the model's own table
-``model.defect_placement = {"bottom": [conv names], "top": [...]}`` (every builder in
-:mod:`sparsemask.models` sets it, exactly as the seeds place the layers); torchvision-style
-ResNets (``conv1``, ``layer1``..``layer4``) get the ResNet rule; any other model takes a list
-of names — a conv's name, or a module's name meaning every Conv2d inside it.
+``model.defect_placement = {"bottom": [names], "top": [...]}`` — where the authors' published
+code put the masks (``reading="code"``, the default) — or ``model.defect_placement_text``,
+the paper text's reading (``reading="text"``; a model without that table reads the same
+either way). Every builder in :mod:`sparsemask.models` sets both; torchvision-style ResNets
+(``conv1``, ``layer1``..``layer4``) get the ResNet rule; any other model takes a list of
+names — a conv's name, a module's name meaning every Conv2d inside it, or a BatchNorm2d's
+name meaning a *BN-output mask* (the BN's output masked, no conv made defective: the
+published DenseNet-121 / SENet-18 mask the BN in front of a conv).
+
+Masks are drawn ``sampling="exact"`` by default (exactly ``int(n * (1 - keep))`` units
+dropped per layer tensor, as the published code's ``Masks/genmask_*.py``), or
+``"bernoulli"`` (independent units, the papers' text).
 
 Each defective layer's feature size (H_out, W_out) comes from one forward pass of an
 example input with forward hooks, which also find the BatchNorm2d fed directly by each
@@ -25,30 +33,36 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..masks import MASK_KINDS, check_keep
+from ..masks import MASK_KINDS, check_keep, check_sampling, random_mask
 from .defective import REFERENCES, DefectiveConv2d, MaskedBatchNorm2d
 
-__all__ = ["defect", "defective_layers", "resolve_where", "widen_channels"]
+__all__ = ["defect", "defective_layers", "masked_norms", "resolve_where", "widen_channels", "READINGS"]
 
 Where = Union[str, Sequence[str]]
+# "code": where the authors' published code (tiangeluo/DefectiveCNN) masks; "text": the paper's text.
+READINGS = ("code", "text")
 
 
 # ---------------------------------------------------------------------------------------
 # Placement
 
-def _resnet_placement(model: nn.Module) -> Optional[dict]:
+def _resnet_placement(model: nn.Module, reading: str = "code") -> Optional[dict]:
     """ResNet rule for torchvision-style ResNets: blocks 0 (stem conv) .. 4 (layer4).
 
-    bottom = blocks 0, 1, 2; top = blocks 3, 4. Shortcut (downsample) convs are not
-    layers of a block in the seeds' count. For Bottleneck ResNets only the 3x3 convs.
+    bottom = blocks 0, 1, 2; top = blocks 3, 4. For Bottleneck ResNets only the 3x3 convs
+    (code and text agree). For basic-block ResNets the published code also masks the BN
+    output of every projection shortcut (``downsample``) in the chosen stages, i.e. the
+    shortcut conv is defective (``reading="code"``); the text counts only block convs.
     """
     if not all(hasattr(model, n) for n in ("conv1", "layer1", "layer2", "layer3", "layer4")):
         return None
     bottleneck = any(name.endswith("conv3") for name, _ in model.layer1.named_modules())
+    with_shortcuts = reading == "code" and not bottleneck
     blocks = [["conv1"]]
     for i in range(1, 5):
         names = [f"layer{i}.{n}" for n, m in getattr(model, f"layer{i}").named_modules()
-                 if isinstance(m, nn.Conv2d) and "downsample" not in n and "shortcut" not in n]
+                 if isinstance(m, nn.Conv2d)
+                 and (with_shortcuts or ("downsample" not in n and "shortcut" not in n))]
         blocks.append(names)
     if bottleneck:
         blocks = [[n for n in b if tuple(model.get_submodule(n).kernel_size) == (3, 3)] for b in blocks]
@@ -59,11 +73,22 @@ def _conv_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def resolve_where(model: nn.Module, where: Where) -> list[str]:
-    """The names of the Conv2d layers ``where`` selects, in model order."""
+def _placement_table(model: nn.Module, reading: str) -> Optional[dict]:
+    if reading == "text":
+        table = getattr(model, "defect_placement_text", None)
+        if table is not None:
+            return table
+    return getattr(model, "defect_placement", None) or _resnet_placement(model, reading)
+
+
+def resolve_where(model: nn.Module, where: Where, reading: str = "code") -> list[str]:
+    """The names of the Conv2d layers (and BatchNorm2d layers: BN-output masks) ``where``
+    selects, in model order. ``reading`` picks the placement table for "bottom"/"top"."""
+    if reading not in READINGS:
+        raise ValueError(f"defect: reading must be one of {', '.join(READINGS)}, got {reading!r}")
     convs = _conv_names(model)
     if isinstance(where, str):
-        placement = getattr(model, "defect_placement", None) or _resnet_placement(model)
+        placement = _placement_table(model, reading)
         if where in ("bottom", "top"):
             if placement is None or where not in placement:
                 raise ValueError(
@@ -81,20 +106,26 @@ def resolve_where(model: nn.Module, where: Where) -> list[str]:
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"defect: {type(model).__name__} has no layer named {name!r}{hint}")
         module = modules[name]
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
             chosen.append(name)
             continue
         inside = [f"{name}.{n}" if name else n for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and n]
         if not inside:
             raise ValueError(f"defect: layer {name!r} is a {type(module).__name__} with no Conv2d inside")
         chosen.extend(inside)
-    order = {n: i for i, n in enumerate(convs)}
+    order = {n: i for i, n in enumerate(modules)}
     return sorted(dict.fromkeys(chosen), key=order.__getitem__)
 
 
 def defective_layers(model: nn.Module) -> list[str]:
     """Names of the DefectiveConv2d layers of ``model``, in model order."""
     return [n for n, m in model.named_modules() if isinstance(m, DefectiveConv2d)]
+
+
+def masked_norms(model: nn.Module) -> list[str]:
+    """Names of the BN-output masks of ``model`` (MaskedBatchNorm2d layers with a mask of
+    their own, not fed by a DefectiveConv2d), in model order."""
+    return [n for n, m in model.named_modules() if isinstance(m, MaskedBatchNorm2d) and m.source is None]
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,10 +146,12 @@ def _example_input(model: nn.Module, example_input: Optional[Tensor]) -> Tensor:
 
 
 def _trace(model: nn.Module, names: list[str], x: Tensor) -> tuple[dict, dict]:
-    """One forward pass: output size of each named conv, and the BN fed directly by it."""
+    """One forward pass: output size (H, W) of each named conv, input size (C, H, W) of each
+    named BatchNorm2d, and the BN fed directly by each named conv."""
     modules = dict(model.named_modules())
     sizes, bn_of, produced = {}, {}, {}
     handles = []
+    wanted = set(names)
 
     def conv_hook(name):
         def hook(module, args, output):
@@ -128,6 +161,8 @@ def _trace(model: nn.Module, names: list[str], x: Tensor) -> tuple[dict, dict]:
 
     def bn_hook(name):
         def hook(module, args):
+            if name in wanted:
+                sizes.setdefault(name, tuple(args[0].shape[1:]))
             hit = produced.get(id(args[0]))
             if hit is not None and hit[1] is args[0]:
                 bn_of.setdefault(hit[0], name)
@@ -135,7 +170,8 @@ def _trace(model: nn.Module, names: list[str], x: Tensor) -> tuple[dict, dict]:
 
     try:
         for n in names:
-            handles.append(modules[n].register_forward_hook(conv_hook(n)))
+            if isinstance(modules[n], nn.Conv2d):
+                handles.append(modules[n].register_forward_hook(conv_hook(n)))
         for n, m in modules.items():
             if type(m) is nn.BatchNorm2d:
                 handles.append(m.register_forward_pre_hook(bn_hook(n)))
@@ -165,13 +201,16 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def defect(model: nn.Module, keep: float, where: Where = "bottom", kind: str = "neuron", widen: int = 1,
            seed: Optional[int] = None, example_input: Optional[Tensor] = None, *, reference: str = "sparse",
-           generator: Optional[torch.Generator] = None) -> nn.Module:
+           generator: Optional[torch.Generator] = None, sampling: str = "exact",
+           reading: str = "code") -> nn.Module:
     """Replace the conv layers ``where`` selects by :class:`DefectiveConv2d` (in place; returns ``model``).
 
     Args:
         model: any nn.Module whose chosen layers are groups=1 Conv2d.
         keep: keep probability p in [0, 1] of each neuron (seed 000's drop ratio is 1 - p).
-        where: ``"bottom"`` | ``"top"`` (the model's placement table) | list of layer names.
+        where: ``"bottom"`` | ``"top"`` (the model's placement table) | list of layer names
+            (a BatchNorm2d's name: mask that BN's output, a :class:`MaskedBatchNorm2d` with a
+            mask of its own, sized [C, H, W] by the BN's input).
         kind: ``"neuron"`` (the method) | ``"channel"`` ("DC") | ``"shared"`` ("SM").
         widen: multiply the chosen layers' output channels by this int (the seeds' "xn").
         seed / generator: masks are drawn layer by layer, in model order, from this
@@ -180,6 +219,11 @@ def defect(model: nn.Module, keep: float, where: Where = "bottom", kind: str = "
             ``zeros(model.input_shape)`` (set by the builders).
         reference: ``"sparse"`` (sparse conv, BN sees zeros at the defective positions) or
             ``"paper"`` (dense conv, BN on dense values, then mask: the official code's order).
+        sampling: ``"exact"`` (exactly ``int(n * (1 - keep))`` units dropped per layer tensor,
+            the published code's masks) or ``"bernoulli"`` (independent units).
+        reading: ``"code"`` (where the published code masks; e.g. ResNet-18's projection
+            shortcuts) or ``"text"`` (the paper's text) — picks the placement table for
+            ``where="bottom"/"top"``; no effect on explicit names.
 
     A BatchNorm2d fed directly by a chosen conv becomes a :class:`MaskedBatchNorm2d`, so the
     unit computes ``act(mask * BN(conv(x)))``. Calling ``defect`` again on other layers
@@ -190,27 +234,45 @@ def defect(model: nn.Module, keep: float, where: Where = "bottom", kind: str = "
         raise ValueError(f"defect: unknown kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")
     if reference not in REFERENCES:
         raise ValueError(f"defect: reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
+    try:
+        check_sampling(sampling)
+    except ValueError as exc:
+        raise ValueError(f"defect: {exc}") from None
     if isinstance(widen, bool) or not isinstance(widen, int) or widen < 1:
         raise ValueError(f"defect: widen must be a positive int, got {widen!r}")
     if seed is not None and generator is not None:
         raise ValueError("defect: pass either seed or generator, not both")
-    names = resolve_where(model, where)
+    names = resolve_where(model, where, reading)
     modules = dict(model.named_modules())
     for n in names:
         m = modules[n]
-        if isinstance(m, DefectiveConv2d):
-            raise ValueError(f"defect: layer {n!r} is already defective")
-        if m.groups != 1:
+        if isinstance(m, (DefectiveConv2d, MaskedBatchNorm2d)):
+            raise ValueError(f"defect: layer {n!r} is already {'defective' if isinstance(m, nn.Conv2d) else 'masked'}")
+        if isinstance(m, nn.Conv2d) and m.groups != 1:
             raise ValueError(f"defect: layer {n!r} has groups={m.groups}; only groups=1 convs can be defective")
+    convs = [n for n in names if isinstance(modules[n], nn.Conv2d)]
+    if widen > 1 and not convs:
+        raise ValueError(f"defect: widen multiplies the output channels of defective convs, but where={where!r} "
+                         "selects no conv (only BN-output masks)")
     if widen > 1:
-        widen_channels(model, names, widen, example_input=example_input)
+        widen_channels(model, convs, widen, example_input=example_input)
     x = _example_input(model, example_input)
     sizes, bn_of = _trace(model, names, x)
+    doubled = sorted(set(bn_of[c] for c in convs if c in bn_of) & set(names))
+    if doubled:
+        raise ValueError(f"defect: {doubled} would be masked twice: each is fed by a chosen conv, whose mask it "
+                         "applies already; name either the conv or the BN")
     if generator is None and seed is not None:
         generator = torch.Generator().manual_seed(int(seed))
-    for n in names:
-        conv = DefectiveConv2d.from_conv2d(model.get_submodule(n), keep=keep, feature_size=sizes[n], kind=kind,
-                                           generator=generator)
+    for n in names:  # model order: the masks come from the generator in this order
+        module = model.get_submodule(n)
+        if isinstance(module, nn.BatchNorm2d):
+            mask = random_mask(*sizes[n], keep, kind, generator=generator, sampling=sampling)
+            _set_module(model, n, MaskedBatchNorm2d.from_batchnorm(module, mask=mask, keep=keep, kind=kind,
+                                                                   sampling=sampling))
+            continue
+        conv = DefectiveConv2d.from_conv2d(module, keep=keep, feature_size=sizes[n], kind=kind,
+                                           generator=generator, sampling=sampling)
         _set_module(model, n, conv)
         if n in bn_of:
             _set_module(model, bn_of[n], MaskedBatchNorm2d.from_batchnorm(model.get_submodule(bn_of[n]), conv))

@@ -6,15 +6,20 @@
                         defective conv feeding it: the defective unit of the published code is
                         ``act(mask * BN(conv(x)))`` — BN adds its shift ``beta - gamma*mu/sigma``
                         everywhere, so without the second mask the defective neurons would not
-                        stay zero after BN.
+                        stay zero after BN. Or, with a mask of its own (no source conv), a
+                        *BN-output mask*: the published DenseNet-121 and SENet-18 mask the BN
+                        output in front of a conv (its input), where no conv output is masked.
 
 BN statistics. In the default order the convolution is sparse, so BN's batch mean/variance
 are taken over a tensor that is exactly 0 at the defective positions. The official code
 computed the dense convolution, ran BN on the dense values and masked afterwards
 (``reference="paper"``): its statistics include the values of the defective neurons. The
-two orders give identical outputs in eval mode with the same running statistics (BN is an
-affine map per channel, and the mask zeroes the defective positions either way); in
-training mode the normalisation constants, hence the learned models, differ slightly.
+two orders give identical eval-mode outputs with the same running statistics *when the
+conv's output reaches nothing but that BN* (BN is an affine map per channel, and the mask
+zeroes the defective positions either way); in training mode the normalisation constants,
+hence the learned models, differ slightly. Where the conv's raw output also goes elsewhere
+(the text reading of DenseNet-121: the stem's output is both BN'd and concatenated), the
+paper order carries the dense values there and eval outputs differ too.
 Use ``reference="paper"`` (``DefectiveConv2d.defer_mask = True``) for parity runs.
 """
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..masks import MASK_KINDS, check_keep, random_mask
+from ..masks import MASK_KINDS, check_keep, check_sampling, random_mask
 from ..backend import get_backend
 from ..ops import (_fused_bn_supported, _run_fused, conv_output_size, defective_block, defective_unit,
                    masked_batch_norm_act, masked_conv2d)
@@ -62,6 +67,8 @@ class DefectiveConv2d(nn.Conv2d):
         kind: mask kind, see :data:`sparsemask.MASK_KINDS`.
         feature_size: (H_out, W_out) of this layer's output in the model (int for square).
         seed / generator: where the mask comes from (neither: torch's global generator).
+        sampling: ``"bernoulli"`` (independent units) or ``"exact"`` (a fixed count of
+            dropped units, the published code; :func:`sparsemask.defect` defaults to it).
 
     Shapes: input [N, C_in, H, W] -> output [N, C_out, H_out, W_out], exactly 0 where
     ``mask`` is False (unless ``defer_mask``: then the dense output, masked later by the
@@ -76,7 +83,7 @@ class DefectiveConv2d(nn.Conv2d):
                  padding: IntPair = 0, dilation: IntPair = 1, bias: bool = True, *, keep: float,
                  kind: str = "neuron", feature_size, seed: Optional[int] = None,
                  generator: Optional[torch.Generator] = None, groups: int = 1, padding_mode: str = "zeros",
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, sampling: str = "bernoulli") -> None:
         if groups != 1:
             raise ValueError(f"DefectiveConv2d: only groups=1 is supported, got groups={groups}")
         if padding_mode != "zeros":
@@ -87,20 +94,23 @@ class DefectiveConv2d(nn.Conv2d):
         if kind not in MASK_KINDS:
             raise ValueError(f"DefectiveConv2d: unknown kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")
         feature_size = _check_feature_size(feature_size)
+        check_sampling(sampling)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=1, bias=bias,
                          device=device, dtype=dtype)
         self.keep = keep
         self.kind = kind
+        self.sampling = sampling
         self.feature_size = feature_size
         # True when a MaskedBatchNorm2d downstream applies the mask (reference="paper").
         self.defer_mask = False
         mask = random_mask(out_channels, *feature_size, keep, kind, seed=seed, generator=generator,
-                           device=self.weight.device)
+                           device=self.weight.device, sampling=sampling)
         self.register_buffer("mask", mask, persistent=True)
 
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, *, keep: float, feature_size, kind: str = "neuron",
-                    seed: Optional[int] = None, generator: Optional[torch.Generator] = None) -> "DefectiveConv2d":
+                    seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                    sampling: str = "bernoulli") -> "DefectiveConv2d":
         """A DefectiveConv2d with ``conv``'s hyper-parameters and a copy of its weights."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"from_conv2d: conv must be an nn.Conv2d, got {type(conv).__name__}")
@@ -109,7 +119,7 @@ class DefectiveConv2d(nn.Conv2d):
         new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                   bias=conv.bias is not None, keep=keep, kind=kind, feature_size=feature_size, seed=seed,
                   generator=generator, padding_mode=conv.padding_mode, device=conv.weight.device,
-                  dtype=conv.weight.dtype)
+                  dtype=conv.weight.dtype, sampling=sampling)
         with torch.no_grad():
             new.weight.copy_(conv.weight)
             if conv.bias is not None:
@@ -148,40 +158,70 @@ class DefectiveConv2d(nn.Conv2d):
                                       error_msgs)
 
     def extra_repr(self) -> str:
-        s = f"{super().extra_repr()}, keep={self.keep:g}, kind={self.kind}, kept={self.kept_fraction():.3f}"
+        s = (f"{super().extra_repr()}, keep={self.keep:g}, kind={self.kind}, sampling={self.sampling}, "
+             f"kept={self.kept_fraction():.3f}")
         if self.defer_mask:
             s += ", reference=paper"
         return s
 
 
 class MaskedBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d followed by the mask of the defective conv that feeds it: ``BN(x) * mask``.
+    """BatchNorm2d followed by a fixed mask: ``BN(x) * mask``.
 
-    Same parameters, buffers and state_dict keys as the BatchNorm2d it replaces; the mask
-    is read from ``source`` (a :class:`DefectiveConv2d`) at every call, so it follows that
-    module through ``.to()``, ``load_state_dict`` and ``deepcopy`` and is stored once.
+    With ``source`` (a :class:`DefectiveConv2d`): the mask of the defective conv that feeds
+    this BN, read from ``source`` at every call, so it follows that module through
+    ``.to()``, ``load_state_dict`` and ``deepcopy`` and is stored once; same parameters,
+    buffers and state_dict keys as the BatchNorm2d it replaces.
 
-    Shapes: [N, C, H, W] -> [N, C, H, W] with C, H, W matching ``source.mask``.
+    Without ``source``: a *BN-output mask* of its own, ``mask`` bool [C, H, W], kept as a
+    persistent buffer (state_dict key ``<name>.mask``) — the published code's mask on a BN
+    output that feeds a conv (DenseNet-121's 1x1 convs, SENet-18's pre-activation convs).
+    ``keep``, ``kind`` and ``sampling`` only describe how that mask was drawn.
+
+    Shapes: [N, C, H, W] -> [N, C, H, W] with C, H, W matching the mask.
     """
 
-    def __init__(self, num_features: int, source: DefectiveConv2d, **kwargs) -> None:
+    def __init__(self, num_features: int, source: Optional[DefectiveConv2d] = None, *,
+                 mask: Optional[Tensor] = None, keep: Optional[float] = None, kind: str = "neuron",
+                 sampling: str = "bernoulli", **kwargs) -> None:
         super().__init__(num_features, **kwargs)
-        if not isinstance(source, DefectiveConv2d):
-            raise TypeError(f"MaskedBatchNorm2d: source must be a DefectiveConv2d, got {type(source).__name__}")
-        if source.out_channels != num_features:
-            raise ValueError(f"MaskedBatchNorm2d: num_features={num_features} must equal the source conv's "
-                             f"out_channels={source.out_channels}")
-        # A tuple keeps the conv out of this module's children (no duplicate parameters or
-        # state_dict entries) while deepcopy still maps it to the copied conv.
-        self._source = (source,)
+        if (source is None) == (mask is None):
+            raise ValueError("MaskedBatchNorm2d: pass exactly one of source (a DefectiveConv2d) or mask "
+                             "(a bool tensor [C, H, W])")
+        if source is not None:
+            if not isinstance(source, DefectiveConv2d):
+                raise TypeError(f"MaskedBatchNorm2d: source must be a DefectiveConv2d, got {type(source).__name__}")
+            if source.out_channels != num_features:
+                raise ValueError(f"MaskedBatchNorm2d: num_features={num_features} must equal the source conv's "
+                                 f"out_channels={source.out_channels}")
+            # A tuple keeps the conv out of this module's children (no duplicate parameters or
+            # state_dict entries) while deepcopy still maps it to the copied conv.
+            self._source = (source,)
+            return
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 3 \
+                or mask.shape[0] != num_features:
+            raise ValueError(f"MaskedBatchNorm2d: mask must be a bool tensor [{num_features}, H, W], got "
+                             f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+        self._source = (None,)
+        self.keep = float(mask.float().mean()) if keep is None else check_keep(keep)
+        self.kind = kind
+        self.sampling = check_sampling(sampling)
+        self.register_buffer("mask", mask.contiguous(), persistent=True)
 
     @classmethod
-    def from_batchnorm(cls, bn: nn.BatchNorm2d, source: DefectiveConv2d) -> "MaskedBatchNorm2d":
-        """Wrap ``bn``'s parameters and running statistics (shared, not copied)."""
+    def from_batchnorm(cls, bn: nn.BatchNorm2d, source: Optional[DefectiveConv2d] = None, *,
+                       mask: Optional[Tensor] = None, keep: Optional[float] = None, kind: str = "neuron",
+                       sampling: str = "bernoulli") -> "MaskedBatchNorm2d":
+        """Wrap ``bn``'s parameters and running statistics (shared, not copied), masked by
+        ``source``'s mask or by ``mask`` [C, H, W] of its own."""
         if not isinstance(bn, nn.BatchNorm2d):
             raise TypeError(f"from_batchnorm: bn must be an nn.BatchNorm2d, got {type(bn).__name__}")
+        extra = {} if source is not None else dict(keep=keep, kind=kind, sampling=sampling)
+        if mask is not None:  # (with a source too: refused by __init__)
+            like = bn.running_mean if bn.running_mean is not None else bn.weight
+            extra["mask"] = mask.to(like.device) if like is not None else mask
         new = cls(bn.num_features, source, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                  track_running_stats=bn.track_running_stats, device="meta")
+                  track_running_stats=bn.track_running_stats, device="meta", **extra)
         # Take over bn's tensors as they are (device, dtype, values).
         new.weight, new.bias = bn.weight, bn.bias
         new.running_mean, new.running_var, new.num_batches_tracked = bn.running_mean, bn.running_var, \
@@ -190,11 +230,15 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return new
 
     @property
-    def source(self) -> DefectiveConv2d:
+    def source(self) -> Optional[DefectiveConv2d]:
+        """The DefectiveConv2d whose mask this BN applies, or None for a mask of its own."""
         return self._source[0]
 
+    def _mask(self) -> Tensor:
+        return self.mask if self._source[0] is None else self._source[0].mask
+
     def forward(self, input: Tensor) -> Tensor:
-        mask = self.source.mask
+        mask = self._mask()
         # The published composite under the "dense" backend (the reference), and wherever the
         # fused kernel does not apply (cumulative-average momentum, non-CPU, low precision).
         if get_backend() == "dense" or self.momentum is None or not _fused_bn_supported(input):
@@ -221,6 +265,9 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
                 self.running_var if keep_running else None)
 
     def extra_repr(self) -> str:
+        if self.source is None:
+            return (f"{super().extra_repr()}, own_mask={tuple(self.mask.shape)}, keep={self.keep:g}, "
+                    f"kind={self.kind}, sampling={self.sampling}")
         return f"{super().extra_repr()}, masked_by=DefectiveConv2d(keep={self.source.keep:g}, kind={self.source.kind})"
 
 

@@ -16,20 +16,43 @@ def _r18_layer(i):
     return [f"layer{i}.{b}.conv{c}" for b in range(2) for c in (1, 2)]
 
 
-# The seeds' placements (000/001 appendix C), written out by hand.
+def _r18_layer_with_shortcut(i):
+    names = _r18_layer(i)
+    return names[:2] + [f"layer{i}.0.downsample.0"] + names[2:]
+
+
+def _masked_points(model):
+    """Defective convs and BN-output masks (MaskedBatchNorm2d with a mask of its own), model order."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, DefectiveConv2d) or (isinstance(m, MaskedBatchNorm2d) and m.source is None)]
+
+
+# The placements, written out by hand. Default (reading="code"): where the published code
+# (tiangeluo/DefectiveCNN, Models/*_drop_012_*.py) puts the masks — ResNet-18 also masks layer2.0's
+# projection shortcut; DenseNet-121 masks the BN outputs in front of the 1x1 convs of dense1/2
+# and trans1/2 (no conv made defective); SENet-18 masks bn1 (own mask) and bn2 (after conv1)
+# of the first 4 SE blocks.
 EXPECTED_BOTTOM = {
-    "resnet18": ["conv1"] + _r18_layer(1) + _r18_layer(2),
+    "resnet18": ["conv1"] + _r18_layer(1) + _r18_layer_with_shortcut(2),
     "resnet50": ["conv1"] + [f"layer1.{b}.conv2" for b in range(3)] + [f"layer2.{b}.conv2" for b in range(4)],
-    "densenet121": ["conv1"] + [f"dense1.{i}.conv2" for i in range(6)] + [f"dense2.{i}.conv2" for i in range(12)],
-    "senet18": ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "layer2.0.conv1",
-                "layer2.0.conv2"],
+    "densenet121": [f"dense1.{i}.bn1" for i in range(6)] + ["trans1.bn"] + [f"dense2.{i}.bn1" for i in range(12)]
+    + ["trans2.bn"],
+    "senet18": [f"layer{i}.{b}.{n}" for i in (1, 2) for b in (0, 1) for n in ("bn1", "conv1")],
     "vgg19": ["features.0", "features.3", "features.7", "features.10"],
     "wide_resnet": ["conv1"] + [f"block1.{u}.conv{c}" for u in range(5) for c in (1, 2)],
     "lenet5": ["conv1"],
     "cw_mnist": ["conv1", "conv2"],
 }
-EXPECTED_TOP_COUNT = {"resnet18": 8, "resnet50": 9, "densenet121": 40, "senet18": 6, "vgg19": 4, "wide_resnet": 20,
+EXPECTED_TOP_COUNT = {"resnet18": 10, "resnet50": 9, "densenet121": 41, "senet18": 8, "vgg19": 4, "wide_resnet": 20,
                       "lenet5": 1, "cw_mnist": 2}
+# The paper text's reading (reading="text"; 000/001 appendix C), where it differs from the code.
+EXPECTED_BOTTOM_TEXT = {
+    "resnet18": ["conv1"] + _r18_layer(1) + _r18_layer(2),
+    "densenet121": ["conv1"] + [f"dense1.{i}.conv2" for i in range(6)] + [f"dense2.{i}.conv2" for i in range(12)],
+    "senet18": ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "layer2.0.conv1",
+                "layer2.0.conv2"],
+}
+EXPECTED_TOP_COUNT_TEXT = {"resnet18": 8, "densenet121": 40, "senet18": 6}
 
 
 def _params(m):
@@ -42,23 +65,40 @@ def test_bottom_placement_names_match_seeds_and_params_unchanged(name):
     plain = models.build(name)
     torch.manual_seed(0)
     model = models.build(name, defective=dict(keep=0.1, seed=0))
-    assert defective_layers(model) == EXPECTED_BOTTOM[name]
+    assert _masked_points(model) == EXPECTED_BOTTOM[name]
     assert len(model.defect_placement["top"]) == EXPECTED_TOP_COUNT[name]
     assert not set(model.defect_placement["top"]) & set(model.defect_placement["bottom"])
     assert _params(model) == _params(plain)
     for n, m in model.named_modules():  # every defective conv followed by BN has it masked
         if isinstance(m, MaskedBatchNorm2d):
-            assert m.source.keep == 0.1
+            assert (m.source.keep if m.source is not None else m.keep) == 0.1
     # same weights as the standard model: defect() only adds masks
     sd_plain, sd = plain.state_dict(), model.state_dict()
     assert set(sd) - set(sd_plain) == {f"{n}.mask" for n in EXPECTED_BOTTOM[name]}
     assert all(torch.equal(sd[k], sd_plain[k]) for k in sd_plain)
 
 
+@pytest.mark.parametrize("name", list(EXPECTED_BOTTOM_TEXT))
+def test_text_reading_is_an_explicit_option(name):
+    model = models.build(name, input_size=16, defective=dict(keep=0.1, seed=0, reading="text"))
+    assert _masked_points(model) == defective_layers(model) == EXPECTED_BOTTOM_TEXT[name]
+    assert len(model.defect_placement_text["top"]) == EXPECTED_TOP_COUNT_TEXT[name]
+    assert model.defect_placement_text["bottom"] != model.defect_placement["bottom"]
+    # models whose code and text agree carry the same table under both names
+    r50 = models.resnet50(input_size=16)
+    assert r50.defect_placement_text == r50.defect_placement
+
+
 def test_top_placement_resnet18():
     model = models.resnet18(defective=dict(keep=0.3, where="top", seed=0))
-    assert defective_layers(model) == _r18_layer(3) + _r18_layer(4)
+    # published resnet_drop_34_*: the 8 convs of layer3-4 and the layer3.0 / layer4.0 shortcuts
+    assert defective_layers(model) == _r18_layer_with_shortcut(3) + _r18_layer_with_shortcut(4)
     assert model.layer4[1].conv2.feature_size == (4, 4)
+    assert model.layer4[0].downsample[0].feature_size == (4, 4)
+    assert isinstance(model.layer4[0].downsample[1], MaskedBatchNorm2d)
+    assert model.layer4[0].downsample[1].source is model.layer4[0].downsample[0]
+    text = models.resnet18(defective=dict(keep=0.3, where="top", seed=0, reading="text"))
+    assert defective_layers(text) == _r18_layer(3) + _r18_layer(4)
 
 
 def test_resnet50_imagenet_stem_is_not_a_3x3_defective_layer():
@@ -120,7 +160,7 @@ def test_outputs_zero_at_defective_positions_inside_model():
             m.register_forward_hook(lambda mod, a, o, n=n: outs.__setitem__(n, (mod.source.mask, o)))
     with sparsemask.backend("cpu"):
         model(torch.rand(2, 3, 16, 16))
-    assert len(outs) == 9
+    assert len(outs) == 10                      # 9 block convs + layer2.0's shortcut
     for n, (mask, out) in outs.items():
         assert bool((out.detach()[:, ~mask] == 0).all()), n
         assert bool((out.detach()[:, mask] != 0).any()), n
@@ -154,6 +194,8 @@ def test_widen_multiplies_defective_channels():
     assert [vgg.get_submodule(n).out_channels for n in EXPECTED_BOTTOM["vgg19"]] == [192, 192, 384, 384]
     assert vgg.features[14].in_channels == 384
     with pytest.raises(ValueError, match="concatenates"):
+        models.densenet121(input_size=16, defective=dict(keep=0.1, widen=2, reading="text"))
+    with pytest.raises(ValueError, match="widen.*no conv"):       # published placement: BN-output masks only
         models.densenet121(input_size=16, defective=dict(keep=0.1, widen=2))
 
 

@@ -58,14 +58,23 @@ def test_fused_path_is_taken_and_hooks_or_other_activations_disable_it(monkeypat
                         counting("block", sparsemask.ops.defective_block))
     x = torch.rand(2, 3, 16, 16)
     model(x)
-    assert calls == ["unit"] + ["block"] * 4     # the stem, then layer1 and layer2's blocks
+    # the stem, layer1's blocks, layer2.0's masked projection shortcut (published placement: a
+    # defective unit without activation), then layer2's blocks
+    assert calls == ["unit", "block", "block", "unit", "block", "block"]
     calls.clear()
     seen = []
     handle = model.layer1[0].conv1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
     model(x)
     handle.remove()
     assert seen == [torch.Size([2, 64, 16, 16])]          # the hook saw a real conv output
-    assert calls == ["unit", "unit", "block", "block", "block"]   # that block ran unit by unit
+    assert calls == ["unit", "unit", "block", "unit", "block", "block"]   # that block ran unit by unit
+    calls.clear()
+    seen.clear()
+    handle = model.layer2[0].downsample.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    model(x)
+    handle.remove()
+    assert seen == [torch.Size([2, 128, 8, 8])]           # a hooked shortcut runs as modules
+    assert calls == ["unit", "block", "block", "block", "block"]
     calls.clear()
     with sparsemask.backend("dense"):
         model(x)

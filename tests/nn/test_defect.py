@@ -116,3 +116,57 @@ def test_errors():
     with pytest.raises(ValueError, match="input channels"):
         defect(InputResidual(), 0.5, where=["conv"], widen=2, example_input=x)
     assert not defective_layers(net)  # failed calls changed nothing
+
+
+def test_bn_output_mask_by_bn_name():
+    """A BatchNorm2d's name masks that BN's output with a mask of its own (the published
+    DenseNet-121 / SENet-18 points); no conv becomes defective."""
+    torch.manual_seed(0)
+    net = Net()
+    ref = Net()
+    ref.load_state_dict(net.state_dict())
+    x = torch.rand(3, 3, 10, 10, dtype=torch.float64)
+    net, ref = net.double(), ref.double()
+    defect(net, 0.4, where=["bn_a"], example_input=x[:1], seed=3)
+    assert defective_layers(net) == [] and sparsemask.nn.masked_norms(net) == ["bn_a"]
+    bn = net.bn_a
+    assert isinstance(bn, MaskedBatchNorm2d) and bn.source is None
+    assert bn.mask.shape == (8, 10, 10) and bn.mask.dtype == torch.bool
+    assert int((~bn.mask).sum()) == 480          # exact: int(800 * 0.6)
+    assert "own_mask=(8, 10, 10)" in repr(bn) and "sampling=exact" in repr(bn)
+    assert set(net.state_dict()) - set(ref.state_dict()) == {"bn_a.mask"}
+    for train in (True, False):
+        net.train(train), ref.train(train)
+        ref.bn_a.register_forward_hook(lambda m, a, o: o * bn.mask)
+        y, y_ref = net(x), ref(x)
+        ref.bn_a._forward_hooks.clear()
+        torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+        torch.testing.assert_close(net.bn_a.running_mean, ref.bn_a.running_mean, atol=1e-12, rtol=0)
+    other = Net().double()
+    defect(other, 0.4, where=["bn_a"], example_input=x[:1], seed=4)
+    assert not torch.equal(other.bn_a.mask, bn.mask)
+    other.load_state_dict(net.state_dict())
+    assert torch.equal(other.bn_a.mask, bn.mask)
+
+
+def test_bn_output_mask_errors():
+    net = Net()
+    x = torch.rand(1, 3, 10, 10)
+    with pytest.raises(ValueError, match="masked twice"):
+        defect(net, 0.5, where=["a", "bn_a"], example_input=x)
+    defect(Net(), 0.5, where=["a"], example_input=x)           # the conv alone masks bn_a
+    masked = defect(Net(), 0.5, where=["bn_a"], example_input=x)
+    with pytest.raises(ValueError, match="already masked"):
+        defect(masked, 0.5, where=["bn_a"], example_input=x)
+    with pytest.raises(ValueError, match="no conv"):
+        defect(Net(), 0.5, where=["bn_a"], widen=2, example_input=x)
+    with pytest.raises(ValueError, match="exactly one of source"):
+        MaskedBatchNorm2d(8)
+    with pytest.raises(ValueError, match=r"bool tensor \[8, H, W\]"):
+        MaskedBatchNorm2d(8, mask=torch.ones(4, 5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"bool tensor \[8, H, W\]"):
+        MaskedBatchNorm2d(8, mask=torch.ones(8, 5, 5))
+    with pytest.raises(ValueError, match="sampling"):
+        defect(Net(), 0.5, where=["a"], example_input=x, sampling="exactly")
+    with pytest.raises(ValueError, match="reading"):
+        defect(Net(), 0.5, where="bottom", example_input=x, reading="paper")

@@ -249,6 +249,9 @@ def test_bf16_autocast_trains_a_defective_model_on_cpu(digits):
     data = TensorDataset(pad(x), y)
     x_test, y_test = test_set.tensors()
     test = TensorDataset(pad(x_test), y_test)
+    # digits are not MNIST: normalise with their own statistics, not the builder's default (the
+    # published MNIST constants since issue 14; with them this 4-epoch bf16 run reaches ~0.36)
+    model.normalize.fit_(pad(x))
     before = evaluate(model, test, device="cpu", amp="bf16")["acc"]
     history = train(model, data, test, quick(amp="bf16", epochs=4, milestones=(3,), device="cpu"))
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
