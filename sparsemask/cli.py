@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .dispatch import backend_names
+
 __all__ = ["main", "build_parser"]
 
 _EPILOG = """\
@@ -55,7 +57,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
-    g.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "triton", "dense"],
+    g.add_argument("--backend", default="auto", choices=backend_names(),
                    help="masked-convolution backend (dense = the reference conv2d * mask)")
     g.add_argument("--seed", type=int, default=0, help="seed for weights, masks, data subsets and attacks")
     g.add_argument("--batch-size", type=int, default=256, help="evaluation / attack batch size")
