@@ -213,7 +213,7 @@ def _runtime_cfg(args) -> dict[str, Any]:
 
 
 def cmd_train(args) -> int:
-    from .experiments.common import (ModelSpec, SCALES, accuracy, build_model, builder_kwargs, deep_merge, fit,
+    from .experiments.common import (ModelSpec, SCALES, accuracy, model_from_spec, builder_kwargs, deep_merge, fit,
                                      load_data, train_config, variant_label)
 
     defective = None
@@ -227,7 +227,7 @@ def cmd_train(args) -> int:
                         label_smoothing=args.label_smoothing)
     spec = ModelSpec(arch=args.arch, defective=defective, seed=args.seed)
     data = load_data(cfg)
-    model = build_model(spec, cfg, data)
+    model = model_from_spec(spec, cfg, data)
     tc = train_config(spec, cfg)
     tc["checkpoint"] = args.out  # sparsemask.train writes it atomically every epoch (and resumes from it)
     fit(model, data, tc, cfg)

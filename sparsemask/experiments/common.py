@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "SCALES", "deep_merge", "load_config_file", "parse_overrides", "resolve_config",
-    "Data", "load_data", "ModelSpec", "variant_label", "build_model", "get_model",
+    "Data", "load_data", "ModelSpec", "variant_label", "model_from_spec", "get_model",
     "predict", "accuracy", "make_attack", "run_attack", "success_defense_rate",
     "ResultWriter", "markdown_table", "plot_curves", "plot_bars", "save_adversarial_grid",
     "fmt_pct", "progress", "environment",
@@ -193,10 +193,10 @@ def environment() -> dict[str, Any]:
 
 
 def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
-    name = cfg.get("device", "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device='cuda' but no CUDA device is available; pass --set device=cpu")
-    return torch.device(name)
+    """The config's ``device`` (:func:`sparsemask.distributed.resolve_device`)."""
+    from sparsemask.distributed import resolve_device as resolve
+
+    return resolve(cfg.get("device", "cpu"))
 
 
 # --------------------------------------------------------------------------- data
@@ -295,21 +295,22 @@ def variant_label(arch: str, defective: Optional[Mapping[str, Any]], kwargs: Opt
     return label
 
 
-def build_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> nn.Module:
-    """An untrained model from the builders of :mod:`sparsemask.models`.
+def model_from_spec(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> nn.Module:
+    """An untrained model for an experiment's model ``spec`` (:func:`sparsemask.models.build`
+    with the data's shape, the spec's seeds and options).
 
     ``cfg["model"]`` entries other than ``arch`` (e.g. ``width``) are passed to builders that
     accept them; ``width: null`` means the architecture's own width.
     """
-    from sparsemask import models, train
+    from sparsemask import models
 
     extra = builder_kwargs(spec, cfg)
     defective = dict(spec["defective"]) if spec.get("defective") else None
     if defective is not None:
         defective.setdefault("seed", spec.get("mask_seed", spec.get("seed", 0)))
     torch.manual_seed(spec.get("seed", 0))
-    # train.build_model records (name, kwargs) so checkpoints can rebuild the model.
-    model = train.build_model(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
+    # models.build records (name, kwargs) so checkpoints can rebuild the model.
+    model = models.build(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
                               input_size=data.input_size, defective=defective, **extra)
     if spec.get("spiking"):  # seed 003's RS-1: Random Spiking right after the first conv
         from sparsemask.nn import RandomSpiking, insert_after_first_conv
@@ -379,7 +380,7 @@ def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,
     cache (``cfg["cache"]``) when an identical model was trained before, else trained now."""
     spec = ModelSpec(spec)
     device = resolve_device(cfg)
-    model = build_model(spec, cfg, data)
+    model = model_from_spec(spec, cfg, data)
     cache = cfg.get("cache")
     path = Path(cache) / f"{spec['arch']}-{_cache_key(spec, cfg, data)}.pt" if cache else None
     entry = {"label": spec.label, "spec": dict(spec), "train": train_config(spec, cfg)}
