@@ -76,12 +76,12 @@ def _build(builder, where, reference: str, seed: int = 0, size: int = SIZE, chan
 
 
 def _compare(model: nn.Module, ref: nn.Module, train: bool, steps: int = 2, size: int = SIZE,
-             channels: int = 3) -> None:
+             channels: int = 3, batch: int = 3) -> None:
     model.train(train)
     ref.train(train)
     gen = torch.Generator().manual_seed(7)
     for _ in range(steps):
-        x = torch.rand(3, channels, size, size, generator=gen, dtype=torch.float64)
+        x = torch.rand(batch, channels, size, size, generator=gen, dtype=torch.float64)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
         ya, yb = model(xa), ref(xb)
         assert (ya - yb).abs().max().item() <= TOL
@@ -100,16 +100,18 @@ def _compare(model: nn.Module, ref: nn.Module, train: bool, steps: int = 2, size
             assert (pa.grad - pb.grad).abs().max().item() <= TOL
 
 
-def _case(id, builder, where, make_ref, n_masks, steps=1, size=SIZE, channels=3, slow=False, **kw):
+def _case(id, builder, where, make_ref, n_masks, steps=1, size=SIZE, channels=3, batch=3, slow=False, **kw):
     marks = [pytest.mark.slow] if slow else []
     return pytest.param(dict(builder=builder, where=where, make_ref=make_ref, n_masks=n_masks, steps=steps,
-                             size=size, channels=channels, kw=kw), id=id, marks=marks)
+                             size=size, channels=channels, batch=batch, kw=kw), id=id, marks=marks)
 
 
 # builder, where (None: the published variant has no masks), reference module, number of masks,
 # training steps, input size. DenseNet-121 in float64 takes PyTorch's slow conv path (~10 s a
 # step at 16 px on 2 busy cores): one step. The published VGG-19 needs 32 px (five floor
-# pools to 1x1), its MNIST file and the MNIST DenseNet 28 px.
+# pools to 1x1), its MNIST file and the MNIST DenseNet 28 px. The MNIST VGG's last stage runs on
+# 1x1 maps, so train-mode BN sees only the batch: 8 images keep its input gradients (~15)
+# well conditioned (with 3 they reach ~60 and float64 round-off ~2e-10).
 CASES = [
     _case("resnet18-bottom", models.resnet18, "bottom", lambda: RefResNet18("bottom"), 10, steps=2),
     _case("resnet18-top", models.resnet18, "top", lambda: RefResNet18("top"), 10, steps=2),
@@ -121,7 +123,8 @@ CASES = [
     _case("resnet18_x2-bottom", models.resnet18_x2, "bottom", RefResNet18x2, 10),
     _case("resnet18_dc05", models.resnet18_dc, None, lambda: RefResNet18DC((32, 64)), 0, channel_keep=0.5),
     _case("resnet18_dc09", models.resnet18_dc, None, lambda: RefResNet18DC((7, 13)), 0, channel_keep=0.1),
-    _case("vgg19-mnist-bottom", models.vgg19, "bottom", lambda: RefVGG19(mnist=True), 4, size=28, channels=1),
+    _case("vgg19-mnist-bottom", models.vgg19, "bottom", lambda: RefVGG19(mnist=True), 4, size=28, channels=1,
+          batch=8),
     _case("densenet121-mnist-bottom", models.densenet121, "bottom", lambda: RefDenseNet121(in_channels=1), 20,
           size=28, channels=1, slow=True),
 ]
@@ -135,17 +138,18 @@ def test_published_variant_matches_reference(case, train):
     assert len(_masks(model)) == case["n_masks"]
     ref = case["make_ref"]().double()
     _copy_into(ref, model)
-    _compare(model, ref, train, steps=case["steps"], size=case["size"], channels=case["channels"])
+    _compare(model, ref, train, steps=case["steps"], size=case["size"], channels=case["channels"],
+             batch=case["batch"])
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [c for c in CASES if c.values[0]["n_masks"]])  # DC has no masks
 def test_sparse_order_matches_reference_in_eval(case):
     """BN after the sparse conv: identical eval outputs (the conv output feeds only its BN)."""
     model = _build(case["builder"], case["where"], "sparse", size=case["size"], channels=case["channels"],
                    **case["kw"])
     ref = case["make_ref"]().double()
     _copy_into(ref, model)
-    _compare(model, ref, train=False, steps=1, size=case["size"], channels=case["channels"])
+    _compare(model, ref, train=False, steps=1, size=case["size"], channels=case["channels"], batch=case["batch"])
 
 
 def test_resnet18_text_reading_differs_from_published():
