@@ -97,7 +97,8 @@ class RefPostActResNet(_Masked):
     """
 
     def __init__(self, stem_width: int, stages, bottleneck: bool = False, masked=(), masked_sc=(),
-                 stem_masked: bool = False, stage1_projection: bool = False, num_classes: int = 10) -> None:
+                 stem_masked: bool = False, stage1_projection: bool = False, num_classes: int = 10,
+                 in_channels: int = 3) -> None:
         slots = ["stem"] if stem_masked else []
         for s, (_, n, _) in enumerate(stages, start=1):
             for b in range(n):
@@ -105,9 +106,9 @@ class RefPostActResNet(_Masked):
                     slots += [f"s{s}b{b}mid"] if bottleneck else [f"s{s}b{b}a", f"s{s}b{b}b"]
                 if s in masked_sc and b == 0:
                     slots.append(f"s{s}b{b}sc")
-        super().__init__(slots)
+        super().__init__(slots, channels=in_channels)
         self.bottleneck = bottleneck
-        self.stem_conv = nn.Conv2d(3, stem_width, 3, 1, 1, bias=False)
+        self.stem_conv = nn.Conv2d(in_channels, stem_width, 3, 1, 1, bias=False)
         self.stem_bn = nn.BatchNorm2d(stem_width)
         self.blocks = nn.ModuleList()
         self.names = []
@@ -156,10 +157,12 @@ class RefPostActResNet(_Masked):
 _R18 = ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))
 
 
-def RefResNet18(where: str, num_classes: int = 10) -> RefPostActResNet:
-    """ResNet-18, published masks: bottom (``012``) or top (``34``)."""
+def RefResNet18(where: str, num_classes: int = 10, in_channels: int = 3) -> RefPostActResNet:
+    """ResNet-18, published masks: bottom (``012``) or top (``34``). The MNIST file (one input
+    channel, 28 -> 14 -> 7 -> 4, avg-pool 4) is the same network and bottom placement."""
     if where == "bottom":
-        return RefPostActResNet(64, _R18, masked=(1, 2), masked_sc=(2,), stem_masked=True, num_classes=num_classes)
+        return RefPostActResNet(64, _R18, masked=(1, 2), masked_sc=(2,), stem_masked=True, num_classes=num_classes,
+                                in_channels=in_channels)
     return RefPostActResNet(64, _R18, masked=(3, 4), masked_sc=(3, 4), num_classes=num_classes)
 
 

@@ -125,6 +125,8 @@ CASES = [
     _case("resnet18_x2-bottom", models.resnet18_x2, "bottom", RefResNet18x2, 10),
     _case("resnet18_dc05", models.resnet18_dc, None, lambda: RefResNet18DC((32, 64)), 0, channel_keep=0.5),
     _case("resnet18_dc09", models.resnet18_dc, None, lambda: RefResNet18DC((7, 13)), 0, channel_keep=0.1),
+    _case("resnet18-mnist-bottom", models.resnet18, "bottom", lambda: RefResNet18("bottom", in_channels=1), 10,
+          size=28, channels=1, batch=2, sparse_order=False),
     _case("vgg19-mnist-bottom", models.vgg19, "bottom", lambda: RefVGG19(mnist=True), 4, size=28, channels=1,
           batch=8),
     # ~10 s a pass at 28 px: batch 2, and no sparse-order run (the CIFAR case covers BN-output masks)
