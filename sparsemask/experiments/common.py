@@ -259,7 +259,8 @@ class ModelSpec(dict):
 
 _KIND_SUFFIX = {"channel": "DC", "shared": "SM"}
 
-ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "densenet121": "DenseNet-121",
+ARCH_NAMES = {"resnet18": "ResNet-18", "resnet18_x2": "ResNet-18 x2", "resnet18_dc": "ResNet-18 DC",
+              "resnet50": "ResNet-50", "resnet32x4": "ResNet-32x4", "densenet121": "DenseNet-121",
               "senet18": "SENet-18", "vgg19": "VGG-19", "wide_resnet": "WRN", "lenet5": "LeNet-5",
               "cw_mnist": "CW-MNIST"}
 
@@ -270,6 +271,8 @@ def arch_name(arch: str, kwargs: Optional[Mapping[str, Any]] = None) -> str:
     if arch == "wide_resnet":
         depth, width = kwargs.get("depth", 32), kwargs.get("width", 4)
         return f"ResNet-{depth}" if width == 1 else f"WRN-{depth}-{width}"
+    if arch == "resnet32x4":  # the published post-activation "WRN-32-4"
+        return f"ResNet-{kwargs.get('depth', 32)}x{kwargs.get('width', 4)}"
     return ARCH_NAMES.get(arch, arch)
 
 
