@@ -67,6 +67,7 @@ def _extension():
     with_cuda = _want_cuda()
     _write_build_info(with_cuda)
     sources = [os.path.join("csrc", "sparsemask.cpp"), os.path.join("csrc", "plan.cpp")]
+    sources += sorted(glob.glob(os.path.join("csrc", "ops", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     sources += sorted(glob.glob(os.path.join("csrc", "autocast", "*.cpp")))
     include_dirs = [os.path.join(HERE, "csrc")]

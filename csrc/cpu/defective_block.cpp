@@ -349,7 +349,7 @@ Eight defective_block_cpu(const at::Tensor& input, const at::Tensor& w1, const a
                                    std::tuple{"bn1_running_mean", rm1, K1}, std::tuple{"bn1_running_var", rv1, K1},
                                    std::tuple{"bn2_weight", bn2_weight, K2}, std::tuple{"bn2_bias", bn2_bias, K2},
                                    std::tuple{"bn2_running_mean", rm2, K2}, std::tuple{"bn2_running_var", rv2, K2}})
-    check_vec(t, name, input, k);
+    check_vec("defective_block", t, name, input, k);
   TORCH_CHECK(eps1 > 0 && eps2 > 0, "defective_block: eps must be > 0");
   auto defined = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); };
   TORCH_CHECK(training || (defined(rm1) && defined(rv1) && defined(rm2) && defined(rv2)),
@@ -423,8 +423,8 @@ Eight defective_block_backward_cpu(
                 "] buffer, got ", t->sizes());
   TORCH_CHECK(mean1.numel() == K1 && invstd1.numel() == K1 && mean2.numel() == K2 && invstd2.numel() == K2,
               "defective_block_backward: BN statistics of the wrong size");
-  check_vec(bn1_weight, "bn1_weight", input, K1);
-  check_vec(bn2_weight, "bn2_weight", input, K2);
+  check_vec("defective_block", bn1_weight, "bn1_weight", input, K1);
+  check_vec("defective_block", bn2_weight, "bn2_weight", input, K2);
   const auto [need_in, need_w1, need_b1w, need_b1b, need_w2, need_b2w, need_b2b, need_res] = output_mask;
   Eight grads{at::empty({0}, input.options()), at::empty({0}, w1.options()), at::empty({0}, input.options()),
               at::empty({0}, input.options()), at::empty({0}, w2.options()), at::empty({0}, input.options()),

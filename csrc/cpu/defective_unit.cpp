@@ -57,10 +57,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective_unit_cpu(
     at::IntArrayRef padding, at::IntArrayRef dilation, bool training, double eps, bool relu, double max_density) {
   UnitPrep pr = prepare_unit(input, weight, mask, stride, padding, dilation);
   const int64_t N = input.size(0), K = weight.size(0);
-  check_vec(bn_weight, "bn_weight", input, K);
-  check_vec(bn_bias, "bn_bias", input, K);
-  check_vec(running_mean, "running_mean", input, K);
-  check_vec(running_var, "running_var", input, K);
+  check_vec("defective_unit", bn_weight, "bn_weight", input, K);
+  check_vec("defective_unit", bn_bias, "bn_bias", input, K);
+  check_vec("defective_unit", running_mean, "running_mean", input, K);
+  check_vec("defective_unit", running_var, "running_var", input, K);
   TORCH_CHECK(eps > 0, "defective_unit: eps must be > 0, got ", eps);
   TORCH_CHECK(training || (running_mean.has_value() && running_mean->defined() && running_var.has_value() &&
                            running_var->defined()),
@@ -114,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective
               "] buffer, got ", kept.sizes());
   TORCH_CHECK(mean.numel() == K && invstd.numel() == K, "defective_unit_backward: mean and invstd must have ", K,
               " elements");
-  check_vec(bn_weight, "bn_weight", input, K);
+  check_vec("defective_unit", bn_weight, "bn_weight", input, K);
   const auto [need_input, need_weight, need_bn_weight, need_bn_bias, need_residual] = output_mask;
   at::Tensor gi = at::empty({0}, input.options()), gw = at::empty({0}, weight.options());
   at::Tensor gbw = at::empty({0}, input.options()), gbb = at::empty({0}, input.options());

@@ -17,14 +17,15 @@
 namespace sparsemask {
 namespace cpu {
 
-inline void check_vec(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& input, int64_t k) {
+// A per-channel vector argument `name` of op `op` (e.g. a BN weight): [k], on input's device, floating.
+inline void check_vec(const char* op, const std::optional<at::Tensor>& t, const char* name, const at::Tensor& input,
+                      int64_t k) {
   if (!t.has_value() || !t->defined()) return;
-  TORCH_CHECK(t->dim() == 1 && t->size(0) == k, "defective_unit: ", name, " must have shape [C_out] = [", k,
-              "], got ", t->sizes());
-  TORCH_CHECK(t->device() == input.device(), "defective_unit: ", name, " is on ", t->device(), " but input is on ",
+  TORCH_CHECK(t->dim() == 1 && t->size(0) == k, op, ": ", name, " must have shape [C_out] = [", k, "], got ",
+              t->sizes());
+  TORCH_CHECK(t->device() == input.device(), op, ": ", name, " is on ", t->device(), " but input is on ",
               input.device());
-  TORCH_CHECK(at::isFloatingType(t->scalar_type()), "defective_unit: ", name, " must be floating point, got ",
-              t->scalar_type());
+  TORCH_CHECK(at::isFloatingType(t->scalar_type()), op, ": ", name, " must be floating point, got ", t->scalar_type());
 }
 
 // Per-channel sums over the rows of a [nnz, N] buffer, accumulated in double per thread:

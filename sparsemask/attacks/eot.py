@@ -31,7 +31,7 @@ class EOTModel(nn.Module):
         return f"n={self.n}"
 
 
-def EOT(attack_or_model: Union[Attack, nn.Module], n: int = 10):  # noqa: N802 - public name fixed by DESIGN.md
+def EOT(attack_or_model: Union[Attack, nn.Module], n: int = 10):  # noqa: N802 - the name the EOT literature uses
     """EOT wrapper, usable with every gradient attack.
 
     * ``EOT(attack, n)``: a copy of the attack whose every gradient is the mean of the loss

@@ -1,6 +1,9 @@
 """Layers: defective convolutions and ``defect(model, ...)``, ensembles, and the other seed defenses.
 
-Kept a flat list of imports (one per line) so engineers can append without conflicts.
+``defective`` (DefectiveConv2d, MaskedBatchNorm2d and the fused-unit helpers), ``defect``
+(converting any model), ``ensemble``, and one module per seed defense: ``dropout``
+(MC dropout and the shared randomized-inference base), ``dropblock``, ``mad``, ``spiking``,
+``randomization`` (random resize + pad).
 """
 from .defective import DefectiveConv2d  # noqa: F401
 from .defective import MaskedBatchNorm2d  # noqa: F401

@@ -219,7 +219,7 @@ def test_compile_under_autocast():
 @pytest.mark.parametrize("keep, amp, fused", [(0.1, True, True), (0.5, True, False), (0.5, False, True)])
 def test_auto_decides_fusion_from_the_dense_alternatives_dtype(keep, amp, fused):
     """Under bf16 autocast the dense alternative is oneDNN's bf16 convolution, so ``auto``
-    fuses only up to the measured bf16 crossover (sparsemask/backend.py), below float32's."""
+    fuses only up to the measured bf16 crossover (sparsemask/dispatch.py), below float32's."""
     from sparsemask.dispatch import fused_max_density
 
     assert fused_max_density("cpu", torch.bfloat16) < fused_max_density("cpu", torch.float32)
