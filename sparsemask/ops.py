@@ -97,6 +97,10 @@ def _validate(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tenso
         raise ValueError(
             f"masked_conv2d: weight.shape[1] (C_in = {weight.shape[1]}) must equal input.shape[1] = {input.shape[1]}"
         )
+    if input.shape[1] == 0:
+        # F.conv2d returns [N, 0, H_out, W_out] here (not C_out channels) and the sparse backwards
+        # skip an empty input (grad_bias 0): refused by every backend rather than wrong in some.
+        raise ValueError("masked_conv2d: input has no channels (C_in = input.shape[1] = 0); need C_in >= 1")
     if not input.is_floating_point():
         raise TypeError(f"masked_conv2d: input must be floating point, got {input.dtype}")
     _same_dtype_or_autocast("weight", weight, input)
@@ -128,8 +132,10 @@ def _validate(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tenso
 
 def dense_masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: IntPair = 1,
                         padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
-    """The reference: ``F.conv2d(input, weight, bias, ...) * mask`` (what the papers' code runs)."""
-    return F.conv2d(input, weight, bias, stride, padding, dilation) * mask
+    """The reference: ``F.conv2d(input, weight, bias, ...) * mask`` (what the papers' code runs),
+    with masked outputs set to exactly 0 rather than multiplied by it: 0 * NaN would be NaN,
+    where the sparse kernels, which never compute a masked output, give 0."""
+    return F.conv2d(input, weight, bias, stride, padding, dilation).masked_fill_(~mask, 0)
 
 
 def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: IntPair = 1,
@@ -137,7 +143,8 @@ def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: T
     """2-D convolution whose output neurons outside ``mask`` are fixed at zero and never computed.
 
     ``masked_conv2d(x, w, b, mask, s, p, d) == F.conv2d(x, w, b, s, p, d) * mask``, forward and
-    gradients, but the work scales with the kept fraction of ``mask``.
+    gradients, but the work scales with the kept fraction of ``mask``. Masked outputs are
+    exactly 0 even where the convolution would be NaN/Inf (``torch.where(mask, conv, 0)``).
 
     Args:
         input: [N, C_in, H, W], float16/bfloat16/float32/float64, NCHW or channels_last.
@@ -227,7 +234,7 @@ def differentiable_conv_backward(grad_output: Tensor, input: Tensor, weight: Ten
     sparse kernels' backward is not itself differentiable."""
     need = [bool(v) for v in output_mask]
     return torch.ops.aten.convolution_backward(
-        grad_output * mask, input, weight, [weight.shape[0]] if need[2] else None, list(stride), list(padding),
+        grad_output.masked_fill(~mask, 0), input, weight, [weight.shape[0]] if need[2] else None, list(stride), list(padding),
         list(dilation), False, [0, 0], 1, need)
 
 
