@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .base import CorruptDatasetError, ImageDataset, PathLike
+from .base import CorruptDatasetError, DatasetNotFoundError, ImageDataset, PathLike
 from .paths import find_file, search_dirs
 
 # type code -> big-endian numpy dtype
@@ -52,6 +52,8 @@ def read_idx(path: PathLike) -> np.ndarray:
     trailing data), so a small damaged or hostile file cannot exhaust memory.
     """
     path = Path(path)
+    if not path.is_file():  # missing is not damaged: the fix is to fetch it, not to fetch it again
+        raise DatasetNotFoundError(f"{path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         with open(path, "rb") as f:
             gz = f.read(2) == GZIP_MAGIC
