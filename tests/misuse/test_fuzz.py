@@ -164,6 +164,32 @@ def test_nchw_and_channels_last_agree(case):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
+def _mask_writes():
+    """The mask write paths of test_stale_plan.py (loaded by path: import-mode=importlib)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_stale_plan", Path(__file__).with_name("test_stale_plan.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.WRITES
+
+
+@pytest.mark.parametrize("backend", ["cpu", "auto"])
+def test_op_follows_every_mask_write(backend):
+    writes = _mask_writes()
+
+    @fuzz(10)
+    @given(case=cases(dtypes=(torch.float64,)), write=st.sampled_from(writes), seed=st.integers(0, 2**31 - 1))
+    def check(case, write, seed):
+        case.run(backend)  # plans and caches the current mask
+        new = torch.rand(case.mask.shape, generator=torch.Generator().manual_seed(seed)) < 0.5
+        write(case.mask, new)
+        check_forward(case, backend, case.run(backend), reference(case))
+
+    check()
+
+
 # ----------------------------------------------------------------------------- attacks
 
 def tiny_model() -> nn.Module:
