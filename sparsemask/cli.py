@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .attacks import attack_names, get_attack
+from .dispatch import backend_names
+
 __all__ = ["main", "build_parser"]
 
 _EPILOG = """\
@@ -68,7 +71,7 @@ def _add_debug_arg(p: argparse.ArgumentParser) -> None:
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
-    g.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "triton", "dense"],
+    g.add_argument("--backend", default="auto", choices=backend_names(),
                    help="masked-convolution backend (dense = the reference conv2d * mask)")
     g.add_argument("--seed", type=int, default=0, help="seed for weights, masks, data subsets and attacks")
     g.add_argument("--batch-size", type=int, default=256, help="evaluation / attack batch size")
@@ -135,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "  sparsemask attack runs/r8-def.pt --source runs/r8-std.pt --attack fgsm --eps255 16\n"
                               "  sparsemask attack runs/r8-def.pt --attack cw --kappa 20 --steps 100 --grid adv.png")
     p.add_argument("model", help="target model file")
-    p.add_argument("--source", default=None, help="craft the examples on this model file (transfer attack) (default: none, white-box)")
-    p.add_argument("--attack", default="pgd", choices=["fgsm", "pgd", "bim", "mifgsm", "cw", "deepfool", "boundary"],
-                   help="attack to run")
+    p.add_argument("--source", default=None,
+                   help="craft the examples on this model file (transfer attack) (default: none, white-box)")
+    p.add_argument("--attack", default="pgd", choices=attack_names(),
+                   help="attack (the registry of sparsemask.attacks; eps255/norm go to those that take them)")
     p.add_argument("--eps255", type=float, default=16, help="ε on the 0-255 pixel scale")
     p.add_argument("--norm", default="inf", choices=["inf", "2", "1"], help="norm of the ε-ball (not for fgsm, cw, boundary)")
     p.add_argument("--steps", type=int, default=None,
@@ -231,7 +235,7 @@ def _runtime_cfg(args) -> dict[str, Any]:
 
 
 def cmd_train(args) -> int:
-    from .experiments.common import (ModelSpec, SCALES, accuracy, build_model, builder_kwargs, deep_merge, fit,
+    from .experiments.common import (ModelSpec, SCALES, accuracy, model_from_spec, builder_kwargs, deep_merge, fit,
                                      load_data, train_config, variant_label)
 
     defective = None
@@ -245,7 +249,7 @@ def cmd_train(args) -> int:
                         label_smoothing=args.label_smoothing)
     spec = ModelSpec(arch=args.arch, defective=defective, seed=args.seed)
     data = load_data(cfg)
-    model = build_model(spec, cfg, data)
+    model = model_from_spec(spec, cfg, data)
     tc = train_config(spec, cfg)
     tc["checkpoint"] = args.out  # sparsemask.train writes it atomically every epoch (and resumes from it)
     fit(model, data, tc, cfg)
@@ -284,16 +288,18 @@ def cmd_evaluate(args) -> int:
 
 def cmd_attack(args) -> int:
     from . import train
+    from .attacks import attack_label
     from .experiments.common import (load_data, make_attack, predict, run_attack, save_adversarial_grid,
-                                     success_defense_rate, fmt_pct, attack_label)
+                                     success_defense_rate, fmt_pct)
 
     target, cfg = _load_for_eval(args, args.model)
     source = train.load_model(args.source).to(args.device).eval() if args.source else target
     data = load_data(cfg)
     params: dict[str, Any] = {"name": args.attack}
-    if args.attack not in ("deepfool", "cw", "boundary"):
+    spec = get_attack(args.attack)
+    if spec.accepts("eps"):
         params["eps255"] = args.eps255
-    if args.attack not in ("fgsm", "cw", "boundary"):
+    if spec.accepts("norm"):
         params["norm"] = args.norm
     for key in ("steps", "step255", "kappa", "eot"):
         if getattr(args, key) is not None:

@@ -64,17 +64,21 @@ def init_distributed(device: str = "auto", backend: Optional[str] = None) -> Dis
 
 
 def resolve_device(device, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:local_rank if available else cpu; 'cuda' -> cuda:local_rank; else torch.device(device)."""
+    """'auto' -> cuda:local_rank if available else cpu; 'cuda' -> cuda:local_rank; else torch.device(device).
+    A CUDA device without CUDA is a RuntimeError here rather than at the first tensor."""
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
-        return torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank)
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} asked for, but no CUDA device is available (use 'cpu' or 'auto')")
+    return device
 
 
 def current() -> DistInfo:

@@ -103,3 +103,13 @@ def cache_info() -> CacheInfo:
 def clear_cache() -> None:
     """Drop every cached plan and reset the counters."""
     torch.ops.sparsemask.plan_cache_clear()
+
+
+# The fake (meta) kernel of sparsemask::mask_plan, for torch.compile/FakeTensor.
+@torch.library.register_fake("sparsemask::mask_plan")
+def _mask_plan_fake(mask):
+    c, h, w = mask.shape
+    q = h * w
+    i32 = dict(dtype=torch.int32, device=mask.device)
+    return (mask.new_empty((q,), **i32), mask.new_empty((q, c), **i32),
+            mask.new_empty((q + 1,), dtype=torch.int64, device=mask.device))

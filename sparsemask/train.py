@@ -53,11 +53,11 @@ from torch.utils.data import Dataset, DistributedSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from . import distributed as sdist
+from .models import MODEL_CONFIG_ATTR, build as build_model  # build_model: the name the docs use
 
 METHODS = ("standard", "adversarial", "distillation")
 SCHEDULES = ("multistep", "cosine", "constant")
 AUGMENTS = ("none", "flip", "crop_flip")
-MODEL_CONFIG_ATTR = "sparsemask_build"
 CHECKPOINT_FORMAT = "sparsemask-checkpoint-v1"
 TEMP_INFIX = ".tmp-"  # save_checkpoint writes <checkpoint>.tmp-<pid> first
 
@@ -209,15 +209,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 # ---------------------------------------------------------------------------------------------
 # model config (so a checkpoint can rebuild its model)
-
-def build_model(name: str, **kwargs) -> nn.Module:
-    """``sparsemask.models.build(name, **kwargs)`` that remembers (name, kwargs) for checkpoints."""
-    from . import models
-
-    model = models.build(name, **kwargs)
-    setattr(model, MODEL_CONFIG_ATTR, {"name": name, "kwargs": dict(kwargs)})
-    return model
-
 
 def _check_plain(value, where: str):
     # weights_only=True loads only tensors and plain containers; refuse anything else at save time.

@@ -21,6 +21,8 @@ from typing import Callable, Optional, Union
 import torch
 from torch import nn
 
+from ..seeding import check_seed  # noqa: F401  (used here and by the attacks through this module)
+
 Eps = Union[float, int, torch.Tensor]
 
 NORMS = ("inf", "2", "1")
@@ -141,11 +143,8 @@ def make_generator(seed: Optional[int], generator: Optional[torch.Generator]) ->
 
     Attacks call this at every call, so an attack built with ``seed=`` gives the same result
     each time it is called; a ``generator=`` passed in advances from call to call."""
-    if seed is not None and generator is not None:
-        raise ValueError("give either seed or generator, not both")
+    check_seed(seed, generator)
     if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return generator
     if seed is not None:
         return torch.Generator().manual_seed(int(seed))
@@ -228,17 +227,6 @@ def steepest_direction(grad: torch.Tensor, norm: str, l1_sparsity: Optional[floa
     chosen = (flat.abs() >= thresh) & (flat != 0)
     d = flat.sign() * chosen
     return (d / d.abs().sum(1, keepdim=True).clamp_min(1)).view_as(grad)
-
-
-def check_seed(seed: Optional[int], generator: Optional[torch.Generator]):
-    """Validate a seed / generator pair at construction; returns them."""
-    if seed is not None and generator is not None:
-        raise ValueError("give either seed or generator, not both")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return seed, generator
 
 
 def box_free(grad: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,10 @@ import torch
 
 from ._common import (Attack, check_inputs, check_nonneg, flat_norm, is_adversarial,
                       make_generator, check_seed, rand_like, randn_like)
+from .registry import register_attack
 
 
+@register_attack("boundary")
 class Boundary(Attack):
     """Decision-based Boundary attack: uses only the model's predicted labels.
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 
 from ._common import Attack, check_nonneg, flat_norm, margin_from_logits
+from .registry import register_attack
 
 
+@register_attack("cw")
 class CW(Attack):
     """C&W L2: minimise ``||x' - x||_2^2 + c * f(x')`` over ``x' = (tanh(w) + 1) / 2`` with Adam,
     ``f = max(logit_y - max_{j≠y} logit_j, -kappa)`` (untargeted) or

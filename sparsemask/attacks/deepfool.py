@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 
 from ._common import Attack, check_nonneg, check_norm, flat_norm
+from .registry import register_attack
 
 
+@register_attack("deepfool")
 class DeepFool(Attack):
     """Minimal-perturbation attack: linearise the classifier around the current point and step
     to the nearest linearised decision boundary among the ``candidates`` most likely classes,

@@ -5,8 +5,10 @@ from typing import Optional
 
 from ._common import (Attack, check_loss, Eps, adversarial_loss, check_eps, check_norm, per_sample,
                       steepest_direction)
+from .registry import register_attack
 
 
+@register_attack("fgsm")
 class FGSM(Attack):
     """One-step fast gradient attack (Goodfellow et al. 2015) in L∞, L2 or L1.
 

@@ -9,37 +9,15 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from ..eval import accuracy, check_labels, predict  # noqa: F401  (accuracy, predict: re-exported)
 from ._common import check_nonneg, is_adversarial
-
-
-def _check_xy(x, y, name="x"):
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError(f"{name} must be a batched tensor [N, ...]")
-    if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape [N] = ({x.shape[0]},), got "
-                         f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
-
-
-@torch.no_grad()
-def predict(model: Callable, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Predicted labels int64 [N] for x [N, ...], in batches of ``batch_size``."""
-    check_nonneg("batch_size", batch_size, integer=True, positive=True)
-    if x.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=x.device)
-    return torch.cat([model(b).argmax(1) for b in x.split(batch_size)])
-
-
-def accuracy(model: Callable, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Clean (or any-input) accuracy: fraction of x [N, ...] predicted as y [N]."""
-    _check_xy(x, y)
-    return float((predict(model, x, batch_size) == y).double().mean())
 
 
 def attack_success_rate(model: Callable, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
                         targets: Optional[torch.Tensor] = None, batch_size: int = 512) -> float:
     """Fraction of the examples the model classifies correctly on x whose x_adv fools it
     (prediction != y, or == target when targeted). nan when none is classified correctly."""
-    _check_xy(x, y)
+    check_labels(x, y)
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv must have x's shape {tuple(x.shape)}, got {tuple(x_adv.shape)}")
     correct = predict(model, x, batch_size) == y
@@ -52,7 +30,7 @@ def success_defense_rate(model: Callable, x: torch.Tensor, x_adv: torch.Tensor, 
                          batch_size: int = 512) -> float:
     """Seeds 000/001: accuracy on adversarial examples whose clean originals the (target)
     model classifies correctly. For transfer attacks x_adv comes from the source model."""
-    _check_xy(x, y)
+    check_labels(x, y)
     correct = predict(model, x, batch_size) == y
     if not correct.any():
         return float("nan")
@@ -63,7 +41,7 @@ def robust_accuracy(model: Callable, x: torch.Tensor, y: torch.Tensor, draws: in
                     batch_size: int = 512) -> Tuple[float, float]:
     """Accuracy of a randomized model as (mean, std) over ``draws`` independent forward passes
     (std is the sample std, 0 for one draw). x may be clean or adversarial."""
-    _check_xy(x, y)
+    check_labels(x, y)
     check_nonneg("draws", draws, integer=True, positive=True)
     accs = torch.tensor([accuracy(model, x, y, batch_size) for _ in range(draws)], dtype=torch.float64)
     return float(accs.mean()), float(accs.std()) if draws > 1 else 0.0

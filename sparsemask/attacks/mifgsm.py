@@ -7,8 +7,10 @@ import torch
 
 from ._common import (Attack, check_loss, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
                       flat_norm, per_sample, project, steepest_direction)
+from .registry import register_attack
 
 
+@register_attack("mifgsm")
 class MIFGSM(Attack):
     """MI-FGSM: ``g <- decay * g + grad / ||grad||_1``, ``x <- proj(x + alpha * dir(g))``.
 

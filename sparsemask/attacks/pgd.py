@@ -7,8 +7,10 @@ import torch
 
 from ._common import (Attack, check_loss, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
                       make_generator, check_seed, per_sample, project, random_in_ball, steepest_direction)
+from .registry import register_attack
 
 
+@register_attack("pgd")
 class PGD(Attack):
     """Projected gradient descent: ``steps`` normalised gradient steps, each projected back
     onto the ``norm`` ball of radius ``eps`` around x and onto the [0, 1] box.
@@ -84,6 +86,7 @@ class PGD(Attack):
                 f"random_start={self.random_start}, loss={self.loss!r}")
 
 
+@register_attack("bim")
 class BIM(PGD):
     """Basic iterative method (Kurakin et al. 2017): PGD without random start, default step
     ``eps / steps``. Same arguments as :class:`PGD`."""

@@ -6,32 +6,8 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 from torch import nn
 
+from ..nn.ensemble import Ensemble  # the surrogate ensemble (mean or weighted logits)
 from ._common import Attack, check_inputs, check_nonneg, is_adversarial
-
-
-class Ensemble(nn.Module):
-    """Mean (optionally weighted) of several models' logits: attack it to make examples that
-    fool all of them at once (Liu et al. 2017; the seeds' "ensemble of four" sources).
-
-    Input [N, ...] -> logits [N, K]. Members keep their own train/eval mode.
-    """
-
-    def __init__(self, models: Sequence[nn.Module], weights: Optional[Sequence[float]] = None):
-        super().__init__()
-        if len(models) == 0:
-            raise ValueError("models must hold at least one model")
-        self.members = nn.ModuleList(models)
-        if weights is None:
-            weights = [1.0 / len(models)] * len(models)
-        if len(weights) != len(models):
-            raise ValueError(f"weights must have one entry per model ({len(models)}), got {len(weights)}")
-        self.weights = [float(w) for w in weights]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(w * m(x) for w, m in zip(self.weights, self.members))
-
-    def extra_repr(self) -> str:
-        return f"n={len(self.members)}"
 
 
 @torch.no_grad()

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "SCALES", "deep_merge", "load_config_file", "parse_overrides", "resolve_config",
-    "Data", "load_data", "ModelSpec", "variant_label", "build_model", "get_model",
+    "Data", "load_data", "ModelSpec", "variant_label", "model_from_spec", "get_model",
     "predict", "accuracy", "make_attack", "run_attack", "success_defense_rate",
     "ResultWriter", "markdown_table", "plot_curves", "plot_bars", "save_adversarial_grid",
     "fmt_pct", "progress", "environment",
@@ -193,10 +193,10 @@ def environment() -> dict[str, Any]:
 
 
 def resolve_device(cfg: Mapping[str, Any]) -> torch.device:
-    name = cfg.get("device", "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device='cuda' but no CUDA device is available; pass --set device=cpu")
-    return torch.device(name)
+    """The config's ``device`` (:func:`sparsemask.distributed.resolve_device`)."""
+    from sparsemask.distributed import resolve_device as resolve
+
+    return resolve(cfg.get("device", "cpu"))
 
 
 # --------------------------------------------------------------------------- data
@@ -295,21 +295,22 @@ def variant_label(arch: str, defective: Optional[Mapping[str, Any]], kwargs: Opt
     return label
 
 
-def build_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> nn.Module:
-    """An untrained model from the builders of :mod:`sparsemask.models`.
+def model_from_spec(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> nn.Module:
+    """An untrained model for an experiment's model ``spec`` (:func:`sparsemask.models.build`
+    with the data's shape, the spec's seeds and options).
 
     ``cfg["model"]`` entries other than ``arch`` (e.g. ``width``) are passed to builders that
     accept them; ``width: null`` means the architecture's own width.
     """
-    from sparsemask import models, train
+    from sparsemask import models
 
     extra = builder_kwargs(spec, cfg)
     defective = dict(spec["defective"]) if spec.get("defective") else None
     if defective is not None:
         defective.setdefault("seed", spec.get("mask_seed", spec.get("seed", 0)))
     torch.manual_seed(spec.get("seed", 0))
-    # train.build_model records (name, kwargs) so checkpoints can rebuild the model.
-    model = train.build_model(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
+    # models.build records (name, kwargs) so checkpoints can rebuild the model.
+    model = models.build(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
                               input_size=data.input_size, defective=defective, **extra)
     if spec.get("spiking"):  # seed 003's RS-1: Random Spiking right after the first conv
         from sparsemask.nn import RandomSpiking, insert_after_first_conv
@@ -379,7 +380,7 @@ def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,
     cache (``cfg["cache"]``) when an identical model was trained before, else trained now."""
     spec = ModelSpec(spec)
     device = resolve_device(cfg)
-    model = build_model(spec, cfg, data)
+    model = model_from_spec(spec, cfg, data)
     cache = cfg.get("cache")
     path = Path(cache) / f"{spec['arch']}-{_cache_key(spec, cfg, data)}.pt" if cache else None
     entry = {"label": spec.label, "spec": dict(spec), "train": train_config(spec, cfg)}
@@ -404,22 +405,25 @@ def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,
 
 # --------------------------------------------------------------------------- evaluation
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+# Thin adapters of sparsemask.eval that read the batch size, device and progress setting
+# from an experiment config.
+
+def _eval_batch_size(cfg: Mapping[str, Any]) -> int:
+    return int(cfg.get("eval", {}).get("batch_size", 256))
 
 
 def predict(model: nn.Module, x: Tensor, cfg: Mapping[str, Any]) -> Tensor:
-    """Predicted labels [N] (CPU) for x [N, C, H, W], in batches of ``cfg["eval"]["batch_size"]``."""
-    from sparsemask import attacks
+    """Predicted labels [N] (on x's device) for x [N, C, H, W] (:func:`sparsemask.eval.predict`)."""
+    from sparsemask import eval as ev
 
-    bs = cfg.get("eval", {}).get("batch_size", 256)
-    return attacks.predict(model, x.to(_model_device(model)), batch_size=bs).cpu()
+    return ev.predict(model, x, _eval_batch_size(cfg))
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, cfg: Mapping[str, Any]) -> float:
-    """Fraction of x classified as y (nan for no images)."""
-    return float((predict(model, x, cfg) == y).float().mean()) if len(y) else float("nan")
+    """Fraction of x classified as y (nan for no images; :func:`sparsemask.eval.accuracy`)."""
+    from sparsemask import eval as ev
+
+    return ev.accuracy(model, x, y, _eval_batch_size(cfg))
 
 
 def success_defense_rate(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, cfg: Mapping[str, Any]) -> float:
@@ -427,72 +431,28 @@ def success_defense_rate(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, 
     adversarial examples whose clean originals ``model`` classifies correctly."""
     from sparsemask import attacks
 
-    dev = _model_device(model)
-    return attacks.success_defense_rate(model, x.to(dev), x_adv.to(dev), y.to(dev),
-                                        batch_size=cfg.get("eval", {}).get("batch_size", 256))
-
-
-ATTACKS = {"fgsm": "FGSM", "pgd": "PGD", "bim": "PGD", "mifgsm": "MIFGSM", "cw": "CW",
-           "deepfool": "DeepFool", "boundary": "Boundary"}
+    return attacks.success_defense_rate(model, x, x_adv, y, batch_size=_eval_batch_size(cfg))
 
 
 def make_attack(model: nn.Module, params: Mapping[str, Any],
                 cfg: Optional[Mapping[str, Any]] = None) -> Callable[..., Tensor]:
-    """An attack of :mod:`sparsemask.attacks` from a config entry.
-
-    ``params``: ``name`` (fgsm, pgd, mifgsm, cw, deepfool, boundary), ``eps255`` and
-    ``step255`` on the 0-255 scale (converted here), ``eot`` (n draws, wraps in EOT) and any
-    other keyword of the attack class (``steps``, ``norm``, ``kappa`` …).
-    """
+    """An attack from a config entry (:func:`sparsemask.attacks.make_attack`), with the
+    run's ``seed`` and ``progress`` setting where the attack takes them."""
     from sparsemask import attacks
 
-    params = dict(params)
-    name = params.pop("name").lower()
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; expected one of {', '.join(ATTACKS)}")
-    params.pop("label", None)
-    eot = params.pop("eot", None)
-    if "eps255" in params:
-        params["eps"] = params.pop("eps255") / 255.0
-    if "step255" in params:
-        params["step_size"] = params.pop("step255") / 255.0
-    if name == "bim":
-        params.setdefault("random_start", False)
-    cls = getattr(attacks, ATTACKS[name])
-    accepted = inspect.signature(cls).parameters
-    if cfg is not None and "progress" in accepted:
-        params.setdefault("progress", bool(cfg.get("progress", False)))
-    if cfg is not None and "seed" in accepted:
-        params.setdefault("seed", int(cfg.get("seed", 0)))
-    attack = cls(model, **params)
-    return attacks.EOT(attack, n=int(eot)) if eot else attack
-
-
-def attack_label(params: Mapping[str, Any]) -> str:
-    """``PGD16``, ``FGSM8``, ``CW40`` … (the seeds' column names)."""
-    if params.get("label"):
-        return params["label"]
-    name = ATTACKS.get(params["name"].lower(), params["name"]).upper()
-    if "eps255" in params:
-        return f"{name}{params['eps255']:g}"
-    if "kappa" in params:
-        return f"{name}{params['kappa']:g}"
-    return name
+    if cfg is None:
+        return attacks.make_attack(model, params)
+    return attacks.make_attack(model, params, seed=int(cfg.get("seed", 0)), progress=bool(cfg.get("progress", False)))
 
 
 def run_attack(attack: Callable[..., Tensor], x: Tensor, y: Tensor, cfg: Mapping[str, Any],
                targets: Optional[Tensor] = None, desc: str = "attack") -> Tensor:
-    """``attack(x, y)`` in batches of ``cfg["eval"]["batch_size"]`` on the configured device; CPU result."""
-    device = resolve_device(cfg)
-    bs = cfg.get("eval", {}).get("attack_batch_size", cfg.get("eval", {}).get("batch_size", 256))
-    out = []
-    for i in progress(range(0, len(x), bs), cfg, desc=desc):
-        xb, yb = x[i:i + bs].to(device), y[i:i + bs].to(device)
-        if targets is None:
-            out.append(attack(xb, yb).detach().cpu())
-        else:
-            out.append(attack(xb, yb, targets=targets[i:i + bs].to(device)).detach().cpu())
-    return torch.cat(out) if out else x.clone()
+    """``attack(x, y)`` in batches on the configured device (:func:`sparsemask.eval.run_attack`); CPU result."""
+    from sparsemask import eval as ev
+
+    bs = cfg.get("eval", {}).get("attack_batch_size", _eval_batch_size(cfg))
+    return ev.run_attack(attack, x.cpu(), y.cpu(), batch_size=int(bs), device=resolve_device(cfg), targets=targets,
+                         progress=bool(cfg.get("progress", False)), desc=desc)
 
 
 def fmt_pct(value: float) -> str:
@@ -693,9 +653,11 @@ def adversarial_grid(writer: "ResultWriter", model: nn.Module, data: Data, cfg: 
 
     Attack from ``cfg["grid_attack"]`` (default: seed 001's Figure 1 attack, MI-FGSM ε16).
     """
+    from sparsemask import attacks
+
     params = dict(cfg.get("grid_attack") or {"name": "mifgsm", "eps255": 16, "steps": 10})
     n = int(cfg.get("grid_images", 8))
     x, y = data.x_test[:n], data.y_test[:n]
     x_adv = run_attack(make_attack(model, params, cfg), x, y, cfg, desc="grid")
-    save_adversarial_grid(writer.figure(filename, f"{attack_label(params)} white-box examples: {title}"),
+    save_adversarial_grid(writer.figure(filename, f"{attacks.attack_label(params)} white-box examples: {title}"),
                           x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg), n=n, title=title)

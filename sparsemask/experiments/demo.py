@@ -23,7 +23,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from .common import (ModelSpec, arch_name, adversarial_grid, attack_label, deep_merge, fmt_pct,
+from ..attacks import attack_label
+from .common import (ModelSpec, arch_name, adversarial_grid, deep_merge, fmt_pct,
                      get_model, load_data, make_attack, markdown_table, plot_bars, plot_curves, predict,
                      run_attack, success_defense_rate, ResultWriter)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .common import (ModelSpec, ResultWriter, accuracy, adversarial_grid, arch_name, attack_label, builder_kwargs, fmt_pct,
+from ..attacks import attack_label
+from .common import (ModelSpec, ResultWriter, accuracy, adversarial_grid, arch_name, builder_kwargs, fmt_pct,
                      get_model, load_data, make_attack, markdown_table, run_attack, success_defense_rate)
 
 NAME = "001-ablation"

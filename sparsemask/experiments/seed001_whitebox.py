@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .common import (ModelSpec, ResultWriter, adversarial_grid, attack_label, fmt_pct, get_model, load_data,
+from ..attacks import attack_label
+from .common import (ModelSpec, ResultWriter, adversarial_grid, fmt_pct, get_model, load_data,
                      make_attack, markdown_table, run_attack, success_defense_rate, variants)
 
 NAME = "001-whitebox"

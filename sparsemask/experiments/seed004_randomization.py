@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .common import (ModelSpec, ResultWriter, accuracy, attack_label, fmt_pct, get_model, load_data, make_attack,
+from ..attacks import attack_label
+from .common import (ModelSpec, ResultWriter, accuracy, fmt_pct, get_model, load_data, make_attack,
                      markdown_table, predict, run_attack, save_adversarial_grid)
 
 NAME = "004-randomization"

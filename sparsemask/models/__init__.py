@@ -20,7 +20,7 @@ from .senet import SENet, senet18
 from .vgg import VGG, vgg19
 from .wide_resnet import WideResNet, wide_resnet, wrn_28_10, wrn_32_4
 
-__all__ = ["MODELS", "build", "Normalize", "resnet18", "resnet50", "densenet121", "senet18", "vgg19",
+__all__ = ["MODELS", "build", "MODEL_CONFIG_ATTR", "Normalize", "resnet18", "resnet50", "densenet121", "senet18", "vgg19",
            "wide_resnet", "wrn_32_4", "wrn_28_10", "lenet5", "cw_mnist", "ResNet", "DenseNet", "SENet", "VGG",
            "WideResNet", "LeNet5", "CWMnist"]
 
@@ -38,8 +38,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# The attribute where build() records (name, kwargs), so a checkpoint can rebuild the model
+# (sparsemask.train.save_checkpoint stores it; load_model reads it back).
+MODEL_CONFIG_ATTR = "sparsemask_build"
+
+
 def build(name: str, **kwargs) -> nn.Module:
-    """``MODELS[name](**kwargs)``, with a clear error for unknown names."""
+    """``MODELS[name](**kwargs)``, with a clear error for unknown names. The model remembers
+    ``{"name", "kwargs"}`` (attribute ``MODEL_CONFIG_ATTR``) so that checkpoints of it can
+    rebuild it (``sparsemask.train.load_model``); also available as
+    ``sparsemask.train.build_model``."""
     if name not in MODELS:
         raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
+    model = MODELS[name](**kwargs)
+    setattr(model, MODEL_CONFIG_ATTR, {"name": name, "kwargs": dict(kwargs)})
+    return model

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..nn.defective import _has_hooks, basic_block, conv_bn_act
+from ..nn.defective import has_forward_hooks, basic_block, conv_bn_act
 from .common import Normalize, check_builder_args, choose_stem, default_stats, finish
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet50"]
@@ -34,7 +34,7 @@ def _shortcut(downsample: Optional[nn.Module], x: Tensor) -> Tensor:
     CPU, see :func:`conv_bn_act`) when the shortcut conv is defective (published placement)."""
     if downsample is None:
         return x
-    if isinstance(downsample, nn.Sequential) and len(downsample) == 2 and not _has_hooks(downsample):
+    if isinstance(downsample, nn.Sequential) and len(downsample) == 2 and not has_forward_hooks(downsample):
         return conv_bn_act(downsample[0], downsample[1], x)
     return downsample(x)
 

@@ -31,9 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..masks import MASK_KINDS, check_keep, check_sampling, random_mask
-from ..backend import get_backend
-from ..ops import (_fused_bn_supported, _run_fused, conv_output_size, defective_block, defective_unit,
-                   masked_batch_norm_act, masked_conv2d)
+from .. import dispatch
+from ..ops import conv_output_size, defective_block, defective_unit, masked_batch_norm_act, masked_conv2d
 
 __all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES", "conv_bn_act", "basic_block"]
 
@@ -243,7 +242,7 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         mask = self._mask()
         # The published composite under the "dense" backend (the reference), and wherever the
         # fused kernel does not apply (cumulative-average momentum, non-CPU, low precision).
-        if get_backend() == "dense" or self.momentum is None or not _fused_bn_supported(input):
+        if self.momentum is None or not dispatch.fused_bn(input):
             return super().forward(input) * mask
         self._check_input_dim(input)
         batch_stats, running_mean, running_var = self._step_statistics()
@@ -273,7 +272,9 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return f"{super().extra_repr()}, masked_by=DefectiveConv2d(keep={self.source.keep:g}, kind={self.source.kind})"
 
 
-def _has_hooks(*modules: nn.Module) -> bool:
+def has_forward_hooks(*modules: nn.Module) -> bool:
+    """Whether any of ``modules`` (or the global registry) has forward (pre-)hooks: a fused
+    op would skip them, so fusion is off where any exist."""
     from torch.nn.modules import module as _m
 
     if _m._global_forward_hooks or _m._global_forward_pre_hooks:
@@ -291,9 +292,9 @@ def _fusable(conv: nn.Module, bn: nn.Module, act: Optional[nn.Module], x: Tensor
     if conv.defer_mask or conv.bias is not None or conv.groups != 1 or conv.padding_mode != "zeros" \
             or isinstance(conv.padding, str) or bn.momentum is None or x.dim() != 4:
         return False
-    if not _run_fused(x, [], get_backend(), keep=conv.keep):
+    if not dispatch.fused_unit(x, [], keep=conv.keep):
         return False
-    return not _has_hooks(conv, bn) and not (act is not None and _has_hooks(act))
+    return not has_forward_hooks(conv, bn) and not (act is not None and has_forward_hooks(act))
 
 
 def conv_bn_act(conv: nn.Module, bn: nn.Module, x: Tensor, act: Optional[nn.Module] = None,

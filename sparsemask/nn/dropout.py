@@ -27,17 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..seeding import check_seed
+
 COMBINE_MODES = ("mean", "vote")
-
-
-def check_seed(seed, generator) -> None:
-    """Validate the ``seed``/``generator`` pair every randomized module accepts."""
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False) -> float:

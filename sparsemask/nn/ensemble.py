@@ -20,26 +20,42 @@ class Ensemble(nn.Module):
     """Combine the outputs of ``models`` (each [N, ...] -> logits [N, K]).
 
     combine:
-      ``"logits"``  mean of the logits (what seed 000/001's source ensembles attack);
+      ``"logits"``  mean of the logits (what seed 000/001's source ensembles attack; with
+                    ``weights``, their weighted sum — Liu et al. 2017's transfer ensemble);
       ``"probs"``   ``log(mean softmax)``: scores whose softmax is the averaged probability;
       ``"vote"``    majority vote (ties to the smaller label), returned as scores whose argmax
                     is the vote and whose gradient is that of ``"probs"`` (straight-through).
 
-    Shapes: input [N, C, H, W] -> [N, K].
+    Shapes: input [N, C, H, W] -> [N, K]. Members keep their own train/eval mode. Also
+    exported as :class:`sparsemask.attacks.Ensemble` (the surrogate ensemble of transfer attacks).
     """
 
-    def __init__(self, models: Sequence[nn.Module], combine: str = "logits") -> None:
+    def __init__(self, models: Sequence[nn.Module], combine: str = "logits", *,
+                 weights: Optional[Sequence[float]] = None) -> None:
         super().__init__()
         models = list(models)
         if not models or not all(isinstance(m, nn.Module) for m in models):
-            raise ValueError("Ensemble: models must be a non-empty sequence of nn.Module")
+            raise ValueError("Ensemble: models must be a non-empty sequence of nn.Module (at least one model)")
         if combine not in ENSEMBLE_COMBINE:
             raise ValueError(f"Ensemble: combine must be one of {', '.join(ENSEMBLE_COMBINE)}, got {combine!r}")
+        if weights is not None:
+            if combine != "logits":
+                raise ValueError(f"Ensemble: weights need combine='logits', got combine={combine!r}")
+            if len(weights) != len(models):
+                raise ValueError(f"Ensemble: weights must have one entry per model ({len(models)}), got {len(weights)}")
         self.models = nn.ModuleList(models)
         self.combine = combine
+        self.weights = None if weights is None else [float(w) for w in weights]
+
+    @property
+    def members(self) -> nn.ModuleList:
+        """The models (the name :class:`sparsemask.attacks.Ensemble` used)."""
+        return self.models
 
     def forward(self, x: Tensor) -> Tensor:
         outputs = [m(x) for m in self.models]
+        if self.combine == "logits" and self.weights is not None:
+            return sum(w * out for w, out in zip(self.weights, outputs))
         if self.combine == "logits":
             return torch.stack(outputs).mean(0)
         from .dropout import combine_outputs  # shared with the randomized defenses

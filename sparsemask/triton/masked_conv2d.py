@@ -40,6 +40,7 @@ import triton.language as tl
 from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
+from ..ops.autograd import register_masked_conv_autograd
 from ..plan import kernel_plan
 
 __all__ = ["masked_conv2d_triton"]
@@ -542,29 +543,8 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
     return grad_input, grad_weight, grad_bias
 
 
-def _setup_context(ctx, inputs, output):
-    input, weight, bias, mask, stride, padding, dilation = inputs
-    ctx.save_for_backward(input, weight, mask)
-    ctx.conv_args = (stride, padding, dilation)
-    ctx.has_bias = bias is not None
-
-
-def _backward(ctx, grad_output):
-    input, weight, mask = ctx.saved_tensors
-    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    need_bias = bool(need_bias and ctx.has_bias)
-    if torch.is_grad_enabled():  # create_graph=True: a differentiable (dense) backward
-        from ..ops import differentiable_conv_backward
-
-        return differentiable_conv_backward(grad_output, input, weight, mask, *ctx.conv_args,
-                                            [need_input, need_weight, need_bias]) + (None,) * 4
-    grad_input, grad_weight, grad_bias = torch.ops.sparsemask.masked_conv2d_triton_backward(
-        grad_output, input, weight, mask, *ctx.conv_args, [bool(need_input), bool(need_weight), need_bias])
-    return (grad_input if need_input else None, grad_weight if need_weight else None,
-            grad_bias if need_bias else None, None, None, None, None)
-
-
-_masked_conv2d_triton_op.register_autograd(_backward, setup_context=_setup_context)
+# Autograd: the same formula as the C++ op (one factory, sparsemask/ops/autograd.py).
+register_masked_conv_autograd(_masked_conv2d_triton_op, torch.ops.sparsemask.masked_conv2d_triton_backward)
 
 
 def masked_conv2d_triton(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor,

@@ -220,7 +220,7 @@ def test_compile_under_autocast():
 def test_auto_decides_fusion_from_the_dense_alternatives_dtype(keep, amp, fused):
     """Under bf16 autocast the dense alternative is oneDNN's bf16 convolution, so ``auto``
     fuses only up to the measured bf16 crossover (sparsemask/backend.py), below float32's."""
-    from sparsemask.backend import fused_max_density
+    from sparsemask.dispatch import fused_max_density
 
     assert fused_max_density("cpu", torch.bfloat16) < fused_max_density("cpu", torch.float32)
     torch.manual_seed(0)
