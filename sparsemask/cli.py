@@ -397,7 +397,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``sparsemask`` / ``python -m sparsemask``; returns the exit status.
 
     A user error (see ``USER_ERRORS``) prints ``sparsemask: error: <message>`` on stderr and
-    returns 1; ``--debug`` re-raises it with its traceback.
+    returns 1, Ctrl-C prints ``sparsemask: interrupted`` and returns 130; ``--debug`` re-raises
+    either with its traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -411,6 +412,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"{parser.prog}: error: {_one_line(e)} (run with --debug for the traceback)", file=sys.stderr)
         return USER_ERROR_STATUS
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        # A checkpoint is replaced atomically, so a run stopped here resumes from the last one.
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130  # the shell's status for SIGINT
 
 
 if __name__ == "__main__":

@@ -86,6 +86,19 @@ def test_debug_reraises(where, tmp_path):
         main(argv)
 
 
+def test_ctrl_c_prints_one_line(monkeypatch, capsys):
+    import sparsemask.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "evaluate", interrupted)
+    assert main(["evaluate", "m.pt"]) == 130
+    assert capsys.readouterr().err.strip() == "sparsemask: interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--debug", "evaluate", "m.pt"])
+
+
 def test_python_m_sparsemask_has_no_traceback(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "sparsemask", "evaluate", str(tmp_path / "missing.pt")]
