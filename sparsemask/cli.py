@@ -97,9 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  sparsemask train --arch wide_resnet --depth 8 --width 1 --dataset fashion-mnist "
                               "--n-train 10000 --epochs 3 --keep 0.1 --out runs/r8-def.pt")
     p.add_argument("--arch", default="resnet18",
-                   help="resnet18, resnet50, densenet121, senet18, vgg19, wide_resnet, lenet5, cw_mnist")
-    p.add_argument("--depth", type=int, default=None, help="depth, for wide_resnet (e.g. 8 = ResNet-8, 32) (default: the builder's)")
-    p.add_argument("--width", type=int, default=None, help="width factor, for wide_resnet (1 = 16/32/64 channels) (default: the builder's)")
+                   help="resnet18, resnet18_x2, resnet18_dc, resnet50, resnet32x4, densenet121, senet18, vgg19, "
+                        "wide_resnet, lenet5, cw_mnist")
+    p.add_argument("--depth", type=int, default=None,
+                   help="depth, for wide_resnet and resnet32x4 (e.g. 8 = ResNet-8, 32) (default: the builder's)")
+    p.add_argument("--width", type=int, default=None,
+                   help="width factor, for wide_resnet and resnet32x4 (1 = 16/32/64 channels) (default: the builder's)")
     p.add_argument("--keep", type=float, default=None,
                    help="keep probability of defective layers (default: none, a standard model)")
     p.add_argument("--where", default="bottom", help="bottom, top, or comma-separated layer names")

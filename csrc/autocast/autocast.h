@@ -14,6 +14,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/library.h>
 
 namespace sparsemask {
 namespace autocast {
@@ -61,3 +62,16 @@ inline at::ScalarType conv_out_dtype(const at::Tensor& input, c10::DeviceType de
 
 }  // namespace autocast
 }  // namespace sparsemask
+
+// Registers NAME_autocast<D> and NAME_backward_autocast<D> (templates on the device type,
+// defined in the including file) as the AutocastCPU and AutocastCUDA kernels of
+// sparsemask::NAME and sparsemask::NAME_backward.
+#define SPARSEMASK_AUTOCAST_KERNELS(NAME)                                                       \
+  TORCH_LIBRARY_IMPL(sparsemask, AutocastCPU, m) {                                              \
+    m.impl(#NAME, TORCH_FN(NAME##_autocast<c10::DeviceType::CPU>));                             \
+    m.impl(#NAME "_backward", TORCH_FN(NAME##_backward_autocast<c10::DeviceType::CPU>));        \
+  }                                                                                             \
+  TORCH_LIBRARY_IMPL(sparsemask, AutocastCUDA, m) {                                             \
+    m.impl(#NAME, TORCH_FN(NAME##_autocast<c10::DeviceType::CUDA>));                            \
+    m.impl(#NAME "_backward", TORCH_FN(NAME##_backward_autocast<c10::DeviceType::CUDA>));       \
+  }

@@ -56,14 +56,6 @@ Eight defective_block_backward_autocast(const T& grad_out, const T& input, const
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCPU, m) {
-  m.impl("defective_block", TORCH_FN(defective_block_autocast<c10::DeviceType::CPU>));
-  m.impl("defective_block_backward", TORCH_FN(defective_block_backward_autocast<c10::DeviceType::CPU>));
-}
-
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCUDA, m) {
-  m.impl("defective_block", TORCH_FN(defective_block_autocast<c10::DeviceType::CUDA>));
-  m.impl("defective_block_backward", TORCH_FN(defective_block_backward_autocast<c10::DeviceType::CUDA>));
-}
+SPARSEMASK_AUTOCAST_KERNELS(defective_block)
 
 }  // namespace sparsemask

@@ -53,14 +53,6 @@ Five defective_unit_backward_autocast(const at::Tensor& grad_out, const at::Tens
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCPU, m) {
-  m.impl("defective_unit", TORCH_FN(defective_unit_autocast<c10::DeviceType::CPU>));
-  m.impl("defective_unit_backward", TORCH_FN(defective_unit_backward_autocast<c10::DeviceType::CPU>));
-}
-
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCUDA, m) {
-  m.impl("defective_unit", TORCH_FN(defective_unit_autocast<c10::DeviceType::CUDA>));
-  m.impl("defective_unit_backward", TORCH_FN(defective_unit_backward_autocast<c10::DeviceType::CUDA>));
-}
+SPARSEMASK_AUTOCAST_KERNELS(defective_unit)
 
 }  // namespace sparsemask

@@ -43,14 +43,6 @@ Three masked_batch_norm_act_backward_autocast(const at::Tensor& grad_out, const 
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCPU, m) {
-  m.impl("masked_batch_norm_act", TORCH_FN(masked_batch_norm_act_autocast<c10::DeviceType::CPU>));
-  m.impl("masked_batch_norm_act_backward", TORCH_FN(masked_batch_norm_act_backward_autocast<c10::DeviceType::CPU>));
-}
-
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCUDA, m) {
-  m.impl("masked_batch_norm_act", TORCH_FN(masked_batch_norm_act_autocast<c10::DeviceType::CUDA>));
-  m.impl("masked_batch_norm_act_backward", TORCH_FN(masked_batch_norm_act_backward_autocast<c10::DeviceType::CUDA>));
-}
+SPARSEMASK_AUTOCAST_KERNELS(masked_batch_norm_act)
 
 }  // namespace sparsemask

@@ -42,14 +42,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_autocast(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCPU, m) {
-  m.impl("masked_conv2d", TORCH_FN(masked_conv2d_autocast<c10::DeviceType::CPU>));
-  m.impl("masked_conv2d_backward", TORCH_FN(masked_conv2d_backward_autocast<c10::DeviceType::CPU>));
-}
-
-TORCH_LIBRARY_IMPL(sparsemask, AutocastCUDA, m) {
-  m.impl("masked_conv2d", TORCH_FN(masked_conv2d_autocast<c10::DeviceType::CUDA>));
-  m.impl("masked_conv2d_backward", TORCH_FN(masked_conv2d_backward_autocast<c10::DeviceType::CUDA>));
-}
+SPARSEMASK_AUTOCAST_KERNELS(masked_conv2d)
 
 }  // namespace sparsemask

@@ -11,7 +11,8 @@ and randomness are left exactly as the caller set them (existing libraries call
 from __future__ import annotations
 
 from ._common import Attack, eps255, project
-from .registry import AttackSpec, attack_label, attack_names, get_attack, make_attack, register_attack
+from .registry import (AttackSpec, attack_label, attack_names, get_attack, make_attack, register_attack,
+                       unregister_attack)
 
 # The registered attacks, in the order the CLI lists them (each file registers its classes).
 from .fgsm import FGSM  # noqa: E402  (isort: the order is the registry's)
@@ -29,7 +30,7 @@ from .transfer import Ensemble, MultiSurrogate, fooled  # noqa: E402
 
 __all__ = [
     "Attack", "eps255", "project",
-    "AttackSpec", "register_attack", "attack_names", "get_attack", "make_attack", "attack_label",
+    "AttackSpec", "register_attack", "unregister_attack", "attack_names", "get_attack", "make_attack", "attack_label",
     "FGSM", "PGD", "BIM", "MIFGSM", "CW", "DeepFool", "Boundary", "boundary_score",
     "EOT", "EOTModel", "Ensemble", "MultiSurrogate", "fooled",
     "gaussian_noise_255", "gaussian_noise_l2", "jpeg", "patch_shuffle",

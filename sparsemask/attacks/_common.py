@@ -76,6 +76,13 @@ def check_nonneg(name: str, value, *, integer: bool = False, positive: bool = Fa
     return value
 
 
+def check_l1_sparsity(l1_sparsity: Optional[float]) -> Optional[float]:
+    """The fraction of coordinates an L1 step moves (``None``: the default), in (0, 1]."""
+    if l1_sparsity is not None and not 0 < l1_sparsity <= 1:
+        raise ValueError(f"l1_sparsity must be in (0, 1] or None, got {l1_sparsity}")
+    return l1_sparsity
+
+
 def check_eps(eps: Eps, name: str = "eps"):
     """Validate a scalar or per-sample [N] budget; returns it (tensor or float)."""
     if isinstance(eps, torch.Tensor):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._common import (Attack, check_loss, Eps, adversarial_loss, check_eps, check_norm, per_sample,
+from ._common import (check_l1_sparsity, Attack, check_loss, Eps, adversarial_loss, check_eps, check_norm, per_sample,
                       steepest_direction)
 from .registry import register_attack
 
@@ -31,9 +31,7 @@ class FGSM(Attack):
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
         self.loss = check_loss(loss)
-        if l1_sparsity is not None and not 0 < l1_sparsity <= 1:
-            raise ValueError(f"l1_sparsity must be in (0, 1] or None, got {l1_sparsity}")
-        self.l1_sparsity = l1_sparsity
+        self.l1_sparsity = check_l1_sparsity(l1_sparsity)
 
     def _run(self, x, y, targets):
         eps = per_sample(self.eps, x)

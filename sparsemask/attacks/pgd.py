@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ._common import (Attack, check_loss, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
+from ._common import (check_l1_sparsity, Attack, check_loss, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
                       make_generator, check_seed, per_sample, project, random_in_ball, steepest_direction)
 from .registry import register_attack
 
@@ -44,9 +44,7 @@ class PGD(Attack):
         self.random_start = bool(random_start)
         self.loss = check_loss(loss)
         self.keep_best = bool(keep_best)
-        if l1_sparsity is not None and not 0 < l1_sparsity <= 1:
-            raise ValueError(f"l1_sparsity must be in (0, 1] or None, got {l1_sparsity}")
-        self.l1_sparsity = l1_sparsity
+        self.l1_sparsity = check_l1_sparsity(l1_sparsity)
         self.seed, self.generator = check_seed(seed, generator)
 
     def _default_step(self, eps: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from torch import nn
 
-__all__ = ["AttackSpec", "register_attack", "attack_names", "get_attack", "make_attack", "attack_label"]
+__all__ = ["AttackSpec", "register_attack", "unregister_attack", "attack_names", "get_attack", "make_attack", "attack_label"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,13 @@ def register_attack(name: str, *, label: Optional[str] = None, description: Opti
         return cls
 
     return decorate
+
+
+def unregister_attack(name: str) -> None:
+    """Remove attack ``name`` from the registry (its class stays importable)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unregister_attack: no attack {name!r}")
+    del _REGISTRY[name]
 
 
 def attack_names() -> tuple[str, ...]:

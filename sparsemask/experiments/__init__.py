@@ -16,7 +16,10 @@ import importlib
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-# name -> module (relative to this package). Order = the order `sparsemask experiment --list` shows.
+# name -> module (relative to this package, or an absolute module path for experiments
+# registered from elsewhere). Order = the order `sparsemask experiment --list` shows.
+# An experiment is one module with NAME, DESCRIPTION, DEFAULTS and run(cfg, out) -> dict
+# (docs/architecture.md, "Adding an experiment").
 EXPERIMENTS: dict[str, str] = {
     "001-transfer": "seed001_transfer",        # seed 001 Tables 2, 3 (and 5: ensemble sources)
     "001-gaussian": "seed001_gaussian",        # seed 001 Figure 5
@@ -31,14 +34,34 @@ EXPERIMENTS: dict[str, str] = {
     "004-randomization": "seed004_randomization",  # seed 004 Tables 2-6 + EOT
 }
 
-__all__ = ["EXPERIMENTS", "get_experiment", "run_experiment", "describe"]
+__all__ = ["EXPERIMENTS", "get_experiment", "run_experiment", "describe", "register_experiment",
+           "unregister_experiment"]
+
+
+def register_experiment(name: str, module: str, *, replace: bool = False) -> None:
+    """Register experiment ``name`` implemented by ``module`` (an absolute module path, e.g.
+    ``"mypkg.my_table"``): it then runs from ``run_experiment`` and ``sparsemask experiment``.
+    ``replace``: allow re-registering ``name`` (else ValueError)."""
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise ValueError(f"register_experiment: name must be a non-empty word, got {name!r}")
+    if name in EXPERIMENTS and not replace:
+        raise ValueError(f"register_experiment: experiment {name!r} is already registered (pass replace=True)")
+    EXPERIMENTS[name] = module
+
+
+def unregister_experiment(name: str) -> None:
+    """Remove experiment ``name``."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unregister_experiment: no experiment {name!r}")
+    del EXPERIMENTS[name]
 
 
 def get_experiment(name: str):
     """The module implementing experiment ``name`` (see :data:`EXPERIMENTS`)."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; expected one of: {', '.join(EXPERIMENTS)}")
-    return importlib.import_module(f".{EXPERIMENTS[name]}", __name__)
+    module = EXPERIMENTS[name]
+    return importlib.import_module(module) if "." in module else importlib.import_module(f".{module}", __name__)
 
 
 def describe() -> dict[str, str]:

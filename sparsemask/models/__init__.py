@@ -15,18 +15,22 @@ from torch import nn
 from .common import Normalize
 from .densenet import DenseNet, densenet121
 from .lenet import CWMnist, LeNet5, cw_mnist, lenet5
-from .resnet import ResNet, resnet18, resnet50
+from .resnet import CifarResNet, ResNet, dc_widths, resnet18, resnet18_dc, resnet18_x2, resnet32x4, resnet50
 from .senet import SENet, senet18
 from .vgg import VGG, vgg19
 from .wide_resnet import WideResNet, wide_resnet, wrn_28_10, wrn_32_4
 
-__all__ = ["MODELS", "build", "MODEL_CONFIG_ATTR", "Normalize", "resnet18", "resnet50", "densenet121", "senet18", "vgg19",
+__all__ = ["MODELS", "build", "MODEL_CONFIG_ATTR", "Normalize", "resnet18", "resnet18_x2", "resnet18_dc", "dc_widths",
+           "resnet50", "resnet32x4", "CifarResNet", "densenet121", "senet18", "vgg19",
            "wide_resnet", "wrn_32_4", "wrn_28_10", "lenet5", "cw_mnist", "ResNet", "DenseNet", "SENet", "VGG",
            "WideResNet", "LeNet5", "CWMnist"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
+    "resnet18_x2": resnet18_x2,
+    "resnet18_dc": resnet18_dc,
     "resnet50": resnet50,
+    "resnet32x4": resnet32x4,
     "densenet121": densenet121,
     "senet18": senet18,
     "vgg19": vgg19,

@@ -1,7 +1,9 @@
 """DenseNet-121 (Huang et al. 2017), growth rate 32, pre-activation bottleneck layers.
 
-CIFAR layout (3x3 stem conv, dense blocks 6-12-24-16, transitions with compression 0.5) as
-the seeds used; ``stem="imagenet"`` puts the 7x7/2 conv + BN + ReLU + max-pool in front.
+CIFAR layout (3x3 stem conv, dense blocks 6-12-24-16, transitions with compression 0.5 and
+floor 2x2 average pooling, global average pooling at the end) as the published code
+(on MNIST 28 -> 14 -> 7 -> 3, then its ``avg_pool2d(3)``: the global mean);
+``stem="imagenet"`` puts the 7x7/2 conv + BN + ReLU + max-pool in front.
 Blocks as the seeds count them: block 0 = stem conv, blocks 1-4 = ``dense1``..``dense4``.
 Defective placement as the published code (``densenet_drop_012_*``, ``defect_placement``):
 BN-output masks, no conv made defective — the output of the BN in front of every 1x1 conv
@@ -44,7 +46,7 @@ class DenseLayer(nn.Module):
 
 
 class Transition(nn.Module):
-    """BN-ReLU-conv1x1-avgpool2: [N, C, H, W] -> [N, C', H/2, W/2]."""
+    """BN-ReLU-conv1x1-avgpool2 (floor): [N, C, H, W] -> [N, C', floor(H/2), floor(W/2)]."""
 
     def __init__(self, in_planes: int, out_planes: int) -> None:
         super().__init__()
@@ -52,7 +54,8 @@ class Transition(nn.Module):
         self.conv = nn.Conv2d(in_planes, out_planes, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2, ceil_mode=True)
+        # floor, as the published code: 28 -> 14 -> 7 -> 3 on MNIST (then its avg_pool 3 is our global mean)
+        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
 
 
 class DenseNet(nn.Module):
@@ -121,5 +124,9 @@ def densenet121(num_classes: int = 10, in_channels: int = 3, input_size: int = 3
     the 19 3x3 convs of the text instead).
     """
     check_builder_args("densenet121", num_classes, in_channels, input_size)
-    model = DenseNet((6, 12, 24, 16), 32, 0.5, num_classes, in_channels, choose_stem(stem, input_size), mean, std)
+    stem = choose_stem(stem, input_size)
+    if input_size < (32 if stem == "imagenet" else 8):
+        raise ValueError(f"densenet121: input_size must be >= 8 (>= 32 with the ImageNet stem): the transitions' "
+                         f"floor pooling would reach an empty map, got {input_size}")
+    model = DenseNet((6, 12, 24, 16), 32, 0.5, num_classes, in_channels, stem, mean, std)
     return finish(model, in_channels, input_size, _placement(model), defective, _placement_text(model))

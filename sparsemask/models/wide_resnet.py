@@ -1,7 +1,9 @@
 """Wide ResNets (Zagoruyko & Komodakis 2016), pre-activation, three stages of width 16k/32k/64k.
 
-``wide_resnet(depth=32, width=4)`` is WRN-32-4, the transfer-attack source/target of seed 001
-(the ResNet-32 of Madry et al. / Buckman et al.: depth = 6n + 2, n = 5 units per stage);
+``wide_resnet(depth=32, width=4)`` is WRN-32-4 as the paper's text names seed 001's
+transfer-attack source/target (the ResNet-32 of Madry et al. / Buckman et al.: depth = 6n + 2,
+n = 5 units per stage). The network the published code trained under that name is
+post-activation (conv-BN-ReLU, no final BN): :func:`sparsemask.models.resnet32x4`;
 ``wrn_28_10`` is WRN-28-10 of seed 003 (depth = 6n + 4, counting shortcut convs: n = 4).
 Blocks as seed 001 counts them: block 0 = stem conv, blocks 1-3 = ``block1``..``block3``.
 Defective placement: bottom = blocks 0 and 1 (stem + every 3x3 conv of block1; the 1x1

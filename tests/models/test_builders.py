@@ -40,11 +40,15 @@ EXPECTED_BOTTOM = {
     "senet18": [f"layer{i}.{b}.{n}" for i in (1, 2) for b in (0, 1) for n in ("bn1", "conv1")],
     "vgg19": ["features.0", "features.3", "features.7", "features.10"],
     "wide_resnet": ["conv1"] + [f"block1.{u}.conv{c}" for u in range(5) for c in (1, 2)],
+    # published resnet32_k4_drop_01_*: stem + layer1's 10 convs; layer1.0's 16 -> 64 shortcut stays dense
+    "resnet32x4": ["conv1"] + [f"layer1.{b}.conv{c}" for b in range(5) for c in (1, 2)],
+    # published *_c20: ResNet-18's 10 points; the extra layer1.0 shortcut stays dense
+    "resnet18_x2": ["conv1"] + _r18_layer(1) + _r18_layer_with_shortcut(2),
     "lenet5": ["conv1"],
     "cw_mnist": ["conv1", "conv2"],
 }
 EXPECTED_TOP_COUNT = {"resnet18": 10, "resnet50": 9, "densenet121": 41, "senet18": 8, "vgg19": 4, "wide_resnet": 20,
-                      "lenet5": 1, "cw_mnist": 2}
+                      "resnet32x4": 20, "resnet18_x2": 10, "lenet5": 1, "cw_mnist": 2}
 # The paper text's reading (reading="text"; 000/001 appendix C), where it differs from the code.
 EXPECTED_BOTTOM_TEXT = {
     "resnet18": ["conv1"] + _r18_layer(1) + _r18_layer(2),
@@ -206,6 +210,56 @@ def test_wide_resnet_variants():
     assert len(w.block1) == 5 and w.block1[0].conv1.out_channels == 64
     with pytest.raises(ValueError, match="depth"):
         models.wide_resnet(depth=30)
+
+
+def test_published_structural_variants():
+    """resnet32x4 (post-activation, no final BN), resnet18_x2 (c20) and resnet18_dc (dc05/dc09):
+    widths and the extra layer1.0 projection; errors name the argument."""
+    r = models.resnet32x4(input_size=16)
+    assert [len(r.layer1), len(r.layer2), len(r.layer3)] == [5, 5, 5] and not hasattr(r, "layer4")
+    assert r.conv1.out_channels == 16 and r.layer1[0].downsample[0].in_channels == 16
+    assert r.layer3[4].conv2.out_channels == 256 and r.fc.in_features == 256
+    assert not hasattr(r, "bn")  # post-activation: no final BN (the pre-activation wide_resnet has one)
+    assert len(models.resnet32x4(input_size=16, depth=8, width=1).layer1) == 1
+    x2 = models.resnet18_x2(input_size=16)
+    assert [x2.conv1.out_channels] + [getattr(x2, f"layer{i}")[1].conv2.out_channels for i in range(1, 5)] == \
+        [128, 128, 256, 256, 512]
+    assert x2.layer1[0].downsample[0].kernel_size == (1, 1) and x2.layer1[1].downsample is None
+    for keep, narrow in ((0.5, (32, 32, 64)), (0.1, (7, 7, 13))):
+        assert models.dc_widths(keep) == narrow + (256, 512)
+        dc = models.resnet18_dc(input_size=16, channel_keep=keep)
+        assert dc.conv1.out_channels == narrow[0] and dc.layer2[0].conv1.out_channels == narrow[2]
+        assert dc.layer1[0].downsample is not None and not defective_layers(dc)
+    for bad in (0, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="channel_keep"):
+            models.resnet18_dc(channel_keep=bad)
+    with pytest.raises(ValueError, match="widths"):
+        models.resnet18(widths=(64, 64, 128))
+    with pytest.raises(ValueError, match="layer1_projection"):
+        models.resnet18(layer1_projection=1)
+    with pytest.raises(ValueError, match="depth"):
+        models.resnet32x4(depth=30)
+    with pytest.raises(ValueError, match="width"):
+        models.resnet32x4(width=0)
+
+
+def test_mnist_pooling_as_published():
+    """28 px: VGG-19 pools four times with floor (28 -> 14 -> 7 -> 3 -> 1, no fifth pool),
+    DenseNet-121's floor transitions end on a 3x3 map; 32 px: five pools."""
+    vgg = models.vgg19(in_channels=1, input_size=28)
+    pools = [m for m in vgg.features if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 4 and not any(p.ceil_mode for p in pools) and isinstance(vgg.features[-1], nn.Identity)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in models.vgg19(input_size=32).features) == 5
+    with torch.no_grad():
+        assert vgg.eval().features(torch.rand(1, 1, 28, 28)).shape[2:] == (1, 1)
+    maps = []
+    dn = models.densenet121(in_channels=1, input_size=28)
+    dn.dense4.register_forward_hook(lambda m, a, o: maps.append(tuple(o.shape[2:])))
+    with torch.no_grad():
+        dn.eval()(torch.rand(1, 1, 28, 28))
+    assert maps == [(3, 3)]  # ceil pooling gave 4x4
+    with pytest.raises(ValueError, match="input_size"):
+        models.densenet121(input_size=4)
 
 
 def test_normalize_inside_model_and_per_pixel_mean():

@@ -3,13 +3,14 @@ results must equal running the modules one by one (the dense reference backend).
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
 from torch import nn
 
 import sparsemask
-from sparsemask.models import resnet18, resnet50
+from sparsemask.models import resnet18, resnet32x4, resnet50
 from sparsemask.nn.defective import conv_bn_act
 
 
@@ -26,7 +27,9 @@ def _step(model, x, backend):
     return out
 
 
-@pytest.mark.parametrize("builder", [resnet18, resnet50])
+# resnet32x4 (ResNet-8x2 here, for time): fused blocks next to a dense projection shortcut (layer1.0)
+@pytest.mark.parametrize("builder", [resnet18, resnet50, functools.partial(resnet32x4, depth=8, width=2)],
+                         ids=["resnet18", "resnet50", "resnet32x4"])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_fused_model_matches_unfused_reference_in_train_and_eval(builder, layout):
     fused, ref = _pair(builder)

@@ -15,7 +15,8 @@ from torch import nn
 from sparsemask import models
 from sparsemask.nn import DefectiveConv2d, MaskedBatchNorm2d
 
-from .published_reference import CIFAR_STD, RefDenseNet121, RefResNet18, RefSENet18
+from .published_reference import (CIFAR_STD, RefDenseNet121, RefResNet18, RefResNet18DC, RefResNet18x2, RefResNet32x4,
+                                  RefResNet50, RefSENet18, RefVGG19)
 
 TOL = 1e-10
 SIZE = 16  # the published nets are size-generic up to the final pooling; 16 px keeps float64 fast
@@ -65,20 +66,22 @@ def _copy_into(ref: nn.Module, model: nn.Module) -> None:
     ref.set_masks([m.double() for m in _masks(model)])
 
 
-def _build(builder, where: str, reference: str, seed: int = 0) -> nn.Module:
+def _build(builder, where, reference: str, seed: int = 0, size: int = SIZE, channels: int = 3, **kw) -> nn.Module:
     torch.manual_seed(seed)
-    model = builder(input_size=SIZE, defective=dict(keep=0.5, where=where, seed=seed, reference=reference))
+    defective = None if where is None else dict(keep=0.5, where=where, seed=seed, reference=reference)
+    model = builder(in_channels=channels, input_size=size, defective=defective, **kw)
     model = model.double()
     _randomise(model, torch.Generator().manual_seed(seed + 1))
     return model
 
 
-def _compare(model: nn.Module, ref: nn.Module, train: bool, steps: int = 2) -> None:
+def _compare(model: nn.Module, ref: nn.Module, train: bool, steps: int = 2, size: int = SIZE,
+             channels: int = 3, batch: int = 3) -> None:
     model.train(train)
     ref.train(train)
     gen = torch.Generator().manual_seed(7)
     for _ in range(steps):
-        x = torch.rand(3, 3, SIZE, SIZE, generator=gen, dtype=torch.float64)
+        x = torch.rand(batch, channels, size, size, generator=gen, dtype=torch.float64)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
         ya, yb = model(xa), ref(xb)
         assert (ya - yb).abs().max().item() <= TOL
@@ -97,37 +100,61 @@ def _compare(model: nn.Module, ref: nn.Module, train: bool, steps: int = 2) -> N
             assert (pa.grad - pb.grad).abs().max().item() <= TOL
 
 
-# (id, builder, where, reference module, number of masks, training steps). DenseNet-121 in
-# float64 takes PyTorch's slow conv path (~10 s a step on 2 busy cores): one step.
+def _case(id, builder, where, make_ref, n_masks, steps=1, size=SIZE, channels=3, batch=3, slow=False,
+          sparse_order=True, **kw):
+    marks = [pytest.mark.slow] if slow else []
+    return pytest.param(dict(builder=builder, where=where, make_ref=make_ref, n_masks=n_masks, steps=steps,
+                             size=size, channels=channels, batch=batch, kw=kw,
+                             sparse_order=sparse_order and n_masks > 0), id=id, marks=marks)
+
+
+# builder, where (None: the published variant has no masks), reference module, number of masks,
+# training steps, input size. DenseNet-121 in float64 takes PyTorch's slow conv path (~10 s a
+# step at 16 px on 2 busy cores): one step. The published VGG-19 needs 32 px (five floor
+# pools to 1x1), its MNIST file and the MNIST DenseNet 28 px. The MNIST VGG's last stage runs on
+# 1x1 maps, so train-mode BN sees only the batch: 8 images keep its input gradients (~15)
+# well conditioned (with 3 they reach ~60 and float64 round-off ~2e-10).
 CASES = [
-    ("resnet18-bottom", models.resnet18, "bottom", lambda: RefResNet18("bottom"), 10, 2),
-    ("resnet18-top", models.resnet18, "top", lambda: RefResNet18("top"), 10, 2),
-    pytest.param(("densenet121-bottom", models.densenet121, "bottom", RefDenseNet121, 20, 1),
-                 marks=pytest.mark.slow, id="densenet121-bottom"),
-    ("senet18-bottom", models.senet18, "bottom", RefSENet18, 8, 2),
+    _case("resnet18-bottom", models.resnet18, "bottom", lambda: RefResNet18("bottom"), 10, steps=2),
+    _case("resnet18-top", models.resnet18, "top", lambda: RefResNet18("top"), 10, steps=2),
+    _case("densenet121-bottom", models.densenet121, "bottom", RefDenseNet121, 20, slow=True),
+    _case("senet18-bottom", models.senet18, "bottom", RefSENet18, 8, steps=2),
+    _case("resnet50-bottom", models.resnet50, "bottom", RefResNet50, 8),
+    _case("vgg19-bottom", models.vgg19, "bottom", RefVGG19, 4, size=32),
+    _case("resnet32x4-bottom", models.resnet32x4, "bottom", RefResNet32x4, 11),
+    _case("resnet18_x2-bottom", models.resnet18_x2, "bottom", RefResNet18x2, 10),
+    _case("resnet18_dc05", models.resnet18_dc, None, lambda: RefResNet18DC((32, 64)), 0, channel_keep=0.5),
+    _case("resnet18_dc09", models.resnet18_dc, None, lambda: RefResNet18DC((7, 13)), 0, channel_keep=0.1),
+    _case("resnet18-mnist-bottom", models.resnet18, "bottom", lambda: RefResNet18("bottom", in_channels=1), 10,
+          size=28, channels=1, batch=2, sparse_order=False),
+    _case("vgg19-mnist-bottom", models.vgg19, "bottom", lambda: RefVGG19(mnist=True), 4, size=28, channels=1,
+          batch=8),
+    # ~10 s a pass at 28 px: batch 2, and no sparse-order run (the CIFAR case covers BN-output masks)
+    _case("densenet121-mnist-bottom", models.densenet121, "bottom", lambda: RefDenseNet121(in_channels=1), 20,
+          size=28, channels=1, batch=2, slow=True, sparse_order=False),
 ]
-IDS = ["resnet18-bottom", "resnet18-top", None, "senet18-bottom"]
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", CASES)
 def test_published_variant_matches_reference(case, train):
-    _, builder, where, make_ref, n_masks, steps = case
-    model = _build(builder, where, "paper")
-    assert len(_masks(model)) == n_masks
-    ref = make_ref().double()
+    model = _build(case["builder"], case["where"], "paper", size=case["size"], channels=case["channels"],
+                   **case["kw"])
+    assert len(_masks(model)) == case["n_masks"]
+    ref = case["make_ref"]().double()
     _copy_into(ref, model)
-    _compare(model, ref, train, steps=steps)
+    _compare(model, ref, train, steps=case["steps"], size=case["size"], channels=case["channels"],
+             batch=case["batch"])
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", [c for c in CASES if c.values[0]["sparse_order"]])  # DC has no masks
 def test_sparse_order_matches_reference_in_eval(case):
     """BN after the sparse conv: identical eval outputs (the conv output feeds only its BN)."""
-    _, builder, where, make_ref, _, _ = case
-    model = _build(builder, where, "sparse")
-    ref = make_ref().double()
+    model = _build(case["builder"], case["where"], "sparse", size=case["size"], channels=case["channels"],
+                   **case["kw"])
+    ref = case["make_ref"]().double()
     _copy_into(ref, model)
-    _compare(model, ref, train=False, steps=1)
+    _compare(model, ref, train=False, steps=1, size=case["size"], channels=case["channels"], batch=case["batch"])
 
 
 def test_resnet18_text_reading_differs_from_published():
