@@ -33,6 +33,9 @@ inline std::pair<int64_t, int64_t> check_masked_conv2d_args(
   TORCH_CHECK(input.size(1) == weight.size(1),
               "masked_conv2d: weight.shape[1] (C_in = ", weight.size(1), ") must equal input.shape[1] = ", input.size(1),
               " (groups must be 1)");
+  // at::conv2d returns [N, 0, H_out, W_out] for C_in = 0 and the sparse backwards skip an empty
+  // input (grad_bias 0): refused here, as ops.py does, rather than wrong in some backends.
+  TORCH_CHECK_VALUE(input.size(1) > 0, "masked_conv2d: input has no channels (C_in = input.shape[1] = 0); need C_in >= 1");
   TORCH_CHECK(input.scalar_type() == weight.scalar_type(),
               "masked_conv2d: weight dtype ", weight.scalar_type(), " must equal input dtype ", input.scalar_type());
   TORCH_CHECK(at::isFloatingType(input.scalar_type()),

@@ -19,7 +19,10 @@ inline bool use_dense(const MaskPlan& plan, double max_density) {
 inline at::Tensor dense_forward(const at::Tensor& input, const at::Tensor& weight,
                                 const std::optional<at::Tensor>& bias, const at::Tensor& mask,
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
-  return at::conv2d(input, weight, bias, stride, padding, dilation).mul_(mask).contiguous(input.suggest_memory_format());
+  // masked_fill_, not mul_(mask): 0 * NaN is NaN, and a masked output is exactly 0 in every backend.
+  return at::conv2d(input, weight, bias, stride, padding, dilation)
+      .masked_fill_(mask.logical_not(), 0)
+      .contiguous(input.suggest_memory_format());
 }
 
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
@@ -33,7 +36,7 @@ inline Grads dense_backward(const at::Tensor& grad_output, const at::Tensor& inp
                             const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
                             at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
   const int64_t bias_size[1] = {weight.size(0)};
-  auto [gi, gw, gb] = at::convolution_backward(grad_output * mask, input, weight, at::IntArrayRef(bias_size), stride,
+  auto [gi, gw, gb] = at::convolution_backward(grad_output.masked_fill(mask.logical_not(), 0), input, weight, at::IntArrayRef(bias_size), stride,
                                                padding, dilation, false, {0, 0}, 1, output_mask);
   auto [grad_input, grad_weight, grad_bias] = empty_grads(input, weight);
   if (output_mask[0]) grad_input = gi.contiguous(input.suggest_memory_format());

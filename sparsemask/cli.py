@@ -30,7 +30,13 @@ examples:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Raw epilogs, and "(default: ...)" after every option's help unless the help already says it in words."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if "(default" in help_text or action.required:  # a required option has no default to state  # e.g. "(default: the loader's search path)" says more than "None"
+            return help_text
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:
@@ -51,8 +57,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-root", default=None,
                    help="directory holding the dataset files (default: the loader's search path, "
                         "e.g. /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--n-train", type=_positive_int, default=None, help="use a random subset of this many training images")
-    g.add_argument("--n-test", type=_positive_int, default=None, help="use a random subset of this many test images")
+    g.add_argument("--n-train", type=_positive_int, default=None, help="use a random subset of this many training images (default: all)")
+    g.add_argument("--n-test", type=_positive_int, default=None, help="use a random subset of this many test images (default: all)")
+
+
+def _add_debug_arg(p: argparse.ArgumentParser) -> None:
+    # Also after the subcommand (`sparsemask train ... --debug`); SUPPRESS keeps the subparser from
+    # overwriting a --debug given before it.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback when the command fails (default: off)")
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -72,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Defective (Random Mask) convolutional layers with sparse kernels, the seed papers' "
                     "randomized defenses, attacks and experiments.")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback when a command fails (user errors print one line otherwise)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="run `sparsemask COMMAND --help` for its options")
 
     # train
     p = sub.add_parser("train", formatter_class=_Formatter, help="train a (defective) model and save it",
@@ -84,20 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resnet18, resnet18_x2, resnet18_dc, resnet50, resnet32x4, densenet121, senet18, vgg19, "
                         "wide_resnet, lenet5, cw_mnist")
     p.add_argument("--depth", type=int, default=None,
-                   help="depth, for wide_resnet and resnet32x4 (e.g. 8 = ResNet-8, 32)")
+                   help="depth, for wide_resnet and resnet32x4 (e.g. 8 = ResNet-8, 32) (default: the builder's)")
     p.add_argument("--width", type=int, default=None,
-                   help="width factor, for wide_resnet and resnet32x4 (1 = 16/32/64 channels)")
+                   help="width factor, for wide_resnet and resnet32x4 (1 = 16/32/64 channels) (default: the builder's)")
     p.add_argument("--keep", type=float, default=None,
-                   help="keep probability of defective layers; omit for a standard model")
+                   help="keep probability of defective layers (default: none, a standard model)")
     p.add_argument("--where", default="bottom", help="bottom, top, or comma-separated layer names")
     p.add_argument("--kind", default="neuron", choices=["neuron", "channel", "shared"],
                    help="mask kind: neuron (the method), channel (DC), shared (SM)")
     p.add_argument("--widen", type=int, default=1, help="multiply the channels of defective layers (the seeds' xn)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--train-batch-size", type=int, default=128)
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "multistep", "constant"])
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (a resumed run continues up to this many)")
+    p.add_argument("--lr", type=float, default=0.05, help="initial SGD learning rate")
+    p.add_argument("--train-batch-size", type=int, default=128, help="training batch size")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "multistep", "constant"],
+                   help="learning-rate schedule over the epochs")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing ε of the cross-entropy")
     p.add_argument("--out", required=True,
                    help="checkpoint to write (sparsemask.train format, rewritten every epoch; an existing one is resumed)")
     _add_data_args(p)
@@ -110,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  sparsemask evaluate runs/r8-def.pt --noise 4 8 16 32 --json runs/eval.json")
     p.add_argument("model", help="model file written by `sparsemask train`")
     p.add_argument("--noise", type=float, nargs="*", default=[], help="Gaussian noise σ values (0-255 scale)")
-    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file (default: none)")
     _add_data_args(p)
     _add_runtime_args(p)
 
@@ -124,17 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
                               "  sparsemask attack runs/r8-def.pt --source runs/r8-std.pt --attack fgsm --eps255 16\n"
                               "  sparsemask attack runs/r8-def.pt --attack cw --kappa 20 --steps 100 --grid adv.png")
     p.add_argument("model", help="target model file")
-    p.add_argument("--source", default=None, help="craft the examples on this model file (transfer attack)")
+    p.add_argument("--source", default=None,
+                   help="craft the examples on this model file (transfer attack) (default: none, white-box)")
     p.add_argument("--attack", default="pgd", choices=attack_names(),
                    help="attack (the registry of sparsemask.attacks; eps255/norm go to those that take them)")
     p.add_argument("--eps255", type=float, default=16, help="ε on the 0-255 pixel scale")
-    p.add_argument("--norm", default="inf", choices=["inf", "2", "1"])
-    p.add_argument("--steps", type=int, default=None, help="iterations (iterative attacks)")
-    p.add_argument("--step255", type=float, default=None, help="step size on the 0-255 scale")
-    p.add_argument("--kappa", type=float, default=None, help="CW confidence κ")
-    p.add_argument("--eot", type=_positive_int, default=None, help="wrap in EOT with this many draws (randomized models)")
-    p.add_argument("--grid", default=None, help="write a PNG grid of adversarial examples here")
-    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--norm", default="inf", choices=["inf", "2", "1"], help="norm of the ε-ball (not for fgsm, cw, boundary)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="iterations (iterative attacks) (default: the attack's own)")
+    p.add_argument("--step255", type=float, default=None, help="step size on the 0-255 scale (default: the attack's own)")
+    p.add_argument("--kappa", type=float, default=None, help="CW confidence κ (default: the attack's own)")
+    p.add_argument("--eot", type=_positive_int, default=None,
+                   help="wrap in EOT with this many draws (randomized models) (default: no EOT)")
+    p.add_argument("--grid", default=None, help="write a PNG grid of adversarial examples here (default: none)")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file (default: none)")
     _add_data_args(p)
     _add_runtime_args(p)
 
@@ -164,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "  sparsemask experiment 001-gaussian --scale small --out docs/results/001-gaussian\n"
                               "  sparsemask experiment 001-transfer --scale paper --config configs/001-transfer-paper.yaml "
                               "--set data.root=/data/cifar-10-batches-py\n  sparsemask experiment --list")
-    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("name", nargs="?", help="experiment name (see --list) (default: the config file's `experiment:`)")
     p.add_argument("--scale", default=None, choices=["smoke", "small", "paper"],
                    help="preset size (default: the config file's `scale:`, else smoke)")
-    p.add_argument("--config", default=None, help="YAML or TOML file overriding the scale preset")
+    p.add_argument("--config", default=None, help="YAML or TOML file overriding the scale preset (default: none)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting with a dotted key, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--out", default=None, help="output directory (default runs/NAME-SCALE)")
@@ -191,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a demo setting, e.g. --set train.epochs=1")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    for p in sub.choices.values():
+        _add_debug_arg(p)
     return parser
 
 
@@ -363,14 +385,42 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "attack": cmd_attack, 
             "experiment": cmd_experiment, "demo": cmd_demo}
 
 
+# What a bad argument, a missing or damaged file, a full disk raise: the user can fix these, so
+# they get one line instead of a traceback. Anything else (RuntimeError, KeyError, ...) is a
+# bug or a torch failure whose traceback is needed to report it.
+USER_ERRORS = (ValueError, TypeError, OSError)
+USER_ERROR_STATUS = 1  # argparse's own usage errors exit 2
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``sparsemask`` / ``python -m sparsemask``; returns the exit status."""
+    """Entry point of ``sparsemask`` / ``python -m sparsemask``; returns the exit status.
+
+    A user error (see ``USER_ERRORS``) prints ``sparsemask: error: <message>`` on stderr and
+    returns 1, Ctrl-C prints ``sparsemask: interrupted`` and returns 130; ``--debug`` re-raises
+    either with its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {_one_line(e)} (run with --debug for the traceback)", file=sys.stderr)
+        return USER_ERROR_STATUS
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        # A checkpoint is replaced atomically, so a run stopped here resumes from the last one.
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130  # the shell's status for SIGINT
 
 
 if __name__ == "__main__":

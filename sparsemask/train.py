@@ -22,7 +22,8 @@ permutation seeded by (seed, epoch) and augmentation is reseeded by (seed, epoch
 a run resumed from an epoch checkpoint replays exactly what an uninterrupted run would.
 
 Checkpoints (``TrainConfig.checkpoint``) are written atomically (temporary file +
-``os.replace``) after every ``checkpoint_every`` epochs and hold the model's build config
+``os.replace``; a temporary file left by a killed run is removed when the next run starts)
+after every ``checkpoint_every`` epochs and hold the model's build config
 (name + kwargs, when known), its state_dict (defective masks included: they are buffers),
 optimizer, scheduler, epoch, RNG states, the TrainConfig and the history. They are read
 only with ``torch.load(weights_only=True)``.
@@ -58,9 +59,10 @@ METHODS = ("standard", "adversarial", "distillation")
 SCHEDULES = ("multistep", "cosine", "constant")
 AUGMENTS = ("none", "flip", "crop_flip")
 CHECKPOINT_FORMAT = "sparsemask-checkpoint-v1"
+TEMP_INFIX = ".tmp-"  # save_checkpoint writes <checkpoint>.tmp-<pid> first
 
 __all__ = ["TrainConfig", "train", "evaluate", "defensive_distillation", "build_model", "save_checkpoint",
-           "load_checkpoint", "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
+           "load_checkpoint", "remove_stale_temp_files", "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
 
 
 class CheckpointMismatchError(ValueError):
@@ -430,17 +432,88 @@ def save_checkpoint(path: Union[str, os.PathLike], model: nn.Module, *, optimize
         "torch_version": str(torch.__version__),
     }
     _check_plain(state["history"], "history")
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}{TEMP_INFIX}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            _save_keeping_os_errors(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota, a read-only folder: say which file and that the old one is safe
+        raise OSError(e.errno, f"cannot write checkpoint {path} ({e.strerror or e}); the previous checkpoint, "
+                               f"if any, is unchanged") from e
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+
+class _OSErrorKeepingWriter:
+    """A file wrapper that remembers the OSError a ``write`` raised."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
+def _save_keeping_os_errors(obj, f) -> None:
+    # torch.save's C++ zip writer turns a failed write (ENOSPC on a full disk) into
+    # "RuntimeError: [enforce fail at inline_container.cc] unexpected pos 704 vs 598".
+    writer = _OSErrorKeepingWriter(f)
+    try:
+        torch.save(obj, writer)
+    except RuntimeError as e:
+        if writer.error is None:
+            raise
+        raise writer.error from e
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: Union[str, os.PathLike]) -> List[Path]:
+    """Delete ``<path>.tmp-<pid>`` files that a killed :func:`save_checkpoint` left behind.
+
+    Only files whose writer is gone (no live process ``pid``) or is this process are removed:
+    a live writer (another run on the same checkpoint) keeps its file. A pid reused by an
+    unrelated process keeps a stale file until that process ends. Returns the removed paths.
+    """
+    path = Path(path)
+    removed = []
+    prefix = path.name + TEMP_INFIX
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.iterdir():
+        pid = tmp.name[len(prefix):] if tmp.name.startswith(prefix) else ""
+        if not (pid.isdigit() and tmp.is_file()):
+            continue
+        if int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+        except FileNotFoundError:  # another starting run removed it first
+            continue
+        removed.append(tmp)
+    return removed
 
 
 def load_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = None, *, optimizer=None,
@@ -587,6 +660,8 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
     optimizer, scheduler = make_optimizer(model, cfg)
 
     start_epoch, history = 0, []
+    if cfg.checkpoint and info.is_main:
+        remove_stale_temp_files(cfg.checkpoint)  # left by a run killed while writing
     if cfg.checkpoint and cfg.resume and Path(cfg.checkpoint).is_file():
         ckpt = load_checkpoint(cfg.checkpoint, model, optimizer=optimizer, scheduler=scheduler, map_location=dev)
         start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))

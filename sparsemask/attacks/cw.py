@@ -97,7 +97,7 @@ class CW(Attack):
         for _ in range(self.eot_n):
             x_new = (torch.tanh(w) + 1) / 2  # rebuilt per pass: each autograd.grad frees its graph
             dist = (x_new - x).flatten(1).pow(2).sum(1)
-            logits = self.model(x_new)
+            logits = self._forward(x_new)  # the first pass checks y/targets against K
             margin = self._margin(logits, y, targets)
             loss = dist + c * torch.clamp(self.kappa - margin, min=0)
             (g,) = torch.autograd.grad(loss.sum(), w)

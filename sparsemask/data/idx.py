@@ -7,19 +7,24 @@ dimensions d, then d uint32 sizes, then the data. Image files have magic 0x00000
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .base import CorruptDatasetError, ImageDataset, PathLike
+from .base import CorruptDatasetError, DatasetNotFoundError, ImageDataset, PathLike
 from .paths import find_file, search_dirs
 
 # type code -> big-endian numpy dtype
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
+# The largest expansion deflate can produce (a run of one byte): 1032 output bytes per input byte.
+MAX_GZIP_RATIO = 1032
 
 MNIST_CLASSES = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -42,29 +47,49 @@ def read_idx(path: PathLike) -> np.ndarray:
     """Read one IDX file (gzipped or not, detected from its first bytes) into a numpy array.
 
     Raises CorruptDatasetError naming the file for a bad gzip stream, a bad header or a
-    data size that does not match the header (truncated or trailing bytes).
+    data size that does not match the header (truncated or trailing bytes). A gzip stream
+    is decompressed only up to the size its header implies (plus one byte to detect
+    trailing data), so a small damaged or hostile file cannot exhaust memory.
     """
     path = Path(path)
+    if not path.is_file():  # missing is not damaged: the fix is to fetch it, not to fetch it again
+        raise DatasetNotFoundError(f"{path}: no such file" + (" (it is a directory)" if path.is_dir() else ""))
     try:
         with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == GZIP_MAGIC:
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-        raise CorruptDatasetError(f"{path}: cannot read or decompress ({e}); the file is damaged, fetch it again") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] == 0:
-        raise CorruptDatasetError(f"{path}: not an IDX file (header bytes {raw[:4].hex() or 'empty'}; expected "
+            gz = f.read(2) == GZIP_MAGIC
+            f.seek(0)
+            stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
+            # deflate expands at most ~1032:1, so a header asking for more is a lie.
+            limit = os.fstat(f.fileno()).st_size * (MAX_GZIP_RATIO if gz else 1)
+            return _read_idx_stream(stream, path, limit)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; a bad deflate block is zlib.error
+        raise CorruptDatasetError(f"{path}: cannot read or decompress ({type(e).__name__}: {e}); the file is "
+                                  f"damaged, fetch it again") from e
+
+
+def _read_idx_stream(stream, path: Path, limit: int) -> np.ndarray:
+    """Parse an IDX header and its data from ``stream``, reading no more than the header implies + 1 byte."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_TYPES or magic[3] == 0:
+        raise CorruptDatasetError(f"{path}: not an IDX file (header bytes {magic.hex() or 'empty'}; expected "
                                   f"00 00 <type> <ndim>, e.g. 00000803 for images, 00000801 for labels)")
-    dtype, ndim = np.dtype(IDX_TYPES[raw[2]]), raw[3]
+    dtype, ndim = np.dtype(IDX_TYPES[magic[2]]), magic[3]
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise CorruptDatasetError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
-        raise CorruptDatasetError(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file has "
-                                  f"{len(raw)} bytes; it is truncated or damaged, fetch it again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise CorruptDatasetError(f"{path}: truncated IDX header ({4 + len(sizes)} bytes, need {header})")
+    shape = struct.unpack(f">{ndim}I", sizes)
+    # math.prod of Python ints cannot overflow (np.prod wraps around in int64 for 3 sizes near 2**32).
+    n_bytes = math.prod(shape) * dtype.itemsize
+    if header + n_bytes > limit:
+        raise CorruptDatasetError(f"{path}: IDX header says shape {shape} ({header + n_bytes} bytes), more than a "
+                                  f"file of this size can hold; the header is damaged, fetch the file again")
+    data = stream.read(n_bytes + 1)
+    if len(data) != n_bytes:
+        raise CorruptDatasetError(f"{path}: IDX header says shape {shape} ({header + n_bytes} bytes) but the file "
+                                  f"has {'more' if len(data) > n_bytes else header + len(data)} bytes; it is "
+                                  f"truncated or damaged, fetch it again")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _idx_names(stem: str):

@@ -89,6 +89,8 @@ class DefectiveConv2d(nn.Conv2d):
             raise ValueError(f"DefectiveConv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
         if isinstance(padding, str):
             raise ValueError(f"DefectiveConv2d: padding must be an int or a pair of ints, got {padding!r}")
+        if in_channels == 0:  # masked_conv2d refuses C_in = 0 (see ops._validate); say so at build time
+            raise ValueError("DefectiveConv2d: in_channels must be >= 1, got 0")
         keep = check_keep(keep)
         if kind not in MASK_KINDS:
             raise ValueError(f"DefectiveConv2d: unknown kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")

@@ -24,7 +24,7 @@ def differentiable_conv_backward(grad_output: Tensor, input: Tensor, weight: Ten
     gradients (input-gradient penalties, double backprop) are those of the composite."""
     need = [bool(v) for v in output_mask]
     return torch.ops.aten.convolution_backward(
-        grad_output * mask, input, weight, [weight.shape[0]] if need[2] else None, list(stride), list(padding),
+        grad_output.masked_fill(~mask, 0), input, weight, [weight.shape[0]] if need[2] else None, list(stride), list(padding),
         list(dilation), False, [0, 0], 1, need)
 
 

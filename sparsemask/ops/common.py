@@ -110,6 +110,10 @@ def check_conv_args(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask:
         raise ValueError(
             f"masked_conv2d: weight.shape[1] (C_in = {weight.shape[1]}) must equal input.shape[1] = {input.shape[1]}"
         )
+    if input.shape[1] == 0:
+        # F.conv2d returns [N, 0, H_out, W_out] here (not C_out channels) and the sparse backwards
+        # skip an empty input (grad_bias 0): refused by every backend rather than wrong in some.
+        raise ValueError("masked_conv2d: input has no channels (C_in = input.shape[1] = 0); need C_in >= 1")
     if not input.is_floating_point():
         raise TypeError(f"masked_conv2d: input must be floating point, got {input.dtype}")
     check_same_dtype_or_autocast("weight", weight, input)

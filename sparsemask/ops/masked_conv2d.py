@@ -23,8 +23,10 @@ __all__ = ["masked_conv2d", "dense_masked_conv2d", "cpp_masked_conv2d"]
 
 def dense_masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: IntPair = 1,
                         padding: IntPair = 0, dilation: IntPair = 1) -> Tensor:
-    """The reference: ``F.conv2d(input, weight, bias, ...) * mask`` (what the papers' code runs)."""
-    return F.conv2d(input, weight, bias, stride, padding, dilation) * mask
+    """The reference: ``F.conv2d(input, weight, bias, ...) * mask`` (what the papers' code runs),
+    with masked outputs set to exactly 0 rather than multiplied by it: 0 * NaN would be NaN,
+    where the sparse kernels, which never compute a masked output, give 0."""
+    return F.conv2d(input, weight, bias, stride, padding, dilation).masked_fill_(~mask, 0)
 
 
 def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: IntPair = 1,
@@ -32,7 +34,8 @@ def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: T
     """2-D convolution whose output neurons outside ``mask`` are fixed at zero and never computed.
 
     ``masked_conv2d(x, w, b, mask, s, p, d) == F.conv2d(x, w, b, s, p, d) * mask``, forward and
-    gradients, but the work scales with the kept fraction of ``mask``.
+    gradients, but the work scales with the kept fraction of ``mask``. Masked outputs are
+    exactly 0 even where the convolution would be NaN/Inf (``torch.where(mask, conv, 0)``).
 
     Args:
         input: [N, C_in, H, W], float16/bfloat16/float32/float64, NCHW or channels_last.

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sparsemask.attacks import FGSM, PGD, Boundary, DeepFool
+from sparsemask.attacks import CW, FGSM, PGD, Boundary, DeepFool
 
 
 def _model():
@@ -16,7 +16,7 @@ def _model():
 
 
 ATTACKS = [lambda m: FGSM(m, eps=0.1), lambda m: PGD(m, eps=0.1, steps=2), lambda m: DeepFool(m, steps=2),
-           lambda m: Boundary(m, steps=2, seed=0)]
+           lambda m: Boundary(m, steps=2, seed=0), lambda m: CW(m, binary_steps=1, steps=2)]
 
 
 @pytest.mark.parametrize("make", ATTACKS)

@@ -28,3 +28,20 @@ def test_non_integer_conv_args(name, value):
     mask = torch.ones(3, 5, 5, dtype=torch.bool)
     with pytest.raises((TypeError, ValueError), match=rf"{name} must be an int or a pair of ints"):
         sparsemask.masked_conv2d(x, w, None, mask, **{name: value})
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpu", "dense", "triton"])
+def test_no_input_channels_is_refused_by_every_backend(backend):
+    # F.conv2d returns [N, 0, H_out, W_out] for C_in = 0 and the sparse backwards gave grad_bias 0:
+    # every backend refuses it with the same message (issue 15, C_in = 0).
+    x, w, b = torch.randn(2, 0, 5, 5), torch.randn(3, 0, 3, 3), torch.randn(3)
+    mask = torch.rand(3, 3, 3) < 0.5
+    with sparsemask.backend(backend), pytest.raises(ValueError, match=r"input has no channels \(C_in"):
+        sparsemask.masked_conv2d(x, w, b, mask)
+
+
+def test_no_input_channels_is_refused_by_the_raw_op():
+    x, w, b = torch.randn(2, 0, 5, 5), torch.randn(3, 0, 3, 3), torch.randn(3)
+    mask = torch.rand(3, 3, 3) < 0.5
+    with pytest.raises(ValueError, match=r"input has no channels \(C_in"):
+        torch.ops.sparsemask.masked_conv2d(x, w, b, mask, [1, 1], [0, 0], [1, 1], 1.0)
