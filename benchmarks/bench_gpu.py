@@ -24,7 +24,7 @@ uses it) loses the least informative cases; the report then says how many were n
 
 Writes ``bench_gpu.json`` (every row + environment) and ``bench_gpu.md`` (tables, the
 issue's done-when checks, and the suggested CUDA rows of the ``auto`` table in
-sparsemask/backend.py) into ``--out``.
+sparsemask/dispatch.py) into ``--out``.
 """
 from __future__ import annotations
 
@@ -291,7 +291,7 @@ def summarize(rows: list[dict], backends: list[str], shapes: list[str] | None = 
                        "best_backend": best[1], "met": best[0] is not None and best[0] >= target})
     auto_ok = [r for r in rows if r["impl"] == "auto" and r["speedup"] is not None]
     auto_slower = [r for r in auto_ok if r["speedup"] < 0.95]  # 5%: the run-to-run spread of do_bench
-    # Suggested CUDA rows of backend._MAX_DENSITY: per dtype and C++/Triton backend, the largest
+    # Suggested CUDA rows of dispatch._MAX_DENSITY: per dtype and C++/Triton backend, the largest
     # keep at which that backend beats dense (both passes) on every shape measured.
     suggest = {}
     dtypes = dtypes or sorted({r["dtype"] for r in rows})
@@ -346,7 +346,7 @@ def write_report(out_dir: str, env: dict, ceilings: dict, rows: list[dict], summ
     lines += ["", f"auto never slower than dense (5% tolerance): {summary['auto_never_slower']}"]
     for row in summary["auto_slower_rows"]:
         lines.append(f"- auto slower: {row}")
-    lines += ["", "Suggested max-density rows for sparsemask/backend.py `_MAX_DENSITY` "
+    lines += ["", "Suggested max-density rows for sparsemask/dispatch.py `_MAX_DENSITY` "
               "(largest keep where the backend beats dense on every shape, both passes):", ""]
     lines += [f"- {k}: {v}" for k, v in summary["suggested_max_density"].items()]
     with open(os.path.join(out_dir, "bench_gpu.md"), "w") as f:
