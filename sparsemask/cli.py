@@ -224,65 +224,67 @@ def _version() -> str:
 
 # --------------------------------------------------------------------------- commands
 
-def _data_cfg(args) -> dict[str, Any]:
-    return {"name": args.dataset, "root": args.data_root, "seed": args.seed, "n_train": args.n_train,
-            "n_test": args.n_test}
+def _load_data(args):
+    """The --dataset's splits as tensors (the --n-train / --n-test subsets, seeded by --seed)."""
+    from .data import load_arrays
+
+    return load_arrays(args.dataset, args.data_root, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
 
 
-def _runtime_cfg(args) -> dict[str, Any]:
+def _runtime(args) -> None:
+    """Apply the runtime options every subcommand shares (the backend; device and seed are
+    passed explicitly)."""
     import sparsemask
 
     sparsemask.set_backend(args.backend)
-    return {"device": args.device, "seed": args.seed, "progress": not args.no_progress,
-            "eval": {"batch_size": args.batch_size}, "cache": None}
 
 
 def cmd_train(args) -> int:
-    from .experiments.common import (ModelSpec, SCALES, accuracy, model_from_spec, builder_kwargs, deep_merge, fit,
-                                     load_data, train_config, variant_label)
+    import torch
 
+    from . import eval as ev
+    from . import models, train
+
+    _runtime(args)
+    data = _load_data(args)
     defective = None
     if args.keep is not None:
         where = args.where if args.where in ("bottom", "top") else args.where.split(",")
-        defective = {"keep": args.keep, "where": where, "kind": args.kind, "widen": args.widen}
-    cfg = deep_merge(SCALES["small"], _runtime_cfg(args))
-    cfg["data"] = _data_cfg(args)
-    cfg["model"] = {"arch": args.arch, "depth": args.depth, "width": args.width}
-    cfg["train"].update(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size, schedule=args.schedule,
-                        label_smoothing=args.label_smoothing)
-    spec = ModelSpec(arch=args.arch, defective=defective, seed=args.seed)
-    data = load_data(cfg)
-    model = model_from_spec(spec, cfg, data)
-    tc = train_config(spec, cfg)
-    tc["checkpoint"] = args.out  # sparsemask.train writes it atomically every epoch (and resumes from it)
-    fit(model, data, tc, cfg)
-    acc = accuracy(model.eval(), data.x_test, data.y_test, cfg)
-    label = variant_label(args.arch, defective, builder_kwargs(spec, cfg))
-    print(f"{label}: clean test accuracy {100 * acc:.2f}% on {data.name}; checkpoint {args.out}")
+        defective = {"keep": args.keep, "where": where, "kind": args.kind, "widen": args.widen, "seed": args.seed}
+    arch_options = {k: v for k, v in (("depth", args.depth), ("width", args.width)) if v is not None}
+    torch.manual_seed(args.seed)  # the initial weights
+    model = models.build(args.arch, num_classes=data.num_classes, in_channels=data.in_channels,
+                         input_size=data.input_size, defective=defective, **arch_options)
+    config = train.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
+                               schedule=args.schedule, milestones=(), label_smoothing=args.label_smoothing,
+                               seed=args.seed, device=args.device, progress=not args.no_progress,
+                               checkpoint=args.out)  # rewritten atomically every epoch, resumed from
+    train.train(model, (data.x_train, data.y_train), None, config)
+    acc = ev.accuracy(model.eval(), data.x_test, data.y_test, args.batch_size)
+    kind = "standard" if defective is None else f"keep {args.keep:g} ({args.kind}, {args.where})"
+    print(f"{args.arch} {kind}: clean test accuracy {100 * acc:.2f}% on {data.name}; checkpoint {args.out}")
     return 0
 
 
-def _load_for_eval(args, path):
+def _load_model(args, path):
     from . import train
-    from .experiments.common import SCALES, deep_merge
 
-    model = train.load_model(path).to(args.device).eval()
-    cfg = deep_merge(SCALES["small"], _runtime_cfg(args))
-    cfg["data"] = _data_cfg(args)
-    return model, cfg
+    return train.load_model(path).to(args.device).eval()
 
 
 def cmd_evaluate(args) -> int:
-    from .experiments.common import accuracy, load_data, markdown_table, fmt_pct
-    from .experiments.seed001_gaussian import add_noise
+    from . import eval as ev
+    from .attacks import gaussian_noise_255
+    from .experiments.report import fmt_pct, markdown_table
 
-    model, cfg = _load_for_eval(args, args.model)
-    data = load_data(cfg)
-    result = {"model": args.model, "data": data.info(), "clean_accuracy": accuracy(model, data.x_test, data.y_test, cfg),
-              "noise": {}}
-    for i, sigma in enumerate(args.noise):
-        xn = add_noise(data.x_test, sigma, seed=args.seed * 1000 + i)
-        result["noise"][f"{sigma:g}"] = accuracy(model, xn, data.y_test, cfg)
+    _runtime(args)
+    model = _load_model(args, args.model)
+    data = _load_data(args)
+    result = {"model": args.model, "data": data.info(),
+              "clean_accuracy": ev.accuracy(model, data.x_test, data.y_test, args.batch_size), "noise": {}}
+    for i, sigma in enumerate(args.noise):  # seed 001's clipped Gaussian noise, one seed per σ
+        xn = gaussian_noise_255(data.x_test, sigma, seed=args.seed * 1000 + i)
+        result["noise"][f"{sigma:g}"] = ev.accuracy(model, xn, data.y_test, args.batch_size)
     rows = [["clean", fmt_pct(result["clean_accuracy"])]] + [[f"σ={s}", fmt_pct(v)] for s, v in result["noise"].items()]
     print(markdown_table(["Input", "Accuracy"], rows, f"{args.model} on {data.name} ({len(data.y_test)} test images)"))
     _maybe_json(args.json, result)
@@ -290,14 +292,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_attack(args) -> int:
-    from . import train
-    from .attacks import attack_label
-    from .experiments.common import (load_data, make_attack, predict, run_attack, save_adversarial_grid,
-                                     success_defense_rate, fmt_pct)
+    from . import eval as ev
+    from .attacks import attack_label, make_attack, success_defense_rate
+    from .experiments.report import fmt_pct, save_adversarial_grid
 
-    target, cfg = _load_for_eval(args, args.model)
-    source = train.load_model(args.source).to(args.device).eval() if args.source else target
-    data = load_data(cfg)
+    _runtime(args)
+    target = _load_model(args, args.model)
+    source = _load_model(args, args.source) if args.source else target
+    data = _load_data(args)
     params: dict[str, Any] = {"name": args.attack}
     spec = get_attack(args.attack)
     if spec.accepts("eps"):
@@ -308,20 +310,22 @@ def cmd_attack(args) -> int:
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     x, y = data.x_test, data.y_test
-    x_adv = run_attack(make_attack(source, params, cfg), x, y, cfg, desc=args.attack)
+    bs = args.batch_size
+    x_adv = ev.run_attack(make_attack(source, params, seed=args.seed, progress=not args.no_progress), x, y,
+                          batch_size=bs, progress=not args.no_progress, desc=args.attack)
     delta = (x_adv - x).flatten(1)
     result = {"target": args.model, "source": args.source or "(white-box)", "attack": params,
-              "clean_accuracy": float((predict(target, x, cfg) == y).float().mean()),
-              "adversarial_accuracy": float((predict(target, x_adv, cfg) == y).float().mean()),
-              "success_defense_rate": success_defense_rate(target, x, x_adv, y, cfg),
+              "clean_accuracy": ev.accuracy(target, x, y, bs),
+              "adversarial_accuracy": ev.accuracy(target, x_adv, y, bs),
+              "success_defense_rate": success_defense_rate(target, x, x_adv, y, batch_size=bs),
               "mean_linf_255": float(delta.abs().amax(1).mean() * 255), "mean_l2": float(delta.norm(dim=1).mean())}
     print(f"{attack_label(params)} {'transfer from ' + args.source if args.source else 'white-box'} on {args.model}: "
           f"clean {fmt_pct(result['clean_accuracy'])}, adversarial {fmt_pct(result['adversarial_accuracy'])}, "
           f"success defense rate {fmt_pct(result['success_defense_rate'])} "
           f"(mean L∞ {result['mean_linf_255']:.1f}/255, mean L2 {result['mean_l2']:.3f})")
     if args.grid:
-        save_adversarial_grid(args.grid, x[:8], x_adv[:8], y[:8], predict(target, x[:8], cfg),
-                              predict(target, x_adv[:8], cfg), title=attack_label(params))
+        save_adversarial_grid(args.grid, x[:8], x_adv[:8], y[:8], ev.predict(target, x[:8], bs),
+                              ev.predict(target, x_adv[:8], bs), title=attack_label(params))
         print(f"wrote {args.grid}")
     _maybe_json(args.json, result)
     return 0

@@ -30,7 +30,18 @@ class AttackSpec:
 
     @property
     def parameters(self) -> Mapping[str, inspect.Parameter]:
-        return inspect.signature(self.cls).parameters
+        """The constructor's keywords; where it forwards ``**kwargs`` to a base class (BIM to
+        PGD), the base's keywords too."""
+        merged: dict[str, inspect.Parameter] = {}
+        for klass in self.cls.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            params = inspect.signature(klass.__init__).parameters
+            merged.update({k: p for k, p in params.items() if k != "self" and k not in merged
+                           and p.kind is not p.VAR_KEYWORD})
+            if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                break
+        return merged
 
     def accepts(self, keyword: str) -> bool:
         return keyword in self.parameters
@@ -109,7 +120,7 @@ def make_attack(model: nn.Module, params: Mapping[str, Any], *, seed: Optional[i
         if value is not None and spec.accepts(keyword):
             params.setdefault(keyword, value)
     unknown = [k for k in params if not spec.accepts(k)]
-    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in spec.parameters.values()):
+    if unknown:
         raise ValueError(f"make_attack: {spec.name} does not take {', '.join(map(repr, unknown))}; it takes "
                          f"{', '.join(k for k in spec.parameters if k != 'model')}")
     attack = spec.cls(model, **params)

@@ -1,6 +1,7 @@
 """Dataset readers for real file formats, read from a path, never downloaded.
 
     load_dataset(name, root=None, split="train", *, pixel_mean=False, augment=None, **options) -> ImageDataset
+    load_arrays(name, root=None, *, n_train=None, n_test=None, seed=0, **options) -> Data (tensors in memory)
 
 Names: ``fashion-mnist``, ``mnist`` (IDX, .gz or not), ``cifar10`` (python pickle batches,
 read with a restricted unpickler), ``svhn`` (.mat), ``imagefolder`` (class subfolders,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
+from .arrays import Data, load_arrays
 from .base import CorruptDatasetError, DatasetNotFoundError, ImageDataset, PathLike
 from .cifar import SafeUnpickler, load_cifar10, read_batch
 from .digits import load_digits
@@ -22,7 +24,7 @@ from .idx import load_idx_dataset, read_idx
 from .svhn import load_svhn
 from .transforms import PixelMeanNormalize, RandomCropFlip
 
-__all__ = ["load_dataset", "DATASETS", "ImageDataset", "DatasetNotFoundError", "CorruptDatasetError",
+__all__ = ["load_dataset", "load_arrays", "Data", "DATASETS", "ImageDataset", "DatasetNotFoundError", "CorruptDatasetError",
            "PixelMeanNormalize", "RandomCropFlip", "ImageFolderStream", "read_idx", "read_batch",
            "SafeUnpickler", "load_digits", "load_cifar10", "load_svhn", "load_image_folder", "seed_augmentation"]
 

@@ -8,6 +8,7 @@ looks a builder up in :data:`MODELS`.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -54,6 +55,11 @@ def build(name: str, **kwargs) -> nn.Module:
     ``sparsemask.train.build_model``."""
     if name not in MODELS:
         raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(MODELS)}")
+    params = inspect.signature(MODELS[name]).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            raise ValueError(f"{name} does not take {', '.join(map(repr, unknown))}; it takes {', '.join(params)}")
     model = MODELS[name](**kwargs)
     setattr(model, MODEL_CONFIG_ATTR, {"name": name, "kwargs": dict(kwargs)})
     return model

@@ -1,0 +1,182 @@
+"""Models of the experiments: data in memory, model specs (architecture + defective
+variant + seeds), building, training (cached between experiments) and labels."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..data.arrays import Data, load_arrays
+from .config import deep_merge, progress, resolve_device
+from .evaluation import accuracy
+
+__all__ = ["Data", "load_data", "ModelSpec", "arch_name", "variant_label", "model_from_spec", "builder_kwargs",
+           "train_config", "fit", "get_model", "ARCH_NAMES"]
+
+# --------------------------------------------------------------------------- data
+
+def load_data(cfg: Mapping[str, Any]) -> Data:
+    """The dataset named by ``cfg["data"]`` (:func:`sparsemask.data.load_arrays`: ``name``,
+    ``root``, ``n_train``, ``n_test``, ``seed`` and reader options)."""
+    d = dict(cfg["data"])
+    return load_arrays(d.pop("name"), d.pop("root", None), **d)
+
+
+# --------------------------------------------------------------------------- models
+
+class ModelSpec(dict):
+    """What identifies a trained model: ``arch``, ``defective`` (dict or None), ``seed``,
+    optional ``label``, ``mask_seed``, ``spiking`` (RandomSpiking settings), ``model_kwargs``,
+    ``label_smoothing`` (a training option) and ``train`` overrides (e.g. ``mad``)."""
+
+    @property
+    def label(self) -> str:
+        return self.get("label") or variant_label(self["arch"], self.get("defective"))
+
+
+_KIND_SUFFIX = {"channel": "DC", "shared": "SM"}
+
+ARCH_NAMES = {"resnet18": "ResNet-18", "resnet18_x2": "ResNet-18 x2", "resnet18_dc": "ResNet-18 DC",
+              "resnet50": "ResNet-50", "resnet32x4": "ResNet-32x4", "densenet121": "DenseNet-121",
+              "senet18": "SENet-18", "vgg19": "VGG-19", "wide_resnet": "WRN", "lenet5": "LeNet-5",
+              "cw_mnist": "CW-MNIST"}
+
+
+def arch_name(arch: str, kwargs: Optional[Mapping[str, Any]] = None) -> str:
+    """Display name: ``ResNet-18``; ``ResNet-8`` for WRN-8-1; ``WRN-32-4`` …"""
+    kwargs = kwargs or {}
+    if arch == "wide_resnet":
+        depth, width = kwargs.get("depth", 32), kwargs.get("width", 4)
+        return f"ResNet-{depth}" if width == 1 else f"WRN-{depth}-{width}"
+    if arch == "resnet32x4":  # the published post-activation "WRN-32-4"
+        return f"ResNet-{kwargs.get('depth', 32)}x{kwargs.get('width', 4)}"
+    return ARCH_NAMES.get(arch, arch)
+
+
+def variant_label(arch: str, defective: Optional[Mapping[str, Any]], kwargs: Optional[Mapping[str, Any]] = None) -> str:
+    """The seeds' row names: ``ResNet-18``, ``0.5-Bottom``, ``0.1-Bottom_DC``, ``0.5-Bottom_x2`` …"""
+    if not defective:
+        return arch_name(arch, kwargs)
+    where = defective.get("where", "bottom")
+    where = where.capitalize() if isinstance(where, str) else "+".join(where)
+    label = f"{defective['keep']:g}-{where}"
+    if defective.get("kind", "neuron") in _KIND_SUFFIX:
+        label += "_" + _KIND_SUFFIX[defective["kind"]]
+    if defective.get("widen", 1) != 1:
+        label += f"_x{defective['widen']}"
+    return label
+
+
+def model_from_spec(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> nn.Module:
+    """An untrained model for an experiment's model ``spec`` (:func:`sparsemask.models.build`
+    with the data's shape, the spec's seeds and options).
+
+    ``cfg["model"]`` entries other than ``arch`` (e.g. ``width``) are passed to builders that
+    accept them; ``width: null`` means the architecture's own width.
+    """
+    from sparsemask import models
+
+    extra = builder_kwargs(spec, cfg)
+    defective = dict(spec["defective"]) if spec.get("defective") else None
+    if defective is not None:
+        defective.setdefault("seed", spec.get("mask_seed", spec.get("seed", 0)))
+    torch.manual_seed(spec.get("seed", 0))
+    # models.build records (name, kwargs) so checkpoints can rebuild the model.
+    model = models.build(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
+                              input_size=data.input_size, defective=defective, **extra)
+    if spec.get("spiking"):  # seed 003's RS-1: Random Spiking right after the first conv
+        from sparsemask.nn import RandomSpiking, insert_after_first_conv
+
+        sp = dict(spec["spiking"])
+        insert_after_first_conv(model, RandomSpiking(sp.pop("p", 0.8), seed=spec.get("seed", 0), **sp))
+    return model
+
+
+def builder_kwargs(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Extra builder keywords for ``spec["arch"]``: ``cfg["model"]`` entries (other than
+    ``arch``) that the builder accepts, then the spec's own ``model_kwargs``."""
+    from sparsemask import models
+
+    extra = {k: v for k, v in cfg.get("model", {}).items() if k != "arch" and v is not None}
+    builder = models.MODELS.get(spec["arch"]) if hasattr(models, "MODELS") else getattr(models, spec["arch"], None)
+    if builder is None:
+        raise ValueError(f"unknown architecture {spec['arch']!r}")
+    params = inspect.signature(builder).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        extra = {k: v for k, v in extra.items() if k in params}
+    extra.update(spec.get("model_kwargs", {}))
+    return extra
+
+
+def _cache_key(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> str:
+    spec = {k: v for k, v in spec.items() if k != "label"}  # the label names a model, it does not change it
+    blob = json.dumps({"spec": spec, "model": cfg.get("model"), "train": cfg["train"], "data": cfg["data"],
+                       "info": data.info()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_config(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The training hyperparameters of one model: ``cfg["train"]`` with the spec's overrides."""
+    tc = deep_merge(cfg["train"], spec.get("train"))
+    tc["seed"] = spec.get("seed", 0)
+    if spec.get("label_smoothing") is not None:
+        tc["label_smoothing"] = spec["label_smoothing"]
+    return tc
+
+
+def fit(model: nn.Module, data: Data, tc: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Train ``model`` in place with :func:`sparsemask.train.train`; returns its per-epoch history."""
+    from sparsemask import train as smtrain
+
+    fields = set(smtrain.TrainConfig.__dataclass_fields__)
+    tc = dict(tc)
+    mad = tc.pop("mad", None)
+    unknown = set(tc) - fields
+    if unknown:
+        raise ValueError(f"config 'train' has keys TrainConfig does not know: {sorted(unknown)}")
+    config = smtrain.TrainConfig(**{**tc, "device": cfg.get("device", "cpu"), "progress": bool(cfg.get("progress"))})
+    train_data = (data.x_train, data.y_train)
+    if mad:  # seed 002: train on grid-masked images (a fresh mask per image and epoch)
+        from sparsemask.data.base import ImageDataset
+        from sparsemask.nn import GridMask
+
+        train_data = ImageDataset(data.x_train, data.y_train, classes=[str(i) for i in range(data.num_classes)],
+                                  scale=1.0, name=data.name, split="train",
+                                  transform=GridMask(mad["grid"], mad["rate"], seed=int(tc.get("seed", 0))))
+    return smtrain.train(model, train_data, None, config)
+
+
+def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,
+              log: Optional[list] = None) -> nn.Module:
+    """A trained model for ``spec`` (eval mode, on the configured device), from the checkpoint
+    cache (``cfg["cache"]``) when an identical model was trained before, else trained now."""
+    spec = ModelSpec(spec)
+    device = resolve_device(cfg)
+    model = model_from_spec(spec, cfg, data)
+    cache = cfg.get("cache")
+    path = Path(cache) / f"{spec['arch']}-{_cache_key(spec, cfg, data)}.pt" if cache else None
+    entry = {"label": spec.label, "spec": dict(spec), "train": train_config(spec, cfg)}
+    if path is not None and path.is_file():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        entry["cached"] = str(path)
+    else:
+        t0 = time.perf_counter()
+        entry["history"] = fit(model, data, entry["train"], cfg)
+        entry["train_seconds"] = time.perf_counter() - t0
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
+    model = model.to(device).eval()
+    entry["clean_accuracy"] = accuracy(model, data.x_test, data.y_test, cfg)
+    if log is not None:
+        log.append(entry)
+    return model
