@@ -36,7 +36,7 @@ from .report import __all__ as _report_names
 from .report import ResultWriter, save_adversarial_grid
 from .specs import *  # noqa: F401,F403
 from .specs import __all__ as _specs_names
-from .specs import Data, ModelSpec, arch_name, builder_kwargs
+from .specs import Data, ModelSpec, arch_name, builder_kwargs, model_from_spec
 
 __all__ = [*_config_names, *_specs_names, *_evaluation_names, *_report_names, "variants", "model_key",
            "adversarial_grid"]
@@ -78,3 +78,12 @@ def adversarial_grid(writer: "ResultWriter", model: nn.Module, data: Data, cfg: 
     x_adv = run_attack(make_attack(model, params, cfg), x, y, cfg, desc="grid")
     save_adversarial_grid(writer.figure(filename, f"{attacks.attack_label(params)} white-box examples: {title}"),
                           x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg), n=n, title=title)
+
+
+def build_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> nn.Module:
+    """Deprecated name of :func:`model_from_spec` (``sparsemask.models.build`` builds by name)."""
+    import warnings
+
+    warnings.warn("experiments.common.build_model is deprecated; use model_from_spec", DeprecationWarning,
+                  stacklevel=2)
+    return model_from_spec(spec, cfg, data)
