@@ -74,7 +74,8 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", default="auto", choices=backend_names(),
                    help="masked-convolution backend (dense = the reference conv2d * mask)")
     g.add_argument("--seed", type=int, default=0, help="seed for weights, masks, data subsets and attacks")
-    g.add_argument("--batch-size", type=int, default=256, help="evaluation / attack batch size")
+    g.add_argument("--eval-batch-size", "--batch-size", dest="batch_size", type=int, default=256,
+                   help="batch size of evaluation and attacks (--batch-size: its old name; training uses --train-batch-size)")
     g.add_argument("--no-progress", action="store_true", help="disable progress bars")
 
 
@@ -116,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning-rate schedule over the epochs")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing ε of the cross-entropy")
     p.add_argument("--out", required=True,
-                   help="checkpoint to write (sparsemask.train format, rewritten every epoch; an existing one is resumed)")
+                   help="checkpoint to write (sparsemask.train format, rewritten every epoch); an existing one "
+                        "trained with the same settings is resumed (more --epochs extend it), one with other "
+                        "settings is refused")
+    p.add_argument("--force", action="store_true",
+                   help="start over and overwrite an existing --out checkpoint instead of resuming it")
     _add_data_args(p)
     _add_runtime_args(p)
 
@@ -258,7 +263,7 @@ def cmd_train(args) -> int:
     config = train.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
                                schedule=args.schedule, milestones=(), label_smoothing=args.label_smoothing,
                                seed=args.seed, device=args.device, progress=not args.no_progress,
-                               checkpoint=args.out)  # rewritten atomically every epoch, resumed from
+                               checkpoint=args.out, resume=not args.force)  # rewritten atomically every epoch
     train.train(model, (data.x_train, data.y_train), None, config)
     acc = ev.accuracy(model.eval(), data.x_test, data.y_test, args.batch_size)
     kind = "standard" if defective is None else f"keep {args.keep:g} ({args.kind}, {args.where})"

@@ -407,6 +407,31 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+# TrainConfig fields a resumed run may change: how and where it runs, and how long (more
+# epochs extend a finished run). Every other field defines what is trained.
+RESUME_MAY_CHANGE = frozenset({"epochs", "device", "amp", "channels_last", "progress", "log_path", "checkpoint",
+                               "checkpoint_every", "resume", "eval_batch_size"})
+
+
+def check_resumable(saved: Optional[Dict[str, Any]], cfg: "TrainConfig", path) -> None:
+    """Refuse to resume the checkpoint at ``path`` (written with config ``saved``) under a
+    config that trains something else: silently continuing a run with another lr or method
+    would mix two experiments in one model. :class:`CheckpointMismatchError` lists the
+    differing fields and the ways out."""
+    if saved is None:
+        return
+    def norm(v):
+        return tuple(v) if isinstance(v, list) else v
+    mine = cfg.to_dict()
+    diffs = [f"{k}: checkpoint {saved[k]!r}, now {mine[k]!r}" for k in sorted(mine)
+             if k not in RESUME_MAY_CHANGE and k in saved and norm(saved[k]) != norm(mine[k])]
+    if diffs:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was trained with other settings ({'; '.join(diffs)}); resuming it would mix two "
+            f"runs. Use the same settings to continue it, another checkpoint path, or resume=False "
+            f"(CLI: --force) to start over and overwrite it")
+
+
 def save_checkpoint(path: Union[str, os.PathLike], model: nn.Module, *, optimizer=None, scheduler=None,
                     epoch: int = 0, config: Optional[TrainConfig] = None, history: Optional[List[dict]] = None,
                     model_config: Optional[Dict[str, Any]] = None) -> Path:
@@ -664,6 +689,7 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
         remove_stale_temp_files(cfg.checkpoint)  # left by a run killed while writing
     if cfg.checkpoint and cfg.resume and Path(cfg.checkpoint).is_file():
         ckpt = load_checkpoint(cfg.checkpoint, model, optimizer=optimizer, scheduler=scheduler, map_location=dev)
+        check_resumable(ckpt.get("config"), cfg, cfg.checkpoint)
         start_epoch, history = int(ckpt["epoch"]), list(ckpt.get("history", []))
         _set_rng_state(ckpt["rng"])
         # The saved lr is the old schedule's (0 at the end of a finished cosine run); a run

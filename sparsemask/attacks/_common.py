@@ -97,6 +97,16 @@ def check_eps(eps: Eps, name: str = "eps"):
     return check_nonneg(name, eps)
 
 
+def check_eps_scale(eps: Eps, norm: str, name: str = "eps") -> None:
+    """An L-inf budget above 1 exceeds the whole [0, 1] pixel range: it is the 0-255 scale
+    by mistake (``PGD(m, eps=8)``), which would otherwise run as an unbounded attack."""
+    largest = float(eps.max()) if isinstance(eps, torch.Tensor) and eps.numel() else float(eps) \
+        if not isinstance(eps, torch.Tensor) else 0.0
+    if norm == "inf" and largest > 1:
+        raise ValueError(f"{name}={largest:g} is an L-inf budget larger than the [0, 1] pixel range; on the seeds' "
+                         f"0-255 scale write {name}=eps255({largest:g}) (= {largest / 255:.4g})")
+
+
 def check_inputs(x: torch.Tensor, y: torch.Tensor, targets: Optional[torch.Tensor] = None):
     """Check ``x`` [N, ...] float in [0, 1], ``y`` and ``targets`` int [N] on x's device."""
     if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
@@ -313,7 +323,7 @@ class Attack:
     #: whether :func:`~sparsemask.attacks.EOT` may wrap this attack (needs loss gradients)
     gradient_based = True
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], *, progress: bool = True):
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], *, progress: bool = False):
         if not callable(model):
             raise TypeError(f"model must be callable (an nn.Module), got {type(model).__name__}")
         self.model = model

@@ -40,7 +40,7 @@ class Boundary(Attack):
     def __init__(self, model, *, steps: int = 1000, spherical_step: float = 0.01,
                  source_step: float = 0.01, adaptation: float = 1.5, update_every: int = 10,
                  init_attempts: int = 50, seed: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None, progress: bool = True):
+                 generator: Optional[torch.Generator] = None, progress: bool = False):
         super().__init__(model, progress=progress)
         self.steps = check_nonneg("steps", steps, integer=True)
         self.spherical_step = check_nonneg("spherical_step", spherical_step, positive=True)

@@ -31,7 +31,7 @@ class CW(Attack):
 
     def __init__(self, model, *, kappa: float = 0.0, c: float = 1e-2, binary_steps: int = 9,
                  steps: int = 100, lr: float = 1e-2, abort_early: bool = True,
-                 progress: bool = True):
+                 progress: bool = False):
         super().__init__(model, progress=progress)
         self.kappa = check_nonneg("kappa", kappa)
         self.c = check_nonneg("c", c, positive=True)

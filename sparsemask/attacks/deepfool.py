@@ -26,7 +26,7 @@ class DeepFool(Attack):
     """
 
     def __init__(self, model, norm="2", *, steps: int = 50, overshoot: float = 0.02,
-                 candidates: int = 10, progress: bool = True):
+                 candidates: int = 10, progress: bool = False):
         super().__init__(model, progress=progress)
         self.norm = check_norm(norm, ("2", "inf"))
         self.steps = check_nonneg("steps", steps, integer=True)

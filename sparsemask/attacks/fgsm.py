@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._common import (check_l1_sparsity, Attack, check_loss, Eps, adversarial_loss, check_eps, check_norm, per_sample,
+from ._common import (check_eps_scale, check_l1_sparsity, Attack, check_loss, Eps, adversarial_loss, check_eps, check_norm, per_sample,
                       steepest_direction)
 from .registry import register_attack
 
@@ -26,10 +26,11 @@ class FGSM(Attack):
     """
 
     def __init__(self, model, eps: Eps = 8 / 255, norm="inf", *, loss: str = "ce",
-                 l1_sparsity: Optional[float] = None, progress: bool = True):
+                 l1_sparsity: Optional[float] = None, progress: bool = False):
         super().__init__(model, progress=progress)
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
+        check_eps_scale(self.eps, self.norm)
         self.loss = check_loss(loss)
         self.l1_sparsity = check_l1_sparsity(l1_sparsity)
 

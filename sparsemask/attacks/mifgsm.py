@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ._common import (Attack, check_loss, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
+from ._common import (Attack, check_eps_scale, check_loss, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
                       flat_norm, per_sample, project, steepest_direction)
 from .registry import register_attack
 
@@ -26,10 +26,11 @@ class MIFGSM(Attack):
 
     def __init__(self, model, eps: Eps = 8 / 255, norm="inf", *, steps: int = 10,
                  step_size: Optional[Eps] = None, decay: float = 1.0, loss: str = "ce",
-                 progress: bool = True):
+                 progress: bool = False):
         super().__init__(model, progress=progress)
         self.eps = check_eps(eps)
         self.norm = check_norm(norm, ("inf", "2"))
+        check_eps_scale(self.eps, self.norm)
         self.steps = check_nonneg("steps", steps, integer=True)
         self.step_size = None if step_size is None else check_eps(step_size, "step_size")
         self.decay = check_nonneg("decay", decay)

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from ._common import (check_l1_sparsity, Attack, check_loss, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
+from ._common import (check_eps_scale, check_l1_sparsity, Attack, check_loss, box_free, Eps, adversarial_loss, check_eps, check_nonneg, check_norm,
                       make_generator, check_seed, per_sample, project, random_in_ball, steepest_direction)
 from .registry import register_attack
 
@@ -35,10 +35,11 @@ class PGD(Attack):
                  step_size: Optional[Eps] = None, random_start: bool = True, loss: str = "ce",
                  keep_best: bool = True, l1_sparsity: Optional[float] = None,
                  seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                 progress: bool = True):
+                 progress: bool = False):
         super().__init__(model, progress=progress)
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
+        check_eps_scale(self.eps, self.norm)
         self.steps = check_nonneg("steps", steps, integer=True)
         self.step_size = None if step_size is None else check_eps(step_size, "step_size")
         self.random_start = bool(random_start)

@@ -106,3 +106,13 @@ def test_bad_hyperparameters(digits_model):
 def test_empty_batch(digits_model):
     x, y = torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
     assert A.PGD(digits_model, progress=False)(x, y).shape == (0, 1, 8, 8)
+
+
+@pytest.mark.parametrize("cls", EPS_ATTACKS)
+def test_eps_on_the_255_scale_is_caught(cls):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"eps=8 is an L-inf budget.*eps255\(8\)"):
+        cls(model, eps=8)
+    with pytest.raises(ValueError, match="eps=16"):
+        cls(model, eps=torch.tensor([0.1, 16.0]))
+    cls(model, eps=3.0, norm="2")  # an L2 budget above 1 is an ordinary one

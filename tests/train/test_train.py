@@ -170,6 +170,21 @@ def test_checkpoint_of_another_model_is_refused(digits, tmp_path):
         load_checkpoint(ck, no_bn)
 
 
+def test_resuming_under_other_settings_is_refused(digits, tmp_path):
+    """A finished run rerun with another lr must not 'resume' (train nothing) silently; more
+    epochs extend it; resume=False starts over."""
+    tr, _ = digits
+    ck = str(tmp_path / "c.pt")
+    assert len(train(tiny_cnn(), tr, None, quick(epochs=1, max_steps_per_epoch=2, checkpoint=ck))) == 1
+    with pytest.raises(CheckpointMismatchError, match=r"lr: checkpoint 0.05, now 0.1.*resume=False"):
+        train(tiny_cnn(), tr, None, quick(epochs=1, max_steps_per_epoch=2, checkpoint=ck, lr=0.1))
+    history = train(tiny_cnn(), tr, None, quick(epochs=2, max_steps_per_epoch=2, checkpoint=ck, device="cpu"))
+    assert [h["epoch"] for h in history] == [1, 2]  # resumed: epoch 1 from the file, epoch 2 trained
+    history = train(tiny_cnn(), tr, None, quick(epochs=1, max_steps_per_epoch=2, checkpoint=ck, lr=0.1,
+                                                resume=False))
+    assert [h["epoch"] for h in history] == [1]
+
+
 def test_damaged_and_malicious_checkpoints(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
