@@ -52,8 +52,9 @@ def _positive_int(text: str) -> int:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="fashion-mnist",
-                   help="dataset name: fashion-mnist, mnist, cifar10, svhn, digits (scikit-learn's, embedded)")
+    g.add_argument("--dataset", default=None,
+                   help="dataset name: fashion-mnist, mnist, cifar10, svhn, digits (scikit-learn's, embedded) "
+                        "(default: train: fashion-mnist; evaluate/attack: the one the model was trained on)")
     g.add_argument("--data-root", default=None,
                    help="directory holding the dataset files (default: the loader's search path, "
                         "e.g. /usr/share/datasets/fashion-mnist)")
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="checkpoint to write (sparsemask.train format, rewritten every epoch); an existing one "
                         "trained with the same settings is resumed (more --epochs extend it), one with other "
-                        "settings is refused")
+                        "settings is refused; per-epoch metrics go to the same path with .jsonl")
     p.add_argument("--force", action="store_true",
                    help="start over and overwrite an existing --out checkpoint instead of resuming it")
     _add_data_args(p)
@@ -229,11 +230,22 @@ def _version() -> str:
 
 # --------------------------------------------------------------------------- commands
 
-def _load_data(args):
-    """The --dataset's splits as tensors (the --n-train / --n-test subsets, seeded by --seed)."""
+DEFAULT_DATASET = "fashion-mnist"
+
+
+def _load_data(args, checkpoint: Optional[str] = None):
+    """The dataset's splits as tensors (the --n-train / --n-test subsets, seeded by --seed):
+    --dataset, else the one ``checkpoint`` was trained on (recorded by `train`), else
+    Fashion-MNIST. A --dataset other than the checkpoint's is allowed, with a note."""
+    from . import train
     from .data import load_arrays
 
-    return load_arrays(args.dataset, args.data_root, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    trained_on = (train.checkpoint_metadata(checkpoint).get("data") or {}) if checkpoint else {}
+    name = args.dataset or trained_on.get("name") or DEFAULT_DATASET
+    root = args.data_root if args.data_root is not None or args.dataset else trained_on.get("root")
+    if args.dataset and trained_on.get("name") and args.dataset != trained_on["name"]:
+        print(f"note: {checkpoint} was trained on {trained_on['name']}; evaluating on {args.dataset}", file=sys.stderr)
+    return load_arrays(name, root, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
 
 
 def _runtime(args) -> None:
@@ -263,8 +275,11 @@ def cmd_train(args) -> int:
     config = train.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
                                schedule=args.schedule, milestones=(), label_smoothing=args.label_smoothing,
                                seed=args.seed, device=args.device, progress=not args.no_progress,
-                               checkpoint=args.out, resume=not args.force)  # rewritten atomically every epoch
-    train.train(model, (data.x_train, data.y_train), None, config)
+                               checkpoint=args.out, resume=not args.force,  # rewritten atomically every epoch
+                               log_path=str(Path(args.out).with_suffix(".jsonl")))  # one JSON line per epoch
+    train.train(model, (data.x_train, data.y_train), None, config,
+                metadata={"data": {"name": data.name, "root": args.data_root, "n_train": args.n_train,
+                                   "seed": args.seed}})
     acc = ev.accuracy(model.eval(), data.x_test, data.y_test, args.batch_size)
     kind = "standard" if defective is None else f"keep {args.keep:g} ({args.kind}, {args.where})"
     print(f"{args.arch} {kind}: clean test accuracy {100 * acc:.2f}% on {data.name}; checkpoint {args.out}")
@@ -284,7 +299,7 @@ def cmd_evaluate(args) -> int:
 
     _runtime(args)
     model = _load_model(args, args.model)
-    data = _load_data(args)
+    data = _load_data(args, args.model)
     result = {"model": args.model, "data": data.info(),
               "clean_accuracy": ev.accuracy(model, data.x_test, data.y_test, args.batch_size), "noise": {}}
     for i, sigma in enumerate(args.noise):  # seed 001's clipped Gaussian noise, one seed per σ
@@ -304,7 +319,7 @@ def cmd_attack(args) -> int:
     _runtime(args)
     target = _load_model(args, args.model)
     source = _load_model(args, args.source) if args.source else target
-    data = _load_data(args)
+    data = _load_data(args, args.model)
     params: dict[str, Any] = {"name": args.attack}
     spec = get_attack(args.attack)
     if spec.accepts("eps"):

@@ -25,7 +25,8 @@ Checkpoints (``TrainConfig.checkpoint``) are written atomically (temporary file 
 ``os.replace``; a temporary file left by a killed run is removed when the next run starts)
 after every ``checkpoint_every`` epochs and hold the model's build config
 (name + kwargs, when known), its state_dict (defective masks included: they are buffers),
-optimizer, scheduler, epoch, RNG states, the TrainConfig and the history. They are read
+optimizer, scheduler, epoch, RNG states, the TrainConfig, the history and the caller's
+``metadata`` (the CLI records the dataset there). They are read
 only with ``torch.load(weights_only=True)``.
 
 Multi-GPU / multi-node: launch the same script with ``torchrun``; :func:`train` joins the
@@ -62,7 +63,7 @@ CHECKPOINT_FORMAT = "sparsemask-checkpoint-v1"
 TEMP_INFIX = ".tmp-"  # save_checkpoint writes <checkpoint>.tmp-<pid> first
 
 __all__ = ["TrainConfig", "train", "evaluate", "defensive_distillation", "build_model", "save_checkpoint",
-           "load_checkpoint", "remove_stale_temp_files", "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
+           "load_checkpoint", "checkpoint_metadata", "remove_stale_temp_files", "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
 
 
 class CheckpointMismatchError(ValueError):
@@ -434,8 +435,12 @@ def check_resumable(saved: Optional[Dict[str, Any]], cfg: "TrainConfig", path) -
 
 def save_checkpoint(path: Union[str, os.PathLike], model: nn.Module, *, optimizer=None, scheduler=None,
                     epoch: int = 0, config: Optional[TrainConfig] = None, history: Optional[List[dict]] = None,
-                    model_config: Optional[Dict[str, Any]] = None) -> Path:
+                    model_config: Optional[Dict[str, Any]] = None,
+                    metadata: Optional[Dict[str, Any]] = None) -> Path:
     """Write a checkpoint atomically: to ``path.tmp-<pid>`` first, fsync, then ``os.replace``.
+
+    ``metadata``: plain values stored alongside (e.g. ``{"data": {"name": "digits"}}``: the CLI
+    records the dataset, which ``evaluate``/``attack`` then default to).
 
     A crash while writing leaves the previous checkpoint intact. Contents: see the module
     docstring. Returns the path.
@@ -455,8 +460,10 @@ def save_checkpoint(path: Union[str, os.PathLike], model: nn.Module, *, optimize
         "history": list(history or []),
         "rng": _rng_state(),
         "torch_version": str(torch.__version__),
+        "metadata": dict(metadata or {}),
     }
     _check_plain(state["history"], "history")
+    _check_plain(state["metadata"], "metadata")
     tmp = path.with_name(f"{path.name}{TEMP_INFIX}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -606,6 +613,11 @@ def _load_model_state(path: Path, ckpt: Dict[str, Any], model: nn.Module, check_
     model.load_state_dict(state)
 
 
+def checkpoint_metadata(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+    """The ``metadata`` dict a checkpoint was saved with ({} for none or older checkpoints)."""
+    return dict(load_checkpoint(path).get("metadata") or {})
+
+
 def load_model(path: Union[str, os.PathLike], map_location="cpu") -> nn.Module:
     """Rebuild the model a checkpoint was trained from (``sparsemask.models.build(name, **kwargs)``) and load it.
 
@@ -647,7 +659,8 @@ def _make_attack(model: nn.Module, cfg: TrainConfig, rank: int):
 
 def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainConfig] = None, *,
           teacher: Optional[nn.Module] = None, model_config: Optional[Dict[str, Any]] = None,
-          callback: Optional[Callable[[int, Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+          callback: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+          metadata: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """Train ``model`` in place and return the history (one metrics dict per epoch, resumed ones included).
 
     Args:
@@ -657,6 +670,7 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
         teacher: the trained teacher, required for ``method="distillation"``.
         model_config: ``(name, kwargs)`` the model was built with, stored in checkpoints
             (taken from the model when it came from :func:`build_model`).
+        metadata: plain values stored in every checkpoint (see :func:`save_checkpoint`).
         callback: ``callback(epoch, metrics)`` after each epoch's checkpoint (rank 0 and
             others alike); an exception there stops training with the checkpoint on disk.
     The model is left on the configured device, in eval mode.
@@ -732,7 +746,7 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
         if cfg.checkpoint and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
             if info.is_main:
                 save_checkpoint(cfg.checkpoint, model, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1,
-                                config=cfg, history=history, model_config=model_cfg)
+                                config=cfg, history=history, model_config=model_cfg, metadata=metadata)
             sdist.barrier()
         if callback is not None:
             callback(epoch + 1, record)
