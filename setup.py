@@ -5,6 +5,8 @@ Environment knobs:
   FORCE_CUDA=1            build the CUDA sources even if torch/nvcc detection says no
   SPARSEMASK_NO_CUDA=1    never build the CUDA sources
   SPARSEMASK_PORTABLE=1   no -march=native (for wheels that run on other x86 machines)
+  SPARSEMASK_SKIP_EXT=1   install the Python package only (the Makefile's venv step: the
+                          extension is then compiled once, by `make build`, in place)
   TORCH_CUDA_ARCH_LIST    defaults to "9.0" (H100/H200)
   CUDA_HOME               defaults to /usr/local/cuda when it exists
 """
@@ -87,7 +89,14 @@ def _extension():
     )
 
 
+# The extension links against this exact torch (its C++ ABI; sparsemask/_extension.py
+# refuses to load under another), so the package's metadata pins it: a wheel built here
+# asks pip for the torch it was built with. `==2.14.1` also matches local builds such as
+# 2.14.1+cu130 (PEP 440 ignores the local label of candidates).
+TORCH_REQUIREMENT = f"torch=={torch.__version__.split('+')[0]}"
+
 setup(
-    ext_modules=[_extension()],
+    install_requires=[TORCH_REQUIREMENT, "numpy", "tqdm", "matplotlib", "scikit-learn", "scipy", "pillow", "pyyaml"],
+    ext_modules=[] if os.environ.get("SPARSEMASK_SKIP_EXT") == "1" else [_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

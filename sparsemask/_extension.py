@@ -18,10 +18,13 @@ def load_extension() -> None:
             "(or `pip install --no-build-isolation -e .`)."
         ) from None
     if _build_info.TORCH_VERSION != torch.__version__:
+        built = _build_info.TORCH_VERSION.split("+")[0]
         raise ImportError(
             f"sparsemask._C was built against torch {_build_info.TORCH_VERSION} but torch "
-            f"{torch.__version__} is installed. Rebuild it: `make clean build` (or "
-            "`pip install --no-build-isolation --force-reinstall --no-deps -e .`)."
+            f"{torch.__version__} is installed (the extension uses torch's C++ ABI, which changes between "
+            f"versions). Either install the torch it was built for: `pip install torch=={built}`, or rebuild "
+            "sparsemask for this torch: from the source tree `make clean build`, from an sdist/wheel "
+            "`pip install --no-build-isolation --no-binary sparsemask --force-reinstall --no-deps sparsemask`."
         )
     try:
         from . import _C  # noqa: F401

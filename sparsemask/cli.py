@@ -166,14 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # bench
     p = sub.add_parser("bench", formatter_class=_Formatter, help="benchmark the masked convolution vs dense",
-                       description="Run a benchmark script of the source tree: benchmarks/bench_masked_conv.py "
-                                   "(the op: sparse kernels vs the dense conv2d * mask baseline) or "
-                                   "benchmarks/bench_train_step.py (a model's training step); arguments after "
-                                   "`--` are passed through.",
+                       description="Run a benchmark shipped with the package: masked_conv (the op: sparse "
+                                   "kernels vs the dense conv2d * mask baseline) or train_step (a model's "
+                                   "training step); arguments after `--` are passed through.",
                        epilog="examples:\n  sparsemask bench -- --quick\n  sparsemask bench -- --out benchmarks/results\n"
                               "  sparsemask bench --what train_step -- --help")
     p.add_argument("--what", default="masked_conv", choices=["masked_conv", "train_step"],
-                   help="which benchmark script to run")
+                   help="which benchmark to run (sparsemask/benchmarks/<what>.py)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
 
     # experiment
@@ -352,13 +351,10 @@ def cmd_attack(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / f"bench_{args.what}.py"
-    if not script.is_file():
-        print(f"sparsemask bench: {script} not found (the benchmark ships with the source tree, not the wheel)",
-              file=sys.stderr)
-        return 2
-    extra = [a for a in args.args if a != "--"]
-    return subprocess.call([sys.executable, str(script), *extra])
+    import importlib
+
+    bench = importlib.import_module(f".benchmarks.{args.what}", __package__)
+    return int(bench.main([a for a in args.args if a != "--"]) or 0)
 
 
 def cmd_experiment(args) -> int:
