@@ -12,6 +12,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1
+TORCHVISION_SPEC ?= torchvision==0.29.*
 export MAX_JOBS ?= 2
 OUT ?= gpu-results
 
@@ -26,6 +27,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip setuptools wheel ninja
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	SPARSEMASK_SKIP_EXT=1 $(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	# torchvision for tests/nn/test_defect_torchvision.py; --no-deps so it cannot replace
+	# the torch above (its numpy/pillow come with the project's dependencies).
+	$(PY) -m pip install -q --no-deps "$(TORCHVISION_SPEC)"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -12,6 +12,7 @@ from .defective import basic_block  # noqa: F401
 from .defect import defect  # noqa: F401
 from .defect import defective_layers  # noqa: F401
 from .defect import masked_norms  # noqa: F401
+from .defect import forward_convs  # noqa: F401
 from .ensemble import Ensemble  # noqa: F401
 from .ensemble import make_ensemble  # noqa: F401
 from .dropout import MCDropout  # noqa: F401

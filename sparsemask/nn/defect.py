@@ -5,10 +5,19 @@ Placement (seeds 000/001): ``where="bottom"`` / ``"top"`` use the model's own ta
 code put the masks (``reading="code"``, the default) — or ``model.defect_placement_text``,
 the paper text's reading (``reading="text"``; a model without that table reads the same
 either way). Every builder in :mod:`sparsemask.models` sets both; torchvision-style ResNets
-(``conv1``, ``layer1``..``layer4``) get the ResNet rule; any other model takes a list of
-names — a conv's name, a module's name meaning every Conv2d inside it, or a BatchNorm2d's
-name meaning a *BN-output mask* (the BN's output masked, no conv made defective: the
-published DenseNet-121 / SENet-18 mask the BN in front of a conv).
+(``conv1``, ``layer1``..``layer4``) get the ResNet rule; any other model gets the generic
+rule (:func:`forward_convs`): its Conv2d layers in the order they run on the example input,
+less 1x1 convs on 1x1 maps (squeeze-excitation gates: Linear layers on pooled vectors);
+``"bottom"`` is the first ceil(n/2) of them, ``"top"`` the other floor(n/2). ``where`` also
+takes a list of names — a conv's name, a module's name meaning every Conv2d inside it, or a
+BatchNorm2d's name meaning a *BN-output mask* (the BN's output masked, no conv made
+defective: the published DenseNet-121 / SENet-18 mask the BN in front of a conv).
+
+Any Conv2d can be made defective: grouped/depthwise convs run the dense reference
+``conv2d(...) * mask`` (the masked op computes groups=1 only; ``defect`` warns, naming them),
+``padding="same"`` and reflect/replicate/circular padding run sparse after explicit padding.
+An input of another feature size than the example input's is refused, or with
+``mask_resize="tile"`` meets the masks tiled periodically (see :data:`MASK_RESIZE`).
 
 Masks are drawn ``sampling="exact"`` by default (exactly ``int(n * (1 - keep))`` units
 dropped per layer tensor, as the published code's ``Masks/genmask_*.py``), or
@@ -28,15 +37,17 @@ freshly initialised (widening is an architecture change, made before training).
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..masks import MASK_KINDS, check_keep, check_sampling, random_mask
-from .defective import REFERENCES, DefectiveConv2d, MaskedBatchNorm2d
+from .defective import MASK_RESIZE, REFERENCES, DefectiveConv2d, MaskedBatchNorm2d
 
-__all__ = ["defect", "defective_layers", "masked_norms", "resolve_where", "widen_channels", "READINGS"]
+__all__ = ["defect", "defective_layers", "masked_norms", "resolve_where", "forward_convs", "widen_channels",
+           "READINGS"]
 
 Where = Union[str, Sequence[str]]
 # "code": where the authors' published code (tiangeluo/DefectiveCNN) masks; "text": the paper's text.
@@ -69,10 +80,6 @@ def _resnet_placement(model: nn.Module, reading: str = "code") -> Optional[dict]
     return {"bottom": blocks[0] + blocks[1] + blocks[2], "top": blocks[3] + blocks[4]}
 
 
-def _conv_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
 def _placement_table(model: nn.Module, reading: str) -> Optional[dict]:
     if reading == "text":
         table = getattr(model, "defect_placement_text", None)
@@ -81,19 +88,61 @@ def _placement_table(model: nn.Module, reading: str) -> Optional[dict]:
     return getattr(model, "defect_placement", None) or _resnet_placement(model, reading)
 
 
-def resolve_where(model: nn.Module, where: Where, reading: str = "code") -> list[str]:
+def forward_convs(model: nn.Module, example_input: Optional[Tensor] = None) -> list[str]:
+    """The generic placement's conv list: names of ``model``'s Conv2d layers in the order they
+    first run on ``example_input`` (default ``zeros(model.input_shape)``), less 1x1 convs
+    applied to 1x1 maps (squeeze-excitation gates, i.e. Linear layers on pooled vectors: no
+    feature map to mask). ``where="bottom"`` is the first ceil(n/2), ``"top"`` the rest."""
+    x = _example_input(model, example_input)
+    order, handles = [], []
+
+    def hook(name):
+        def record(module, args, output):
+            if name in order:
+                return
+            pointwise = tuple(module.kernel_size) == (1, 1)
+            if not (pointwise and tuple(args[0].shape[-2:]) == (1, 1)):
+                order.append(name)
+        return record
+
+    try:
+        for n, m in model.named_modules():
+            if isinstance(m, nn.Conv2d):
+                handles.append(m.register_forward_hook(hook(n)))
+        _run_eval(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def _generic_placement(model: nn.Module, example_input: Optional[Tensor]) -> dict:
+    order = forward_convs(model, example_input)
+    if not order:
+        raise ValueError(f"defect: {type(model).__name__} runs no Conv2d on a feature map (the example input "
+                         f"reaches none); nothing to make defective")
+    half = (len(order) + 1) // 2
+    return {"bottom": order[:half], "top": order[half:]}
+
+
+def resolve_where(model: nn.Module, where: Where, reading: str = "code",
+                  example_input: Optional[Tensor] = None) -> list[str]:
     """The names of the Conv2d layers (and BatchNorm2d layers: BN-output masks) ``where``
-    selects, in model order. ``reading`` picks the placement table for "bottom"/"top"."""
+    selects, in model order. ``reading`` picks the placement table for "bottom"/"top";
+    a model without one (and not a torchvision-style ResNet) gets the generic rule of
+    :func:`forward_convs`, which runs ``example_input`` through the model."""
     if reading not in READINGS:
         raise ValueError(f"defect: reading must be one of {', '.join(READINGS)}, got {reading!r}")
-    convs = _conv_names(model)
     if isinstance(where, str):
-        placement = _placement_table(model, reading)
         if where in ("bottom", "top"):
-            if placement is None or where not in placement:
-                raise ValueError(
-                    f"defect: {type(model).__name__} declares no {where!r} placement (no defect_placement "
-                    f"attribute); pass where=[layer names]. Its conv layers: {', '.join(convs)}")
+            placement = _placement_table(model, reading) or _generic_placement(model, example_input)
+            if where not in placement:
+                raise ValueError(f"defect: {type(model).__name__}'s defect_placement table has no {where!r} entry "
+                                 f"(it has {', '.join(map(repr, placement))}); pass where=[layer names]")
+            if not placement[where]:
+                raise ValueError(f"defect: {type(model).__name__} has no conv layers for where={where!r} (the "
+                                 f"generic rule splits {len(placement['bottom'])} conv(s) bottom-first); pass "
+                                 "where=[layer names]")
             return list(placement[where])
         where = [where]
     if not isinstance(where, (list, tuple)) or not all(isinstance(w, str) for w in where) or not where:
@@ -175,13 +224,7 @@ def _trace(model: nn.Module, names: list[str], x: Tensor) -> tuple[dict, dict]:
         for n, m in modules.items():
             if type(m) is nn.BatchNorm2d:
                 handles.append(m.register_forward_pre_hook(bn_hook(n)))
-        training = model.training
-        model.eval()  # running statistics must not move
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            model.train(training)
+        _run_eval(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -189,6 +232,16 @@ def _trace(model: nn.Module, names: list[str], x: Tensor) -> tuple[dict, dict]:
     if missing:
         raise ValueError(f"defect: layers {missing} did not run on the example input; cannot size their masks")
     return sizes, bn_of
+
+
+def _run_eval(model: nn.Module, x: Tensor) -> None:
+    training = model.training
+    model.eval()  # running statistics must not move
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(training)
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -202,13 +255,14 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 def defect(model: nn.Module, keep: float, where: Where = "bottom", kind: str = "neuron", widen: int = 1,
            seed: Optional[int] = None, example_input: Optional[Tensor] = None, *, reference: str = "sparse",
            generator: Optional[torch.Generator] = None, sampling: str = "exact",
-           reading: str = "code") -> nn.Module:
+           reading: str = "code", mask_resize: str = "error") -> nn.Module:
     """Replace the conv layers ``where`` selects by :class:`DefectiveConv2d` (in place; returns ``model``).
 
     Args:
-        model: any nn.Module whose chosen layers are groups=1 Conv2d.
+        model: any nn.Module with Conv2d layers (grouped/depthwise ones run dense, with a warning).
         keep: keep probability p in [0, 1] of each neuron (seed 000's drop ratio is 1 - p).
-        where: ``"bottom"`` | ``"top"`` (the model's placement table) | list of layer names
+        where: ``"bottom"`` | ``"top"`` (the model's placement table, the ResNet rule or the
+            generic rule: first / second half of the convs in forward order) | list of layer names
             (a BatchNorm2d's name: mask that BN's output, a :class:`MaskedBatchNorm2d` with a
             mask of its own, sized [C, H, W] by the BN's input).
         kind: ``"neuron"`` (the method) | ``"channel"`` ("DC") | ``"shared"`` ("SM").
@@ -216,7 +270,9 @@ def defect(model: nn.Module, keep: float, where: Where = "bottom", kind: str = "
         seed / generator: masks are drawn layer by layer, in model order, from this
             generator (or one seeded with ``seed``; neither: torch's global generator).
         example_input: a tensor [1, C, H, W] of the size the model sees; default
-            ``zeros(model.input_shape)`` (set by the builders).
+            ``zeros(model.input_shape)`` (set by the builders). Masks are drawn for its size.
+        mask_resize: ``"error"`` (an input of another size is refused, naming the sizes) or
+            ``"tile"`` (the masks repeated periodically and cut to the new feature sizes).
         reference: ``"sparse"`` (sparse conv, BN sees zeros at the defective positions) or
             ``"paper"`` (dense conv, BN on dense values, then mask: the official code's order).
         sampling: ``"exact"`` (exactly ``int(n * (1 - keep))`` units dropped per layer tensor,
@@ -242,14 +298,14 @@ def defect(model: nn.Module, keep: float, where: Where = "bottom", kind: str = "
         raise ValueError(f"defect: widen must be a positive int, got {widen!r}")
     if seed is not None and generator is not None:
         raise ValueError("defect: pass either seed or generator, not both")
-    names = resolve_where(model, where, reading)
+    if mask_resize not in MASK_RESIZE:
+        raise ValueError(f"defect: mask_resize must be one of {', '.join(MASK_RESIZE)}, got {mask_resize!r}")
+    names = resolve_where(model, where, reading, example_input)
     modules = dict(model.named_modules())
     for n in names:
         m = modules[n]
         if isinstance(m, (DefectiveConv2d, MaskedBatchNorm2d)):
             raise ValueError(f"defect: layer {n!r} is already {'defective' if isinstance(m, nn.Conv2d) else 'masked'}")
-        if isinstance(m, nn.Conv2d) and m.groups != 1:
-            raise ValueError(f"defect: layer {n!r} has groups={m.groups}; only groups=1 convs can be defective")
     convs = [n for n in names if isinstance(modules[n], nn.Conv2d)]
     if widen > 1 and not convs:
         raise ValueError(f"defect: widen multiplies the output channels of defective convs, but where={where!r} "
@@ -268,15 +324,24 @@ def defect(model: nn.Module, keep: float, where: Where = "bottom", kind: str = "
         module = model.get_submodule(n)
         if isinstance(module, nn.BatchNorm2d):
             mask = random_mask(*sizes[n], keep, kind, generator=generator, sampling=sampling)
-            _set_module(model, n, MaskedBatchNorm2d.from_batchnorm(module, mask=mask, keep=keep, kind=kind,
-                                                                   sampling=sampling))
+            bn = MaskedBatchNorm2d.from_batchnorm(module, mask=mask, keep=keep, kind=kind, sampling=sampling,
+                                                  mask_resize=mask_resize)
+            bn.layer_name = n  # for error messages
+            _set_module(model, n, bn)
             continue
         conv = DefectiveConv2d.from_conv2d(module, keep=keep, feature_size=sizes[n], kind=kind,
-                                           generator=generator, sampling=sampling)
+                                           generator=generator, sampling=sampling, mask_resize=mask_resize)
+        conv.layer_name = n
         _set_module(model, n, conv)
         if n in bn_of:
             _set_module(model, bn_of[n], MaskedBatchNorm2d.from_batchnorm(model.get_submodule(bn_of[n]), conv))
             conv.defer_mask = reference == "paper"
+    dense = [f"{n} ({model.get_submodule(n).dense_reason})" for n in convs
+             if model.get_submodule(n).dense_reason is not None]
+    if dense:
+        warnings.warn(f"defect: {len(dense)} defective layer(s) run the dense reference conv2d(...) * mask, "
+                      f"correct but not sparse (the masked op computes groups=1 convolutions only): "
+                      f"{', '.join(dense)}", stacklevel=2)
     return model
 
 

@@ -34,10 +34,45 @@ from ..masks import MASK_KINDS, check_keep, check_sampling, random_mask
 from .. import dispatch
 from ..ops import conv_output_size, defective_block, defective_unit, masked_batch_norm_act, masked_conv2d
 
-__all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES", "conv_bn_act", "basic_block"]
+__all__ = ["DefectiveConv2d", "MaskedBatchNorm2d", "REFERENCES", "MASK_RESIZE", "conv_bn_act", "basic_block"]
 
 IntPair = Union[int, Sequence[int]]
 REFERENCES = ("sparse", "paper")
+# What a layer does with an input whose feature size is not the one its mask was drawn for:
+# "error" refuses (naming the sizes), "tile" repeats the mask periodically from the top-left
+# corner and cuts it to the size, m'[c, y, x] = m[c, y mod H0, x mod W0] (docs/models.md).
+MASK_RESIZE = ("error", "tile")
+
+
+def _check_mask_resize(value, who: str) -> str:
+    if value not in MASK_RESIZE:
+        raise ValueError(f"{who}: mask_resize must be one of {', '.join(MASK_RESIZE)}, got {value!r}")
+    return value
+
+
+def _fitted_mask(module: nn.Module, mask: Tensor, size: tuple, who: str) -> Tensor:
+    """``mask`` [C, H0, W0] for a feature map of spatial ``size`` under ``module.mask_resize``.
+
+    Tiled masks are cached on the module per size and per mask storage/version, so the op's
+    plan cache (keyed by mask storage and version) hits from the second call on."""
+    size = tuple(int(v) for v in size)
+    if size == tuple(mask.shape[1:]):
+        return mask
+    if module.mask_resize == "error":
+        raise ValueError(
+            f"{who}: this layer's mask is drawn for feature size {tuple(mask.shape[1:])} but the input "
+            f"gives {size}; rebuild the model for the new size (defect(..., example_input=<an input of that "
+            "size>)) or let the layer tile its mask (mask_resize='tile', docs/models.md)")
+    key = (mask.data_ptr(), mask.device, mask._version)
+    if module._tiles_key != key:
+        module._tiles_key, module._tiles = key, {}
+    tiled = module._tiles.get(size)
+    if tiled is None:
+        h0, w0 = mask.shape[1:]
+        reps = (1, -(-size[0] // h0), -(-size[1] // w0))
+        tiled = mask.repeat(*reps)[:, :size[0], :size[1]].contiguous()
+        module._tiles[size] = tiled
+    return tiled
 
 
 def _check_feature_size(feature_size) -> tuple[int, int]:
@@ -61,13 +96,19 @@ class DefectiveConv2d(nn.Conv2d):
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, bias: as nn.Conv2d
-            (``groups`` must be 1, ``padding_mode`` "zeros", padding an int or pair).
+            with ``groups``, ``padding`` (int, pair, ``"same"``, ``"valid"``) and ``padding_mode``
+            (``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"``) as nn.Conv2d. Non-zero
+            padding modes and asymmetric ``"same"`` padding pad the input explicitly, then run the
+            sparse op; ``groups > 1`` (grouped/depthwise convs) runs the dense reference
+            ``conv2d(...) * mask`` — still a defective layer, but not sparse (:attr:`dense_reason`).
         keep: probability a neuron is kept (the seeds' p; seed 000's drop ratio is 1 - p).
         kind: mask kind, see :data:`sparsemask.MASK_KINDS`.
         feature_size: (H_out, W_out) of this layer's output in the model (int for square).
         seed / generator: where the mask comes from (neither: torch's global generator).
         sampling: ``"bernoulli"`` (independent units) or ``"exact"`` (a fixed count of
             dropped units, the published code; :func:`sparsemask.defect` defaults to it).
+        mask_resize: ``"error"`` (default: an input of another feature size is refused) or
+            ``"tile"`` (the mask repeated periodically and cut to that size), see :data:`MASK_RESIZE`.
 
     Shapes: input [N, C_in, H, W] -> output [N, C_out, H_out, W_out], exactly 0 where
     ``mask`` is False (unless ``defer_mask``: then the dense output, masked later by the
@@ -82,13 +123,7 @@ class DefectiveConv2d(nn.Conv2d):
                  padding: IntPair = 0, dilation: IntPair = 1, bias: bool = True, *, keep: float,
                  kind: str = "neuron", feature_size, seed: Optional[int] = None,
                  generator: Optional[torch.Generator] = None, groups: int = 1, padding_mode: str = "zeros",
-                 device=None, dtype=None, sampling: str = "bernoulli") -> None:
-        if groups != 1:
-            raise ValueError(f"DefectiveConv2d: only groups=1 is supported, got groups={groups}")
-        if padding_mode != "zeros":
-            raise ValueError(f"DefectiveConv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
-        if isinstance(padding, str):
-            raise ValueError(f"DefectiveConv2d: padding must be an int or a pair of ints, got {padding!r}")
+                 device=None, dtype=None, sampling: str = "bernoulli", mask_resize: str = "error") -> None:
         if in_channels == 0:  # masked_conv2d refuses C_in = 0 (see ops._validate); say so at build time
             raise ValueError("DefectiveConv2d: in_channels must be >= 1, got 0")
         keep = check_keep(keep)
@@ -96,8 +131,13 @@ class DefectiveConv2d(nn.Conv2d):
             raise ValueError(f"DefectiveConv2d: unknown kind {kind!r}; expected one of {', '.join(MASK_KINDS)}")
         feature_size = _check_feature_size(feature_size)
         check_sampling(sampling)
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=1, bias=bias,
-                         device=device, dtype=dtype)
+        _check_mask_resize(mask_resize, "DefectiveConv2d")
+        # nn.Conv2d checks groups, padding strings and padding_mode (its errors name them).
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups=groups, bias=bias,
+                         padding_mode=padding_mode, device=device, dtype=dtype)
+        self._op_padding, self._pre_pad = self._sparse_padding()
+        self._tiles_key, self._tiles = None, {}
+        self.mask_resize = mask_resize
         self.keep = keep
         self.kind = kind
         self.sampling = sampling
@@ -111,16 +151,14 @@ class DefectiveConv2d(nn.Conv2d):
     @classmethod
     def from_conv2d(cls, conv: nn.Conv2d, *, keep: float, feature_size, kind: str = "neuron",
                     seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                    sampling: str = "bernoulli") -> "DefectiveConv2d":
+                    sampling: str = "bernoulli", mask_resize: str = "error") -> "DefectiveConv2d":
         """A DefectiveConv2d with ``conv``'s hyper-parameters and a copy of its weights."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"from_conv2d: conv must be an nn.Conv2d, got {type(conv).__name__}")
-        if conv.groups != 1:
-            raise ValueError(f"from_conv2d: only groups=1 convolutions can be made defective, got groups={conv.groups}")
         new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                   bias=conv.bias is not None, keep=keep, kind=kind, feature_size=feature_size, seed=seed,
-                  generator=generator, padding_mode=conv.padding_mode, device=conv.weight.device,
-                  dtype=conv.weight.dtype, sampling=sampling)
+                  generator=generator, groups=conv.groups, padding_mode=conv.padding_mode, device=conv.weight.device,
+                  dtype=conv.weight.dtype, sampling=sampling, mask_resize=mask_resize)
         with torch.no_grad():
             new.weight.copy_(conv.weight)
             if conv.bias is not None:
@@ -132,20 +170,60 @@ class DefectiveConv2d(nn.Conv2d):
         """Fraction of kept neurons in the mask."""
         return float(self.mask.float().mean())
 
-    def _check_input(self, input: Tensor) -> None:
-        out = conv_output_size(input.shape[-2:], self.kernel_size, self.stride, self.padding, self.dilation)
-        if tuple(out) != tuple(self.mask.shape[1:]):
-            raise ValueError(
-                f"DefectiveConv2d: an input of spatial size {tuple(input.shape[-2:])} gives an output of "
-                f"{tuple(out)}, but this layer's feature_size (mask) is {tuple(self.mask.shape[1:])}; "
-                "build the layer for the input size the model sees")
+    def _sparse_padding(self) -> tuple[Optional[tuple], bool]:
+        """(padding for masked_conv2d, whether the input is padded first), or (None, False)
+        where the masked op cannot run this conv (groups > 1): the dense reference runs."""
+        if self.groups != 1:
+            return None, False
+        if self.padding_mode != "zeros":
+            return (0, 0), True  # F.pad with the mode, then no padding: the conv is unchanged
+        if isinstance(self.padding, str):  # "valid", or "same" (stride 1): symmetric where the total is even
+            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            if self.padding == "valid":
+                return (0, 0), False
+            if all(t % 2 == 0 for t in total):
+                return tuple(t // 2 for t in total), False
+            return (0, 0), True  # asymmetric "same": nn.Conv2d's own zero padding, made explicit
+        return tuple(self.padding), False
+
+    @property
+    def dense_reason(self) -> Optional[str]:
+        """Why this layer runs the dense reference ``conv2d(...) * mask`` instead of the sparse
+        op (None when it runs sparse): the masked op computes groups=1 convolutions only."""
+        return None if self._op_padding is not None else f"groups={self.groups}"
+
+    def output_size(self, input_size) -> tuple[int, int]:
+        """(H_out, W_out) of this conv for an input of spatial size ``input_size`` (H, W)."""
+        h, w = (int(v) for v in input_size)
+        if self._op_padding is None or self._pre_pad:
+            left, right, top, bottom = self._reversed_padding_repeated_twice
+            return conv_output_size((h + top + bottom, w + left + right), self.kernel_size, self.stride, (0, 0),
+                                    self.dilation)
+        return conv_output_size((h, w), self.kernel_size, self.stride, self._op_padding, self.dilation)
+
+    def mask_for(self, input: Tensor) -> Tensor:
+        """The mask for ``input`` [N, C_in, H, W]: ``mask`` at the feature size it was drawn
+        for; at another size refused or tiled, as :attr:`mask_resize` says."""
+        return _fitted_mask(self, self.mask, self.output_size(input.shape[-2:]), self._who())
+
+    def _native(self, input: Tensor) -> bool:
+        """Whether ``input`` gives the feature size the mask was drawn for."""
+        return tuple(self.output_size(input.shape[-2:])) == tuple(self.mask.shape[1:])
+
+    def _who(self) -> str:
+        name = getattr(self, "layer_name", "")
+        return f"DefectiveConv2d {name!r}" if name else "DefectiveConv2d"
 
     def forward(self, input: Tensor) -> Tensor:
-        if input.dim() == 4:
-            self._check_input(input)
+        mask = self.mask_for(input) if input.dim() == 4 else self.mask
         if self.defer_mask:
-            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation)
-        return masked_conv2d(input, self.weight, self.bias, self.mask, self.stride, self.padding, self.dilation)
+            return self._conv_forward(input, self.weight, self.bias)
+        if self._op_padding is None:  # grouped: the dense reference (see dense_reason)
+            return self._conv_forward(input, self.weight, self.bias) * mask
+        if self._pre_pad:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=mode)
+        return masked_conv2d(input, self.weight, self.bias, mask, self.stride, self._op_padding, self.dilation)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -163,6 +241,10 @@ class DefectiveConv2d(nn.Conv2d):
              f"kept={self.kept_fraction():.3f}")
         if self.defer_mask:
             s += ", reference=paper"
+        if self.dense_reason is not None:
+            s += f", dense ({self.dense_reason})"
+        if self.mask_resize != "error":
+            s += f", mask_resize={self.mask_resize}"
         return s
 
 
@@ -184,8 +266,11 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
 
     def __init__(self, num_features: int, source: Optional[DefectiveConv2d] = None, *,
                  mask: Optional[Tensor] = None, keep: Optional[float] = None, kind: str = "neuron",
-                 sampling: str = "bernoulli", **kwargs) -> None:
+                 sampling: str = "bernoulli", mask_resize: str = "error", **kwargs) -> None:
         super().__init__(num_features, **kwargs)
+        # Own masks only; with a source the source's rule applies (one mask, one rule).
+        self.mask_resize = _check_mask_resize(mask_resize, "MaskedBatchNorm2d")
+        self._tiles_key, self._tiles = None, {}
         if (source is None) == (mask is None):
             raise ValueError("MaskedBatchNorm2d: pass exactly one of source (a DefectiveConv2d) or mask "
                              "(a bool tensor [C, H, W])")
@@ -212,12 +297,12 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
     @classmethod
     def from_batchnorm(cls, bn: nn.BatchNorm2d, source: Optional[DefectiveConv2d] = None, *,
                        mask: Optional[Tensor] = None, keep: Optional[float] = None, kind: str = "neuron",
-                       sampling: str = "bernoulli") -> "MaskedBatchNorm2d":
+                       sampling: str = "bernoulli", mask_resize: str = "error") -> "MaskedBatchNorm2d":
         """Wrap ``bn``'s parameters and running statistics (shared, not copied), masked by
         ``source``'s mask or by ``mask`` [C, H, W] of its own."""
         if not isinstance(bn, nn.BatchNorm2d):
             raise TypeError(f"from_batchnorm: bn must be an nn.BatchNorm2d, got {type(bn).__name__}")
-        extra = {} if source is not None else dict(keep=keep, kind=kind, sampling=sampling)
+        extra = {} if source is not None else dict(keep=keep, kind=kind, sampling=sampling, mask_resize=mask_resize)
         if mask is not None:  # (with a source too: refused by __init__)
             like = bn.running_mean if bn.running_mean is not None else bn.weight
             extra["mask"] = mask.to(like.device) if like is not None else mask
@@ -235,11 +320,16 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         """The DefectiveConv2d whose mask this BN applies, or None for a mask of its own."""
         return self._source[0]
 
-    def _mask(self) -> Tensor:
-        return self.mask if self._source[0] is None else self._source[0].mask
+    def _mask(self, input: Tensor) -> Tensor:
+        source = self._source[0]
+        if source is not None:  # the conv's output is this BN's input: same spatial size
+            return _fitted_mask(source, source.mask, input.shape[-2:], source._who())
+        name = getattr(self, "layer_name", "")
+        return _fitted_mask(self, self.mask, input.shape[-2:],
+                            f"MaskedBatchNorm2d {name!r}" if name else "MaskedBatchNorm2d")
 
     def forward(self, input: Tensor) -> Tensor:
-        mask = self._mask()
+        mask = self._mask(input)
         # The published composite under the "dense" backend (the reference), and wherever the
         # fused kernel does not apply (cumulative-average momentum, non-CPU, low precision).
         if self.momentum is None or not dispatch.fused_bn(input):
@@ -311,12 +401,11 @@ def conv_bn_act(conv: nn.Module, bn: nn.Module, x: Tensor, act: Optional[nn.Modu
 
     Shapes: x [N, C_in, H, W]; residual (optional) and the result [N, C_out, H_out, W_out].
     """
-    if not _fusable(conv, bn, act, x):
+    if not _fusable(conv, bn, act, x) or not conv._native(x):  # another feature size: the modules tile
         out = bn(conv(x))
         if residual is not None:
             out = out + residual
         return act(out) if act is not None else out
-    conv._check_input(x)
     batch_stats, running_mean, running_var = bn._step_statistics()
     return defective_unit(x, conv.weight, conv.mask, bn.weight, bn.bias, running_mean, running_var,
                           stride=conv.stride, padding=conv.padding, dilation=conv.dilation, training=batch_stats,
@@ -342,10 +431,9 @@ def basic_block(conv1: nn.Module, bn1: nn.Module, conv2: nn.Module, bn2: nn.Modu
     Shapes: x [N, C_in, H, W]; residual and the result [N, C_out, H_out, W_out].
     """
     if (act is None or not _fusable(conv1, bn1, act, x) or not _fusable(conv2, bn2, act, x)
-            or bn1._uses_batch_statistics() != bn2._uses_batch_statistics()):
+            or bn1._uses_batch_statistics() != bn2._uses_batch_statistics() or not conv1._native(x)):
         out = conv_bn_act(conv1, bn1, x, act)
         return conv_bn_act(conv2, bn2, out, act, residual=residual)
-    conv1._check_input(x)
     batch_stats, rm1, rv1 = bn1._step_statistics()
     _, rm2, rv2 = bn2._step_statistics()
     return defective_block(x, _unit_args(conv1, bn1, rm1, rv1), _unit_args(conv2, bn2, rm2, rv2),

@@ -107,7 +107,9 @@ def _unit_setup_context(ctx, inputs, output):
      limit) = inputs
     out, kept, mean, invstd = output
     ctx.mark_non_differentiable(kept, mean, invstd)
-    ctx.save_for_backward(input, weight, mask, kept, out, bn_weight, mean, invstd, _bn_bias)
+    # `out` is read by the backward only for the ReLU's gate (csrc/cpu/unit_kernels.h
+    # gated_kept_grad); without relu it is not saved, so in-place ops on the result are allowed.
+    ctx.save_for_backward(input, weight, mask, kept, out if relu else None, bn_weight, mean, invstd, _bn_bias)
     ctx.args = (stride, padding, dilation, training, relu, limit)
     ctx.eps = _eps
     ctx.running = running_for_backward(training, _rm, _rv)
@@ -117,6 +119,8 @@ def _unit_setup_context(ctx, inputs, output):
 def _unit_backward(ctx, grad_out, _g_kept, _g_mean, _g_invstd):
     input, weight, mask, kept, out, bn_weight, mean, invstd, bn_bias = ctx.saved_tensors
     stride, padding, dilation, training, relu, limit = ctx.args
+    if out is None:  # not saved (relu=False): the kernel checks its shape only
+        out = grad_out
     has_w, has_b, has_res = ctx.has_bn
     need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), bool(has_w and ctx.needs_input_grad[3]),
             bool(has_b and ctx.needs_input_grad[4]), bool(has_res and ctx.needs_input_grad[7])]

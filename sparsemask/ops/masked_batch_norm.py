@@ -80,7 +80,10 @@ def _bn_setup_context(ctx, inputs, output):
     input, mask, weight, bias, running_mean, running_var, training, eps, relu = inputs
     out, mean, invstd = output
     ctx.mark_non_differentiable(mean, invstd)
-    ctx.save_for_backward(input, out, mask, weight, mean, invstd, bias)
+    # The output is needed only for the ReLU's gate. Saving it otherwise would make the usual
+    # in-place ops that follow a BN in user models (torchvision's ReLU(inplace=True),
+    # `out += identity`) fail the backward's version check, so it is saved only with relu.
+    ctx.save_for_backward(input, out if relu else None, mask, weight, mean, invstd, bias)
     ctx.flags = (training, relu, weight is not None, bias is not None)
     ctx.eps = eps
     ctx.running = running_for_backward(training, running_mean, running_var)
@@ -89,6 +92,8 @@ def _bn_setup_context(ctx, inputs, output):
 def _bn_backward(ctx, grad_out, _grad_mean, _grad_invstd):
     input, output, mask, weight, mean, invstd, bias = ctx.saved_tensors
     training, relu, has_weight, has_bias = ctx.flags
+    if output is None:  # not saved (relu=False); the kernel reads it only under relu but checks its shape
+        output = input
     need = [bool(ctx.needs_input_grad[0]), bool(has_weight and ctx.needs_input_grad[2]),
             bool(has_bias and ctx.needs_input_grad[3])]
     if torch.is_grad_enabled():  # create_graph=True

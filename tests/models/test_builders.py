@@ -301,7 +301,7 @@ def test_errors():
     with pytest.raises(ValueError, match="stem"):
         models.resnet18(stem="tiny")
     model = models.resnet18(input_size=32, defective=dict(keep=0.1, seed=0))
-    with pytest.raises(ValueError, match="feature_size"):
+    with pytest.raises(ValueError, match=r"'conv1'.*feature size \(32, 32\) but the input gives \(16, 16\)"):
         model(torch.rand(1, 3, 16, 16))
 
 

@@ -99,8 +99,8 @@ def test_errors():
     x = torch.rand(1, 3, 10, 10)
     with pytest.raises(ValueError, match="no layer named 'stemm'.*stem"):
         defect(net, 0.5, where=["stemm"], example_input=x)
-    with pytest.raises(ValueError, match="declares no 'bottom' placement"):
-        defect(net, 0.5, where="bottom", example_input=x)
+    with pytest.raises(ValueError, match="Sequential runs no Conv2d"):  # the generic rule has nothing to split
+        defect(nn.Sequential(nn.Flatten(), nn.Linear(300, 5)), 0.5, where="bottom", example_input=x)
     with pytest.raises(ValueError, match="no Conv2d inside"):
         defect(net, 0.5, where=["head"], example_input=x)
     with pytest.raises(ValueError, match="keep must be in"):

@@ -158,10 +158,14 @@ def test_paper_reference_differs_in_train_bn_stats_but_not_in_eval():
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="groups=1"):
-        DefectiveConv2d(4, 4, 3, keep=0.5, feature_size=4, groups=2)
-    with pytest.raises(ValueError, match="groups=1"):
-        DefectiveConv2d.from_conv2d(nn.Conv2d(4, 4, 3, groups=2), keep=0.5, feature_size=4)
+    # Grouped convs, padding strings and padding modes are nn.Conv2d's (grouped ones run dense,
+    # tests/nn/test_defect_torchvision.py); its own errors name the argument.
+    with pytest.raises(ValueError, match="divisible by groups"):
+        DefectiveConv2d(4, 4, 3, keep=0.5, feature_size=4, groups=3)
+    with pytest.raises(ValueError, match="padding_mode"):
+        DefectiveConv2d(4, 4, 3, keep=0.5, feature_size=4, padding_mode="mirror")
+    with pytest.raises(ValueError, match="mask_resize"):
+        DefectiveConv2d(4, 4, 3, keep=0.5, feature_size=4, mask_resize="stretch")
     with pytest.raises(ValueError, match="keep must be in"):
         DefectiveConv2d(4, 4, 3, keep=1.5, feature_size=4)
     with pytest.raises(ValueError, match="keep must be in"):
@@ -169,11 +173,11 @@ def test_errors():
     with pytest.raises(ValueError, match="unknown kind"):
         DefectiveConv2d(4, 4, 3, keep=0.5, kind="pixel", feature_size=4)
     with pytest.raises(ValueError, match="padding"):
-        DefectiveConv2d(4, 4, 3, padding="same", keep=0.5, feature_size=4)
+        DefectiveConv2d(4, 4, 3, padding="full", keep=0.5, feature_size=4)
     with pytest.raises(TypeError, match="feature_size"):
         DefectiveConv2d(4, 4, 3, keep=0.5, feature_size="big")
     layer = DefectiveConv2d(4, 4, 3, keep=0.5, feature_size=(6, 6))
-    with pytest.raises(ValueError, match="feature_size"):
+    with pytest.raises(ValueError, match=r"feature size \(6, 6\) but the input gives \(8, 8\)"):
         layer(torch.rand(1, 4, 10, 10))
     with pytest.raises(TypeError, match="DefectiveConv2d"):
         MaskedBatchNorm2d(4, nn.Conv2d(4, 4, 3))
