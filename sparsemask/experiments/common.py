@@ -338,6 +338,11 @@ def _cache_key(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> s
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def cache_key(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> str:
+    """The checkpoint-cache key :func:`get_model` uses: equal keys, one trained model (``--dry-run`` counts by it)."""
+    return _cache_key(spec, cfg, data)
+
+
 def train_config(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The training hyperparameters of one model: ``cfg["train"]`` with the spec's overrides."""
     tc = deep_merge(cfg["train"], spec.get("train"))
@@ -388,7 +393,7 @@ def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,
         entry["train_seconds"] = time.perf_counter() - t0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # own name: runs sharing a cache may save the same model
             torch.save(model.state_dict(), tmp)
             os.replace(tmp, path)
     model = model.to(device).eval()
