@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default runs/NAME-SCALE)")
     p.add_argument("--list", action="store_true", help="list the experiments with one line each and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="build every model NAME (default: every experiment) would train, run one step of each on "
+                        "random data, print the estimated GPU-hours and write OUT/dry_run.json; reads no dataset")
 
     # demo
     p = sub.add_parser("demo", formatter_class=_Formatter, help="the main job: standard vs defective small ResNet",
@@ -366,6 +369,10 @@ def cmd_experiment(args) -> int:
     args.name = args.name or config.get("experiment")
     args.scale = args.scale or config.get("scale") or "smoke"
     config = {k: v for k, v in config.items() if k not in ("experiment", "scale")}
+    if args.dry_run and not args.list:
+        from .experiments.dry_run import run_cli
+
+        return run_cli([args.name] if args.name else None, args.scale, config, parse_overrides(args.overrides), args.out)
     if args.list or not args.name:
         for name, text in describe().items():
             print(f"{name:22s} {text}")

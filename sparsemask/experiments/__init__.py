@@ -35,7 +35,7 @@ EXPERIMENTS: dict[str, str] = {
 }
 
 __all__ = ["EXPERIMENTS", "get_experiment", "run_experiment", "describe", "register_experiment",
-           "unregister_experiment"]
+           "unregister_experiment", "check_not_distributed"]
 
 
 def register_experiment(name: str, module: str, *, replace: bool = False) -> None:
@@ -69,12 +69,26 @@ def describe() -> dict[str, str]:
     return {name: get_experiment(name).DESCRIPTION for name in EXPERIMENTS}
 
 
+def check_not_distributed(name: str) -> None:
+    """Experiments run in one process. Under ``torchrun`` each model's training would be DDP,
+    but every rank would then repeat all attacks and evaluations on the first GPU and write the
+    same result files: refuse rather than waste the GPUs and race on the outputs."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(  # a usage error: the CLI prints it as one line
+            f"experiment {name!r}: experiments do not run under torchrun (WORLD_SIZE="
+            f"{os.environ['WORLD_SIZE']}); use one process per GPU (CUDA_VISIBLE_DEVICES=i sparsemask experiment ...) "
+            "sharing --set cache=DIR, or `torchrun ... -m sparsemask train` for one model (README, 'Paper scale')")
+
+
 def run_experiment(name: str, scale: str = "smoke", config: Optional[Mapping[str, Any]] = None,
                    out: Optional[str | Path] = None, overrides: Optional[Mapping[str, Any]] = None) -> dict:
     """Resolve the configuration of ``name`` at ``scale`` and run it; returns the result dict
     (also written to ``out``/results.json; default out: ``runs/<name>-<scale>``)."""
     from .common import resolve_config
 
+    check_not_distributed(name)
     module = get_experiment(name)
     cfg = resolve_config(scale, getattr(module, "DEFAULTS", {}), config, overrides)
     out = Path(out) if out is not None else Path("runs") / f"{name}-{scale}"

@@ -69,12 +69,22 @@ def target_specs(cfg: Mapping[str, Any]) -> list[tuple[str, list[ModelSpec]]]:
     return rows
 
 
+def source_spec(cfg: Mapping[str, Any]) -> ModelSpec:
+    """The standard model the transfer attacks are crafted on."""
+    return ModelSpec(cfg["source"], arch=cfg["source"].get("arch") or cfg["model"]["arch"])
+
+
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Every model :func:`run` trains: the source, then each row's (EN rows: several) (used by ``--dry-run``)."""
+    return [source_spec(cfg)] + [spec for _, specs in target_specs(cfg) for spec in specs]
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     from sparsemask.nn import Ensemble
 
     writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
     data = load_data(cfg)
-    src_spec = ModelSpec(cfg["source"], arch=cfg["source"].get("arch") or cfg["model"]["arch"])
+    src_spec = source_spec(cfg)
     source = get_model(src_spec, cfg, data, writer.models)
     targets, clean = [], {}
     for label, specs in target_specs(cfg):

@@ -23,6 +23,15 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Standard, standard + label smoothing, defective: the models :func:`run` trains (and ``--dry-run``)."""
+    arch = cfg["arch"] or cfg["model"]["arch"]
+    return [ModelSpec(arch=arch, defective=None, seed=0, label="Standard CNN"),
+            ModelSpec(arch=arch, defective=None, seed=0, label="Standard CNN + LS",
+                      label_smoothing=cfg["label_smoothing"]),
+            ModelSpec(arch=arch, defective={"keep": cfg["keep"], "where": "bottom"}, seed=1, label="Defective CNN")]
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     from sparsemask import attacks
 
@@ -30,10 +39,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     data = load_data(cfg)
     arch = cfg["arch"] or cfg["model"]["arch"]
     name = arch_name(arch, builder_kwargs({"arch": arch}, cfg))
-    specs = [ModelSpec(arch=arch, defective=None, seed=0, label="Standard CNN"),
-             ModelSpec(arch=arch, defective=None, seed=0, label="Standard CNN + LS",
-                       label_smoothing=cfg["label_smoothing"]),
-             ModelSpec(arch=arch, defective={"keep": cfg["keep"], "where": "bottom"}, seed=1, label="Defective CNN")]
+    specs = model_specs(cfg, data.input_size)
     x, y = data.x_test[:cfg["n_images"]], data.y_test[:cfg["n_images"]]
     device = resolve_device(cfg)
     scores, medians = {}, {}

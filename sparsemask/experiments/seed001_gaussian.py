@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .common import (ResultWriter, adversarial_grid, fmt_pct, get_model, load_data, markdown_table,
+from .common import (ModelSpec, ResultWriter, adversarial_grid, fmt_pct, get_model, load_data, markdown_table,
                      model_key, plot_curves, predict, variants)
 
 NAME = "001-gaussian"
@@ -36,13 +36,16 @@ def add_noise(x: torch.Tensor, sigma255: float, seed: int) -> torch.Tensor:
     return attacks.gaussian_noise_255(x, sigma255, seed=seed)
 
 
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Every model :func:`run` trains: each arch standard and p-Bottom (also used by ``--dry-run``)."""
+    return [spec for arch in cfg["archs"] or [cfg["model"]["arch"]]
+            for spec in variants(arch, cfg["keeps"], seed=int(cfg.get("seed", 0)), cfg=cfg)]
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
     data = load_data(cfg)
-    models = []
-    for arch in cfg["archs"] or [cfg["model"]["arch"]]:
-        for spec in variants(arch, cfg["keeps"], seed=int(cfg.get("seed", 0)), cfg=cfg):
-            models.append((spec, get_model(spec, cfg, data, writer.models)))
+    models = [(spec, get_model(spec, cfg, data, writer.models)) for spec in model_specs(cfg, data.input_size)]
     x, y = data.x_test, data.y_test
     correct = torch.ones(len(y), dtype=torch.bool)
     for _, model in models:

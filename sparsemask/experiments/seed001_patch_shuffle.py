@@ -31,15 +31,19 @@ def confidence(model, x, y, cfg) -> torch.Tensor:
     return torch.cat([model(x[i:i + bs]).softmax(1).gather(1, y[i:i + bs, None])[:, 0] for i in range(0, len(x), bs)])
 
 
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Standard and defective: the models :func:`run` trains (and ``--dry-run`` builds)."""
+    arch = cfg["arch"] or cfg["model"]["arch"]
+    return [ModelSpec(arch=arch, defective=None, seed=0, label="Standard CNN"),
+            ModelSpec(arch=arch, defective={"keep": cfg["keep"], "where": "bottom"}, seed=1, label="Defective CNN")]
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     from sparsemask import attacks
 
     writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
     data = load_data(cfg)
-    arch = cfg["arch"] or cfg["model"]["arch"]
-    specs = [ModelSpec(arch=arch, defective=None, seed=0, label="Standard CNN"),
-             ModelSpec(arch=arch, defective={"keep": cfg["keep"], "where": "bottom"}, seed=1, label="Defective CNN")]
-    models = [(s, get_model(s, cfg, data, writer.models)) for s in specs]
+    models = [(s, get_model(s, cfg, data, writer.models)) for s in model_specs(cfg, data.input_size)]
     x, y = data.x_test, data.y_test
     keep = torch.ones(len(y), dtype=torch.bool)
     for _, m in models:

@@ -67,17 +67,37 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def source_models(cfg: Mapping[str, Any], data, log: list) -> dict[str, Any]:
-    """label -> trained source model, plus the ensemble sources the config asks for."""
-    from sparsemask.nn import Ensemble
-
-    sources = {}
+def source_specs(cfg: Mapping[str, Any]) -> list[tuple[str, ModelSpec]]:
+    """(column label, spec) of each single source model."""
     specs = [ModelSpec(s, arch=s.get("arch") or cfg["model"]["arch"]) for s in cfg["sources"]]
+    out = []
     for spec in specs:
         label = spec.get("label") or arch_name(spec["arch"], builder_kwargs(spec, cfg))
         if sum(s["arch"] == spec["arch"] for s in specs) > 1:
             label += f"#{spec['seed']}"
-        sources[label] = get_model(spec, cfg, data, log)
+        out.append((label, spec))
+    return out
+
+
+def target_specs(cfg: Mapping[str, Any]) -> list[ModelSpec]:
+    """The target rows: each target arch standard and p-Bottom, then the extra (e.g. Madry) targets."""
+    specs = [spec for arch in cfg["target_archs"] or [cfg["model"]["arch"]]
+             for spec in variants(arch, cfg["keeps"], seed=int(cfg.get("seed", 0)), cfg=cfg)]
+    # Baselines trained differently (e.g. Madry adversarial training), rows of their own.
+    specs += [ModelSpec(extra, arch=extra.get("arch") or cfg["model"]["arch"]) for extra in cfg.get("extra_targets") or []]
+    return specs
+
+
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Every model :func:`run` trains, in its order (used by ``--dry-run``)."""
+    return [spec for _, spec in source_specs(cfg)] + target_specs(cfg)
+
+
+def source_models(cfg: Mapping[str, Any], data, log: list) -> dict[str, Any]:
+    """label -> trained source model, plus the ensemble sources the config asks for."""
+    from sparsemask.nn import Ensemble
+
+    sources = {label: get_model(spec, cfg, data, log) for label, spec in source_specs(cfg)}
     singles = list(sources.items())
     mode = cfg.get("ensemble")
     if mode and len(singles) >= 2:
@@ -97,13 +117,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     data = load_data(cfg)
     sources = source_models(cfg, data, writer.models)
     targets, clean = [], {}
-    for arch in cfg["target_archs"] or [cfg["model"]["arch"]]:
-        for spec in variants(arch, cfg["keeps"], seed=int(cfg.get("seed", 0)), cfg=cfg):
-            targets.append((spec, get_model(spec, cfg, data, writer.models)))
-            clean[model_key(spec)] = writer.models[-1]["clean_accuracy"]
-    # Baselines trained differently (e.g. Madry adversarial training), rows of their own.
-    for extra in cfg.get("extra_targets") or []:
-        spec = ModelSpec(extra, arch=extra.get("arch") or cfg["model"]["arch"])
+    for spec in target_specs(cfg):
         targets.append((spec, get_model(spec, cfg, data, writer.models)))
         clean[model_key(spec)] = writer.models[-1]["clean_accuracy"]
     x, y = data.x_test, data.y_test

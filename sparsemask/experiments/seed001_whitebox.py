@@ -35,13 +35,35 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def graybox_specs(sources: list[ModelSpec]) -> list[ModelSpec]:
+    """Per defective source: the same keep with other weights and masks, and (_DIF) other masks only."""
+    targets = []
+    for src in sources:
+        d = src["defective"]
+        targets.append(ModelSpec(arch=src["arch"], defective=dict(d), seed=src["seed"] + 50))  # new weights + masks
+        targets.append(ModelSpec(arch=src["arch"], defective=dict(d), seed=src["seed"], mask_seed=src["seed"] + 77,
+                                 label=f"{src.label}_DIF"))                                    # new masks only
+    return targets
+
+
+def whitebox_specs(cfg: Mapping[str, Any]) -> list[ModelSpec]:
+    """The standard model and one p-Bottom model per keep."""
+    return variants(cfg["arch"] or cfg["model"]["arch"], cfg["keeps"], seed=0, cfg=cfg)
+
+
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Every model :func:`run` trains: white-box variants, then gray-box targets (used by ``--dry-run``)."""
+    base = whitebox_specs(cfg)
+    return base + graybox_specs([s for s in base if s.get("defective")])
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
     data = load_data(cfg)
     arch = cfg["arch"] or cfg["model"]["arch"]
     x, y = data.x_test, data.y_test
 
-    models = [(s, get_model(s, cfg, data, writer.models)) for s in variants(arch, cfg["keeps"], seed=0, cfg=cfg)]
+    models = [(s, get_model(s, cfg, data, writer.models)) for s in whitebox_specs(cfg)]
     clean = {s.label: e["clean_accuracy"] for (s, _), e in zip(models, writer.models)}
     white: dict[str, dict[str, float]] = {s.label: {} for s, _ in models}
     for params in cfg["whitebox_attacks"]:
@@ -56,14 +78,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
 
     # Gray-box: sources are the defective models above; targets per keep: other init / other masks.
     sources = [(s, m) for s, m in models if s.get("defective")]
-    targets = []
-    for i, (src, _) in enumerate(sources):
-        d = src["defective"]
-        other_init = ModelSpec(arch=arch, defective=dict(d), seed=src["seed"] + 50)           # new weights + masks
-        dif = ModelSpec(arch=arch, defective=dict(d), seed=src["seed"], mask_seed=src["seed"] + 77,
-                        label=f"{src.label}_DIF")                                             # new masks only
-        for spec in (other_init, dif):
-            targets.append((spec, get_model(spec, cfg, data, writer.models)))
+    targets = [(spec, get_model(spec, cfg, data, writer.models)) for spec in graybox_specs([s for s, _ in sources])]
     gray: dict[str, dict[str, float]] = {s.label if s.get("label") else s.label: {} for s, _ in targets}
     a = attack_label(cfg["graybox_attack"])
     for src, src_model in sources:

@@ -54,17 +54,42 @@ def _label(p: Mapping[str, Any]) -> str:
     return f"{p['name'].upper()} {norm}{eps}".replace("  ", " ").strip()
 
 
+def grids(cfg: Mapping[str, Any], input_size: int) -> tuple[int, int, list, bool]:
+    """(train grid, test grid, Table 4's (train, test) pairs, whether the grids are the seed's)."""
+    from sparsemask.nn import mad_defaults
+
+    d = mad_defaults(input_size)
+    g_train, g_test = cfg["grids"] or (d["train_grid"], d["test_grid"])
+    pairs = cfg["grid_pairs"] or sorted({(g_train, max(1, g_test // 2)), (g_train, g_test), (2 * g_train, g_test)})
+    return g_train, g_test, pairs, d["from_seed"]
+
+
+def mad_spec(arch: str, rate: float, train_grid: int) -> ModelSpec:
+    """A standard model trained on grid-masked images."""
+    return ModelSpec(arch=arch, defective=None, seed=0, train={"mad": {"grid": train_grid, "rate": rate}})
+
+
+# Table 4's columns all use rate 3/4 (the seed's).
+TABLE4_RATE = 0.75
+
+
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Every model :func:`run` trains: the standard model, one MAD model per rate (Table 2) and per
+    grid pair (Table 4) — repeats included, as run() asks for them (used by ``--dry-run``)."""
+    arch = cfg["arch"] or cfg["model"]["arch"]
+    g_train, _, pairs, _ = grids(cfg, input_size)
+    return ([ModelSpec(arch=arch, defective=None, seed=0)] + [mad_spec(arch, r, g_train) for r in cfg["rates"]] +
+            [mad_spec(arch, TABLE4_RATE, gtr) for gtr, _ in pairs])
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
-    from sparsemask.nn import MADClassifier, mad_defaults
+    from sparsemask.nn import MADClassifier
 
     writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
     data = load_data(cfg)
     arch = cfg["arch"] or cfg["model"]["arch"]
-    size = data.input_size
-    d = mad_defaults(size)
-    g_train, g_test = cfg["grids"] or (d["train_grid"], d["test_grid"])
-    pairs = cfg["grid_pairs"] or sorted({(g_train, max(1, g_test // 2)), (g_train, g_test), (2 * g_train, g_test)})
-    writer.numbers["grids"] = {"train": g_train, "test": g_test, "from_seed": d["from_seed"], "pairs": pairs}
+    g_train, g_test, pairs, from_seed = grids(cfg, data.input_size)
+    writer.numbers["grids"] = {"train": g_train, "test": g_test, "from_seed": from_seed, "pairs": pairs}
     x, y = data.x_test[:cfg["n_images"]], data.y_test[:cfg["n_images"]]
     seed = int(cfg.get("seed", 0))
 
@@ -75,8 +100,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     undefended = {"Benign": accuracy(standard, x, y, cfg), **{a: accuracy(standard, xa, y, cfg) for a, xa in adv.items()}}
 
     def mad_column(rate: float, gtr: int, gte: int, adaptive: bool) -> dict[str, float]:
-        spec = ModelSpec(arch=arch, defective=None, seed=0, train={"mad": {"grid": gtr, "rate": rate}})
-        model = get_model(spec, cfg, data, writer.models)
+        model = get_model(mad_spec(arch, rate, gtr), cfg, data, writer.models)
         mad = MADClassifier(model, grid=gte, rate=rate, n=cfg["tests"], seed=seed).eval()
         col = {"Benign": accuracy(mad, x, y, cfg), **{a: accuracy(mad, xa, y, cfg) for a, xa in adv.items()}}
         if adaptive and cfg.get("adaptive"):
@@ -95,7 +119,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     best = t2[f"rate {cfg['rates'][-1]:g}"]
     writer.table("Table 3 layout: MAD vs no defense", markdown_table(
         ["Attack", "No defense", "MAD"], [[a, fmt_pct(undefended.get(a)), fmt_pct(best.get(a))] for a in best]))
-    t4 = {f"{gtr}x{gtr} / {gte}x{gte}": mad_column(0.75, gtr, gte, adaptive=False) for gtr, gte in pairs}
+    t4 = {f"{gtr}x{gtr} / {gte}x{gte}": mad_column(TABLE4_RATE, gtr, gte, adaptive=False) for gtr, gte in pairs}
     writer.table("Table 4 layout: grid sizes (train / test), rate 3/4", markdown_table(
         ["Attack", *t4], [[a, *(fmt_pct(c[a]) for c in t4.values())] for a in rows]))
     writer.numbers.update({"undefended": undefended, "rates": t2, "grid_sizes": t4, "n_images": len(y)})

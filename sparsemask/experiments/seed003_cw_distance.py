@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .common import (ResultWriter, fmt_pct, get_model, load_data, make_attack, markdown_table, predict, run_attack,
+from .common import (ModelSpec, ResultWriter, fmt_pct, get_model, load_data, make_attack, markdown_table, predict, run_attack,
                      save_adversarial_grid)
 from .seed003_common import family_specs
 
@@ -25,6 +25,16 @@ DEFAULTS: dict[str, Any] = {
     "smoke": {"multi": 2, "n_images": 16, "cw": {"steps": 20, "binary_steps": 1, "c": 10.0}},
     "small": {"multi": 4, "cw": {"steps": 200, "binary_steps": 5}},
 }
+
+
+def member_specs(fam: ModelSpec, cfg: Mapping[str, Any]) -> list[ModelSpec]:
+    """The ``multi`` independently trained models of one family (the first is the single model)."""
+    return [fam] + [ModelSpec(fam, seed=100 + j) for j in range(cfg["multi"] - 1)]
+
+
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Every model :func:`run` trains, family by family (used by ``--dry-run``)."""
+    return [spec for fam in family_specs(cfg) for spec in member_specs(fam, cfg)]
 
 
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
@@ -50,8 +60,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         if fam.get("defective"):
             save_adversarial_grid(writer.figure("adversarial_grid.png", "targeted CW-L2 on the defective model"),
                                   x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg))
-        members = [model] + [get_model(type(fam)(fam, seed=100 + j), cfg, data, writer.models)
-                             for j in range(cfg["multi"] - 1)]
+        members = [model] + [get_model(s, cfg, data, writer.models) for s in member_specs(fam, cfg)[1:]]
         multi[fam.label], _ = distances(Ensemble(members, combine="logits").eval(), f"multi {fam.label}")
 
     def table(res):

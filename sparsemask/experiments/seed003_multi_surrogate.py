@@ -31,16 +31,31 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def surrogate_specs(cfg: Mapping[str, Any]) -> tuple[list[ModelSpec], list[ModelSpec]]:
+    """The ``t`` generating and ``v`` validating standard surrogates (seeds apart from every target's)."""
+    arch = cfg.get("arch") or cfg["model"]["arch"]
+
+    def surrogate(seed: int) -> ModelSpec:
+        return ModelSpec(arch=arch, defective=None, seed=seed, label=f"surrogate#{seed}")
+
+    return [surrogate(200 + i) for i in range(cfg["t"])], [surrogate(300 + i) for i in range(cfg["v"])]
+
+
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """Every model :func:`run` trains: surrogates, then the target families (used by ``--dry-run``)."""
+    gens, vals = surrogate_specs(cfg)
+    return gens + vals + family_specs(cfg)
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     from sparsemask.attacks import MultiSurrogate, fooled
     from sparsemask.experiments.common import make_attack as _make
 
     writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
     data = load_data(cfg)
-    arch = cfg.get("arch") or cfg["model"]["arch"]
-    surrogate = lambda s: ModelSpec(arch=arch, defective=None, seed=s, label=f"surrogate#{s}")  # noqa: E731
-    gens = [get_model(surrogate(200 + i), cfg, data, writer.models) for i in range(cfg["t"])]
-    vals = [get_model(surrogate(300 + i), cfg, data, writer.models) for i in range(cfg["v"])]
+    gen_specs, val_specs = surrogate_specs(cfg)
+    gens = [get_model(s, cfg, data, writer.models) for s in gen_specs]
+    vals = [get_model(s, cfg, data, writer.models) for s in val_specs]
     targets = [(f, get_model(f, cfg, data, writer.models)) for f in family_specs(cfg)]
     x, y = data.x_test[:cfg["n_images"]], data.y_test[:cfg["n_images"]]
 

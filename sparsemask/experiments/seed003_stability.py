@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .common import ResultWriter, fmt_pct, get_model, load_data, markdown_table, plot_curves, save_adversarial_grid, predict
+from .common import ModelSpec, ResultWriter, fmt_pct, get_model, load_data, markdown_table, plot_curves, save_adversarial_grid, predict
 from .seed003_common import family_specs
 
 NAME = "003-stability"
@@ -22,6 +22,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """The three families :func:`run` trains (used by ``--dry-run``)."""
+    return family_specs(cfg)
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     from sparsemask import attacks
 
@@ -29,7 +34,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     data = load_data(cfg)
     x = data.x_test[:cfg["n_images"]]
     bs = cfg["eval"]["batch_size"]
-    models = [(f, get_model(f, cfg, data, writer.models)) for f in family_specs(cfg)]
+    models = [(f, get_model(f, cfg, data, writer.models)) for f in model_specs(cfg, data.input_size)]
     seed = int(cfg.get("seed", 0))
     noise, jpeg = {}, {}
     for fam, m in models:

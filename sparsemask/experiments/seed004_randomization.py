@@ -81,11 +81,15 @@ def attacked_model(scenario: str, model: nn.Module, layer, defended: nn.Module) 
     raise ValueError(f"unknown scenario {scenario!r}")
 
 
+def model_specs(cfg: Mapping[str, Any], input_size: int) -> list[ModelSpec]:
+    """The one standard model the defenses wrap (no retraining; used by ``--dry-run``)."""
+    return [ModelSpec(arch=cfg["arch"] or cfg["model"]["arch"], defective=None, seed=0)]
+
+
 def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     writer = ResultWriter(out, NAME, cfg, DESCRIPTION)
     data = load_data(cfg)
-    arch = cfg["arch"] or cfg["model"]["arch"]
-    model = get_model(ModelSpec(arch=arch, defective=None, seed=0), cfg, data, writer.models)
+    model = get_model(model_specs(cfg, data.input_size)[0], cfg, data, writer.models)
     x, y = data.x_test[:cfg["n_images"]], data.y_test[:cfg["n_images"]]
     seed = int(cfg.get("seed", 0))
     acc: dict[str, Any] = {"plain_clean": accuracy(model, x, y, cfg)}

@@ -18,7 +18,7 @@ from .config import deep_merge, progress, resolve_device
 from .evaluation import accuracy
 
 __all__ = ["Data", "load_data", "ModelSpec", "arch_name", "variant_label", "model_from_spec", "builder_kwargs",
-           "train_config", "fit", "get_model", "ARCH_NAMES"]
+           "train_config", "fit", "get_model", "ARCH_NAMES", "cache_key"]
 
 # --------------------------------------------------------------------------- data
 
@@ -115,7 +115,8 @@ def builder_kwargs(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str,
     return extra
 
 
-def _cache_key(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> str:
+def cache_key(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> str:
+    """The checkpoint-cache key :func:`get_model` uses: equal keys, one trained model (``--dry-run`` counts by it)."""
     spec = {k: v for k, v in spec.items() if k != "label"}  # the label names a model, it does not change it
     blob = json.dumps({"spec": spec, "model": cfg.get("model"), "train": cfg["train"], "data": cfg["data"],
                        "info": data.info()}, sort_keys=True, default=str)
@@ -161,7 +162,7 @@ def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,
     device = resolve_device(cfg)
     model = model_from_spec(spec, cfg, data)
     cache = cfg.get("cache")
-    path = Path(cache) / f"{spec['arch']}-{_cache_key(spec, cfg, data)}.pt" if cache else None
+    path = Path(cache) / f"{spec['arch']}-{cache_key(spec, cfg, data)}.pt" if cache else None
     entry = {"label": spec.label, "spec": dict(spec), "train": train_config(spec, cfg)}
     if path is not None and path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -172,7 +173,7 @@ def get_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data,
         entry["train_seconds"] = time.perf_counter() - t0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # own name: runs sharing a cache may save the same model
             torch.save(model.state_dict(), tmp)
             os.replace(tmp, path)
     model = model.to(device).eval()

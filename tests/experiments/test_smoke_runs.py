@@ -8,7 +8,7 @@ import math
 import pytest
 
 from sparsemask import cli
-from sparsemask.experiments import EXPERIMENTS, run_experiment
+from sparsemask.experiments import EXPERIMENTS, get_experiment, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,11 @@ def _numbers(obj):
             yield from _numbers(v)
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         yield obj
+
+
+def _canonical(spec) -> str:
+    """A spec as JSON text, as results.json stores it (tuples become lists)."""
+    return json.dumps(json.loads(json.dumps(dict(spec), default=str)), sort_keys=True)
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
@@ -45,6 +50,9 @@ def test_experiment_smoke(name, tmp_path, cache):
     assert result["tables"] and set(result["tables"]) == set(saved["tables"])
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs, "each experiment writes at least one PNG"
+    # --dry-run trusts model_specs to list exactly the models run() trains, in order.
+    declared = get_experiment(name).model_specs(saved["config"], saved["data"]["shape"][-1])
+    assert [_canonical(m["spec"]) for m in saved["models"]] == [_canonical(s) for s in declared]
     for p in out.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
