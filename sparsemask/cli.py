@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "experiments:\n" + names,
                        epilog="examples:\n  sparsemask experiment 001-transfer --scale smoke\n"
                               "  sparsemask experiment 001-gaussian --scale small --out docs/results/001-gaussian\n"
-                              "  sparsemask experiment 001-transfer --scale paper --config configs/001-transfer-paper.yaml "
+                              "  sparsemask experiment 001-transfer --scale paper --config 001-transfer-paper.yaml "
                               "--set data.root=/data/cifar-10-batches-py\n  sparsemask experiment --list")
     p.add_argument("name", nargs="?", help="experiment name (see --list) (default: the config file's `experiment:`)")
     p.add_argument("--scale", default=None, choices=["smoke", "small", "paper"],

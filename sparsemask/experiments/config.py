@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import torch
 
-__all__ = ["deep_merge", "load_config_file", "parse_overrides", "resolve_config", "progress", "environment",
+__all__ = ["deep_merge", "load_config_file", "shipped_configs", "parse_overrides", "resolve_config", "progress", "environment",
            "resolve_device", "SCALES"]
 
 # --------------------------------------------------------------------------- presets
@@ -64,11 +64,26 @@ SCALES: dict[str, dict[str, Any]] = {
 }
 
 
+# Example configs shipped with the package (`--config 001-transfer-paper.yaml` finds them by
+# name from anywhere, the old `configs/NAME` path included).
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """File names of the example configs shipped with the package."""
+    return sorted(p.name for p in SHIPPED_CONFIGS.iterdir() if p.suffix in (".yaml", ".yml", ".toml"))
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) experiment config into a dict."""
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) experiment config into a dict.
+
+    ``path`` is a file, or the name of a config shipped with the package (:func:`shipped_configs`)."""
     path = Path(path)
+    if not path.is_file() and not path.exists() and (SHIPPED_CONFIGS / path.name).is_file():
+        path = SHIPPED_CONFIGS / path.name
     if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist (shipped configs, usable by name: "
+                                f"{', '.join(shipped_configs())})")
     if path.suffix not in (".yaml", ".yml", ".toml"):  # before reading: a binary file is not UTF-8
         raise ValueError(f"config file {str(path)!r}: expected a .yaml, .yml or .toml file")
     try:

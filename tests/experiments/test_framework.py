@@ -59,9 +59,13 @@ def test_config_files_yaml_and_toml(tmp_path):
 def test_committed_configs_parse():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2] / "configs"
-    files = sorted(root.glob("*.yaml")) + sorted(root.glob("*.toml"))
-    assert files, "configs/ should hold example experiment configs"
+    from sparsemask.experiments.config import SHIPPED_CONFIGS, shipped_configs
+
+    files = [SHIPPED_CONFIGS / name for name in shipped_configs()]
+    assert files, "sparsemask/experiments/configs/ should hold example experiment configs"
+    # by name from anywhere, and by the old configs/ path
+    assert load_config_file(files[0].name) == load_config_file(Path("configs") / files[0].name) == \
+        load_config_file(files[0])
     for f in files:
         cfg = load_config_file(f)
         name = cfg.pop("experiment")
