@@ -1,0 +1,167 @@
+"""APGD (CE, DLR) and Square: conventions, strength against PGD, seeds, and a cross-check of
+success rates against torchattacks' implementations (skipped when torchattacks is missing)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsemask import attacks as A
+from sparsemask.attacks.apgd import checkpoints, dlr_loss
+from sparsemask.attacks.square import p_schedule
+
+EPS = {"inf": 0.1, "2": 0.8}
+
+
+def apgd(model, loss, norm="inf", eps=None, **kw):
+    kw.setdefault("steps", 20)
+    kw.setdefault("seed", 0)
+    return A.APGD(model, eps=EPS[norm] if eps is None else eps, norm=norm, loss=loss, **kw)
+
+
+def robust_acc(model, x_adv, y):
+    return float((A.predict(model, x_adv) == y).double().mean())
+
+
+@pytest.mark.parametrize("loss,norm", [("ce", "inf"), ("dlr", "inf"), ("ce", "2"), ("dlr", "2")])
+def test_apgd_in_ball_box_and_inputs_untouched(digits_model, batch, loss, norm):
+    x, y = batch
+    x0, y0 = x.clone(), y.clone()
+    grads = [None if p.grad is None else p.grad.clone() for p in digits_model.parameters()]
+    x_adv = apgd(digits_model, loss, norm, restarts=2)(x, y)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+    assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
+    norms = A.perturbation_norms(x, x_adv)["linf" if norm == "inf" else "l2"]
+    assert norms.max() <= EPS[norm] * (1 + 1e-5) + 1e-6
+    for p, g in zip(digits_model.parameters(), grads):  # nothing accumulated into .grad
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    assert not digits_model.training
+
+
+def test_square_in_ball_box_and_gradient_free(digits_model, batch):
+    x, y = batch
+    attack = A.Square(digits_model, eps=0.1, queries=200, seed=0)
+    x_adv = attack(x, y)
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    with pytest.raises(TypeError, match="does not use gradients"):
+        A.EOT(attack, n=2)
+
+
+@pytest.mark.parametrize("make", [lambda m: apgd(m, "ce"), lambda m: apgd(m, "dlr"),
+                                  lambda m: A.Square(m, eps=0.1, queries=150, seed=0)],
+                         ids=["apgd_ce", "apgd_dlr", "square"])
+def test_seeded_runs_repeat(digits_model, batch, make):
+    x, y = batch
+    attack = make(digits_model)
+    assert torch.equal(attack(x, y), attack(x, y))
+
+
+def test_apgd_at_least_as_strong_as_pgd(digits_model, digits_data):
+    """Same budget (ε, 20 gradient evaluations, one start): APGD-CE and APGD-DLR leave no
+    more examples correct than PGD-CE with its default step."""
+    _, _, x, y = digits_data
+    x, y = x[:160], y[:160]
+    pgd = robust_acc(digits_model, A.PGD(digits_model, eps=0.1, steps=20, seed=0)(x, y), y)
+    for loss in ("ce", "dlr"):
+        ours = robust_acc(digits_model, apgd(digits_model, loss)(x, y), y)
+        assert ours <= pgd + 1 / 160, (loss, ours, pgd)
+
+
+def test_square_succeeds_and_improves_with_queries(digits_model, batch):
+    x, y = batch
+    few = robust_acc(digits_model, A.Square(digits_model, eps=0.15, queries=20, seed=0)(x, y), y)
+    many = robust_acc(digits_model, A.Square(digits_model, eps=0.15, queries=400, seed=0)(x, y), y)
+    clean = robust_acc(digits_model, x, y)
+    assert many <= few and many < clean - 0.2, (clean, few, many)
+
+
+def test_apgd_targeted_dlr_reaches_targets(digits_model, batch):
+    x, y = batch
+    targets = (y + 1) % 10
+    x_adv = apgd(digits_model, "dlr", eps=0.3, steps=30)(x, y, targets=targets)
+    assert (A.predict(digits_model, x_adv) == targets).double().mean() > 0.8
+
+
+def test_apgd_eot_on_a_randomized_model(randomized_model, batch):
+    """The gradient path is the base class's: EOT applies, and the model stays in train mode."""
+    x, y = batch
+    attack = A.EOT(apgd(randomized_model, "ce", steps=5), n=3)
+    assert attack.eot_n == 3
+    x_adv = attack(x, y)
+    assert randomized_model.training and (x_adv - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_checkpoints_and_schedules():
+    # The paper's checkpoints for 100 iterations: 22, then periods 19, 16, 13, 10, 7, 6, 6 …
+    assert checkpoints(100)[:6] == [21, 40, 56, 69, 79, 86]
+    assert all(b - a >= 6 for a, b in zip(checkpoints(100), checkpoints(100)[1:]))
+    assert checkpoints(1) == [0]
+    assert p_schedule(0, 5000, 0.8) == 0.8 and p_schedule(5000, 5000, 0.8) == 0.8 / 512
+    assert p_schedule(30, 10000, 0.8) == 0.4 and p_schedule(2500, 5000, 0.8) == 0.8 / 128
+
+
+def test_dlr_is_scale_invariant_and_checks_classes():
+    logits = torch.randn(6, 10)
+    y = torch.randint(0, 10, (6,))
+    torch.testing.assert_close(dlr_loss(3 * logits + 1, y), dlr_loss(logits, y))
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        dlr_loss(torch.randn(2, 2), torch.tensor([0, 1]))
+
+
+def test_argument_errors(digits_model):
+    with pytest.raises(ValueError, match="loss must be one of"):
+        A.APGD(digits_model, eps=0.1, loss="margin")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        A.APGD(digits_model, eps=0.1, norm="1")
+    with pytest.raises(ValueError, match="restarts must be > 0"):
+        A.APGD(digits_model, eps=0.1, restarts=0)
+    with pytest.raises(ValueError, match="eps255"):
+        A.Square(digits_model, eps=8)
+    with pytest.raises(ValueError, match="p_init must be in"):
+        A.Square(digits_model, eps=0.1, p_init=1.5)
+
+
+def test_registry_names(digits_model):
+    for name, cls, loss in (("apgd_ce", A.APGDCE, "ce"), ("apgd_dlr", A.APGDDLR, "dlr"), ("apgd", A.APGD, "ce")):
+        attack = A.make_attack(digits_model, {"name": name, "eps255": 8, "steps": 3}, seed=0)
+        assert type(attack) is cls and attack.loss == loss
+    assert A.attack_label({"name": "apgd_dlr", "eps255": 8}) == "APGD-DLR8"
+    assert isinstance(A.make_attack(digits_model, {"name": "square", "eps255": 8, "queries": 10}), A.Square)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-check against torchattacks (a reference implementation of AutoAttack's attacks).
+
+SEEDS = (0, 1, 2)
+N_CROSS = 200
+
+
+@pytest.fixture(scope="module")
+def cross_data(digits_data):
+    _, _, x, y = digits_data
+    return x[:N_CROSS], y[:N_CROSS]
+
+
+def _mean_acc(model, make, x, y):
+    return sum(robust_acc(model, make(s)(x, y), y) for s in SEEDS) / len(SEEDS)
+
+
+@pytest.mark.parametrize("loss,norm,eps", [("ce", "inf", 0.1), ("dlr", "inf", 0.1), ("ce", "2", 0.8)])
+def test_apgd_matches_torchattacks(digits_model, cross_data, loss, norm, eps):
+    ta = pytest.importorskip("torchattacks")
+    x, y = cross_data
+    ours = _mean_acc(digits_model, lambda s: A.APGD(digits_model, eps=eps, norm=norm, loss=loss, steps=25,
+                                                    seed=s), x, y)
+    ref = _mean_acc(digits_model, lambda s: ta.APGD(digits_model, norm="Linf" if norm == "inf" else "L2", eps=eps,
+                                                    steps=25, seed=s, loss=loss), x, y)
+    # 0.03 = 6 of 200 examples: the two differ in the random start and tie-breaking only.
+    assert abs(ours - ref) <= 0.03, (ours, ref)
+
+
+def test_square_matches_torchattacks(digits_model, cross_data):
+    ta = pytest.importorskip("torchattacks")
+    x, y = cross_data
+    ours = _mean_acc(digits_model, lambda s: A.Square(digits_model, eps=0.1, queries=300, seed=s), x, y)
+    ref = _mean_acc(digits_model, lambda s: ta.Square(digits_model, norm="Linf", eps=0.1, n_queries=300,
+                                                      seed=s), x, y)
+    assert abs(ours - ref) <= 0.04, (ours, ref)
