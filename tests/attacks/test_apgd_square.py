@@ -12,6 +12,16 @@ from sparsemask.attacks.square import p_schedule
 EPS = {"inf": 0.1, "2": 0.8}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The models are tiny: one thread avoids oversubscription on a shared 2-core machine
+    (several times faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def apgd(model, loss, norm="inf", eps=None, **kw):
     kw.setdefault("steps", 20)
     kw.setdefault("seed", 0)
@@ -57,14 +67,37 @@ def test_seeded_runs_repeat(digits_model, batch, make):
 
 
 def test_apgd_at_least_as_strong_as_pgd(digits_model, digits_data):
-    """Same budget (ε, 20 gradient evaluations, one start): APGD-CE and APGD-DLR leave no
-    more examples correct than PGD-CE with its default step."""
+    """Same budget (ε, 10 gradient evaluations, one start): APGD-CE leaves no more examples
+    correct than PGD-CE with its default step (on this small model both reach the same optimum,
+    so equality is the expected outcome; one example of slack for ties)."""
     _, _, x, y = digits_data
     x, y = x[:160], y[:160]
-    pgd = robust_acc(digits_model, A.PGD(digits_model, eps=0.1, steps=20, seed=0)(x, y), y)
-    for loss in ("ce", "dlr"):
-        ours = robust_acc(digits_model, apgd(digits_model, loss)(x, y), y)
-        assert ours <= pgd + 1 / 160, (loss, ours, pgd)
+    pgd = robust_acc(digits_model, A.PGD(digits_model, eps=0.1, steps=10, seed=0)(x, y), y)
+    ours = robust_acc(digits_model, apgd(digits_model, "ce", steps=10)(x, y), y)
+    assert ours <= pgd + 1 / 160, (ours, pgd)
+
+
+class _Saturated(torch.nn.Module):
+    """The digits model with logits x 1e4: softmax saturates, so CE gradients vanish in float32."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        return self.base(x) * 1e4
+
+
+def test_dlr_beats_ce_when_softmax_saturates(digits_model, digits_data):
+    """The reason for DLR: scaling the logits hides the model from CE attacks (PGD-CE leaves it
+    at clean accuracy) but not from the scale-invariant DLR."""
+    _, _, x, y = digits_data
+    x, y = x[:160], y[:160]
+    model = _Saturated(digits_model).eval()
+    clean = robust_acc(model, x, y)
+    pgd = robust_acc(model, A.PGD(model, eps=0.1, steps=10, seed=0)(x, y), y)
+    dlr = robust_acc(model, apgd(model, "dlr", steps=10)(x, y), y)
+    assert pgd >= clean - 0.05 and dlr < clean - 0.3, (clean, pgd, dlr)
 
 
 def test_square_succeeds_and_improves_with_queries(digits_model, batch):
@@ -146,7 +179,7 @@ def _mean_acc(model, make, x, y):
     return sum(robust_acc(model, make(s)(x, y), y) for s in SEEDS) / len(SEEDS)
 
 
-@pytest.mark.parametrize("loss,norm,eps", [("ce", "inf", 0.1), ("dlr", "inf", 0.1), ("ce", "2", 0.8)])
+@pytest.mark.parametrize("loss,norm,eps", [("ce", "inf", 0.1), ("dlr", "inf", 0.1), ("ce", "2", 0.8), ("dlr", "2", 0.8)])
 def test_apgd_matches_torchattacks(digits_model, cross_data, loss, norm, eps):
     ta = pytest.importorskip("torchattacks")
     x, y = cross_data
@@ -154,14 +187,30 @@ def test_apgd_matches_torchattacks(digits_model, cross_data, loss, norm, eps):
                                                     seed=s), x, y)
     ref = _mean_acc(digits_model, lambda s: ta.APGD(digits_model, norm="Linf" if norm == "inf" else "L2", eps=eps,
                                                     steps=25, seed=s, loss=loss), x, y)
-    # 0.03 = 6 of 200 examples: the two differ in the random start and tie-breaking only.
+    # 0.03 = 6 of 200 examples: the two differ in the random start (ours inside the ball, the
+    # reference's on its surface) and the oscillation test's < vs <=.
     assert abs(ours - ref) <= 0.03, (ours, ref)
 
 
+class _Upsampled(torch.nn.Module):
+    """The digits model on 32x32 inputs (4x4 average pooling first)."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        return self.base(torch.nn.functional.avg_pool2d(x, 4))
+
+
 def test_square_matches_torchattacks(digits_model, cross_data):
+    """On 32x32 images (the 8x8 digits upsampled): the reference draws a window's corner in
+    [0, H - s - 1], so it never moves the last row and column; on 8x8 images that freezes 15
+    of 64 pixels and makes it markedly weaker than ours (which draws in [0, H - s])."""
     ta = pytest.importorskip("torchattacks")
     x, y = cross_data
-    ours = _mean_acc(digits_model, lambda s: A.Square(digits_model, eps=0.1, queries=300, seed=s), x, y)
-    ref = _mean_acc(digits_model, lambda s: ta.Square(digits_model, norm="Linf", eps=0.1, n_queries=300,
-                                                      seed=s), x, y)
-    assert abs(ours - ref) <= 0.04, (ours, ref)
+    x = torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
+    model = _Upsampled(digits_model).eval()
+    ours = _mean_acc(model, lambda s: A.Square(model, eps=0.1, queries=300, seed=s), x, y)
+    ref = _mean_acc(model, lambda s: ta.Square(model, norm="Linf", eps=0.1, n_queries=300, seed=s), x, y)
+    assert abs(ours - ref) <= 0.03, (ours, ref)
