@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip setuptools wheel ninja
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	# The reference for the APGD/Square cross-check (tests/attacks/test_apgd_square.py);
+	# --no-deps so it cannot replace torch (it imports only torch, numpy and scipy).
+	$(PY) -m pip install -q --no-deps "torchattacks==3.5.1"
 	touch $@
 
 venv: $(VENV)/.installed
