@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file written by `sparsemask train`")
     p.add_argument("--eps255", type=float, nargs="+", default=[2, 8, 16], help="L∞ budgets on the 0-255 scale")
     p.add_argument("--suite", nargs="+", default=None, metavar="ATTACK",
-                   help="entries to run, of clean fgsm pgd apgd_ce apgd_dlr square transfer noise (default: all; "
-                        "transfer only with --source)")
+                   help="entries to run, of clean fgsm pgd apgd_ce apgd_dlr apgd_t square transfer noise (default: all "
+                        "but apgd_t; transfer only with --source)")
     p.add_argument("--source", default=None,
                    help="surrogate model file for the transfer attack (default: none, transfer skipped)")
     p.add_argument("--eot", type=_positive_int, default=None,

@@ -25,13 +25,14 @@ from .attacks._common import check_norm, flat_norm
 __all__ = ["evaluate_robustness", "is_randomized", "SUITE", "DEFAULT_SUITE"]
 
 #: every entry the suite knows, in report order
-SUITE = ("clean", "fgsm", "pgd", "apgd_ce", "apgd_dlr", "square", "transfer", "noise")
-#: the default: everything (``transfer`` runs only when a ``source_model`` is given)
-DEFAULT_SUITE = SUITE
+SUITE = ("clean", "fgsm", "pgd", "apgd_ce", "apgd_dlr", "apgd_t", "square", "transfer", "noise")
+#: the default: all but APGD-T (9 targeted runs: AutoAttack's standard version uses it in place
+#: of APGD-DLR); ``transfer`` runs only when a ``source_model`` is given
+DEFAULT_SUITE = tuple(s for s in SUITE if s != "apgd_t")
 
 LABELS = {"clean": "clean", "fgsm": "FGSM", "pgd": "PGD", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
-          "square": "Square", "transfer": "transfer PGD", "noise": "random noise"}
-GRADIENT = ("fgsm", "pgd", "apgd_ce", "apgd_dlr")  # the entries EOT applies to
+          "apgd_t": "APGD-T", "square": "Square", "transfer": "transfer PGD", "noise": "random noise"}
+GRADIENT = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "apgd_t")  # the entries EOT applies to
 
 
 @torch.no_grad()
@@ -70,7 +71,8 @@ def evaluate_robustness(model, x: Tensor, y: Tensor, *, eps255: Optional[Sequenc
         eps255: budgets on the 0-255 scale (L∞ convention); ignored when ``eps`` is given.
         eps: budgets on the [0, 1] scale (needed for L2, where budgets are not in 0-255 units).
         norm: ``"inf"`` or ``"2"``.
-        suite: entries of :data:`SUITE`; ``transfer`` needs ``source_model`` (skipped otherwise).
+        suite: entries of :data:`SUITE` (default :data:`DEFAULT_SUITE`); ``transfer`` needs
+            ``source_model`` (skipped otherwise).
         eot: average every gradient over this many forward passes (for randomized models).
         source_model: surrogate whose PGD examples are transferred to ``model``.
         pgd_steps / apgd_steps / square_queries: attack budgets (AutoAttack: 100 / 5000).
@@ -155,7 +157,7 @@ def _params(entry: str, norm: str, pgd_steps: int, apgd_steps: int, square_queri
         return {"name": "fgsm", "norm": norm}
     if entry in ("pgd", "transfer"):
         return {"name": "pgd", "norm": norm, "steps": pgd_steps}
-    if entry in ("apgd_ce", "apgd_dlr"):
+    if entry in ("apgd_ce", "apgd_dlr", "apgd_t"):
         return {"name": entry, "norm": norm, "steps": apgd_steps}
     if entry == "square":
         if norm != "inf":

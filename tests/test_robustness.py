@@ -87,8 +87,9 @@ def test_randomized_without_eot_is_noted(digits_model, data):
 def test_l2_eps_list(digits_model, data):
     x, y = data
     r = evaluate_robustness(digits_model, x[:16], y[:16], eps=(0.5, 1.0), eps255=None, norm="2",
-                            suite=("clean", "pgd", "apgd_ce", "noise"), **FAST)
+                            suite=("clean", "pgd", "apgd_ce", "apgd_t", "noise"), **FAST)
     assert r["eps255"] is None and len(r["robust_accuracy"]) == 2
+    assert r["robust_accuracy"][1] <= r["accuracy"]["apgd_t"][1] <= r["accuracy"]["noise"][1]
 
 
 def test_errors(digits_model, data):

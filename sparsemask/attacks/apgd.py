@@ -137,8 +137,11 @@ class APGD(Attack):
                 fooled[todo] = hit
         return out
 
-    def _single_run(self, x, y, targets, eps, start, bar):
-        """One APGD run from ``x + start``: (x_out [n, ...], fooled [n], best loss [n])."""
+    def _single_run(self, x, y, targets, eps, start, bar, *, untargeted_success: bool = False):
+        """One APGD run from ``x + start``: (x_out [n, ...], fooled [n], best loss [n]).
+
+        ``targets`` steer the loss; success means reaching them, or with
+        ``untargeted_success`` (APGD-T) any label other than y."""
         n = x.shape[0]
         view = (n, *([1] * (x.dim() - 1)))
         marks = set(checkpoints(self.steps))
@@ -153,7 +156,7 @@ class APGD(Attack):
             loss, grad = self.loss_grad(point, loss_fn)
             logits = torch.stack(recorded).mean(0)  # the EOT mean when eot_n > 1
             pred = logits.argmax(1)
-            return loss, grad, (pred != y) if targets is None else (pred == targets)
+            return loss, grad, (pred != y) if targets is None or untargeted_success else (pred == targets)
 
         def to_ball(point):
             return (x + project(point - x, eps, self.norm)).clamp(0, 1)
@@ -219,3 +222,53 @@ class APGDDLR(APGD):
     """APGD with the DLR loss (targeted DLR when called with ``targets``). Arguments as :class:`APGD`."""
 
     default_loss = "dlr"
+
+
+@register_attack("apgd_t", label="APGD-T")
+class APGDT(APGD):
+    """AutoAttack's APGD-T: targeted-DLR APGD against each of the ``target_classes`` classes
+    ranked highest by the clean logits after the top one, on the examples not yet misclassified.
+
+    An untargeted attack (success = any label but y) that uses targeted losses, which are
+    easier to optimise than the untargeted one. Arguments as :class:`APGD` plus
+    ``target_classes`` (AutoAttack: 9; at most K - 1); ``steps`` and ``restarts`` apply to
+    each target class. Called with explicit ``targets`` it is plain targeted APGD.
+    """
+
+    default_loss = "dlr"
+
+    def __init__(self, model, eps: Eps = 8 / 255, norm="inf", *, target_classes: int = 9, **kwargs):
+        super().__init__(model, eps, norm, **kwargs)
+        self.target_classes = check_nonneg("target_classes", target_classes, integer=True, positive=True)
+
+    def _run(self, x, y, targets):
+        if targets is not None:
+            return super()._run(x, y, targets)
+        gen = make_generator(self.seed, self.generator)
+        eps = per_sample(self.eps, x)
+        n = x.shape[0]
+        with torch.no_grad():
+            ranked = self.logits(x).argsort(dim=1, descending=True)  # [N, K]
+        out = x.clone()
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        best_loss = torch.full((n,), float("-inf"), device=x.device)
+        classes = min(self.target_classes, ranked.shape[1] - 1)
+        with self._pbar(self.restarts * classes * self.steps, type(self).__name__) as bar:
+            for _ in range(self.restarts):
+                for rank in range(1, classes + 1):
+                    start = random_in_ball(x, eps, self.norm, gen)
+                    todo = (~fooled).nonzero().squeeze(1)
+                    if todo.numel() == 0:
+                        return out
+                    # rank 1 = the highest logit other than the top one (the reference's
+                    # sorted[-2]), whatever y is.
+                    adv, hit, loss = self._single_run(x[todo], y[todo], ranked[todo, rank], eps[todo],
+                                                      start[todo], bar, untargeted_success=True)
+                    take = hit | (loss > best_loss[todo])
+                    out[todo[take]] = adv[take]
+                    best_loss[todo] = torch.maximum(best_loss[todo], loss)
+                    fooled[todo] = hit
+        return out
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", target_classes={self.target_classes}"

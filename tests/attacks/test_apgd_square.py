@@ -100,6 +100,15 @@ def test_dlr_beats_ce_when_softmax_saturates(digits_model, digits_data):
     assert pgd >= clean - 0.05 and dlr < clean - 0.3, (clean, pgd, dlr)
 
 
+def test_apgd_t_at_least_as_strong_as_apgd_dlr(digits_model, digits_data):
+    """APGD-T (targeted DLR against the 9 runner-up classes) vs one untargeted APGD-DLR run."""
+    _, _, x, y = digits_data
+    x, y = x[:160], y[:160]
+    dlr = robust_acc(digits_model, apgd(digits_model, "dlr", steps=10)(x, y), y)
+    t = robust_acc(digits_model, A.APGDT(digits_model, eps=0.1, steps=10, seed=0)(x, y), y)
+    assert t <= dlr, (t, dlr)
+
+
 def test_square_succeeds_and_improves_with_queries(digits_model, batch):
     x, y = batch
     few = robust_acc(digits_model, A.Square(digits_model, eps=0.15, queries=20, seed=0)(x, y), y)
@@ -155,7 +164,8 @@ def test_argument_errors(digits_model):
 
 
 def test_registry_names(digits_model):
-    for name, cls, loss in (("apgd_ce", A.APGDCE, "ce"), ("apgd_dlr", A.APGDDLR, "dlr"), ("apgd", A.APGD, "ce")):
+    for name, cls, loss in (("apgd_ce", A.APGDCE, "ce"), ("apgd_dlr", A.APGDDLR, "dlr"), ("apgd", A.APGD, "ce"),
+                            ("apgd_t", A.APGDT, "dlr")):
         attack = A.make_attack(digits_model, {"name": name, "eps255": 8, "steps": 3}, seed=0)
         assert type(attack) is cls and attack.loss == loss
     assert A.attack_label({"name": "apgd_dlr", "eps255": 8}) == "APGD-DLR8"
@@ -189,6 +199,16 @@ def test_apgd_matches_torchattacks(digits_model, cross_data, loss, norm, eps):
                                                     steps=25, seed=s, loss=loss), x, y)
     # 0.03 = 6 of 200 examples: the two differ in the random start (ours inside the ball, the
     # reference's on its surface) and the oscillation test's < vs <=.
+    assert abs(ours - ref) <= 0.03, (ours, ref)
+
+
+@pytest.mark.parametrize("norm,eps", [("inf", 0.1), ("2", 0.8)])
+def test_apgd_t_matches_torchattacks(digits_model, cross_data, norm, eps):
+    ta = pytest.importorskip("torchattacks")
+    x, y = cross_data
+    ours = _mean_acc(digits_model, lambda s: A.APGDT(digits_model, eps=eps, norm=norm, steps=10, seed=s), x, y)
+    ref = _mean_acc(digits_model, lambda s: ta.APGDT(digits_model, norm="Linf" if norm == "inf" else "L2", eps=eps,
+                                                     steps=10, seed=s, n_classes=10), x, y)
     assert abs(ours - ref) <= 0.03, (ours, ref)
 
 
