@@ -47,6 +47,34 @@ def test_apgd_in_ball_box_and_inputs_untouched(digits_model, batch, loss, norm):
     assert not digits_model.training
 
 
+NEW = {"apgd_ce": lambda m, eps: apgd(m, "ce", eps=eps, steps=5),
+       "apgd_dlr_l2": lambda m, eps: apgd(m, "dlr", "2", eps=eps, steps=5),
+       "apgd_t": lambda m, eps: A.APGDT(m, eps=eps, steps=3, target_classes=3, seed=0),
+       "square": lambda m, eps: A.Square(m, eps=eps, queries=30, seed=0)}
+
+
+@pytest.mark.parametrize("name", list(NEW))
+def test_eps_zero_returns_input_and_per_sample_eps(digits_model, batch, name):
+    x, y = batch
+    torch.testing.assert_close(NEW[name](digits_model, 0.0)(x, y), x, atol=0, rtol=0)
+    eps = torch.linspace(0, 0.2 if name != "apgd_dlr_l2" else 1.0, len(y))
+    x_adv = NEW[name](digits_model, eps)(x, y)
+    dist = (x_adv - x).flatten(1).norm(dim=1) if name == "apgd_dlr_l2" else (x_adv - x).flatten(1).abs().amax(1)
+    assert (dist <= eps * (1 + 1e-5) + 1e-6).all()
+    assert (x_adv[0] == x[0]).all() and (dist[len(y) // 2:] > 0).any()
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_first_row_alone_matches_the_batch(digits_model, batch, loss):
+    """Rows never interact (per-example step sizes and checkpoints), and with one L∞ start row 0
+    draws the first random numbers whatever the batch size. (Not so for L2 starts, APGD-T's
+    later targets or Square: their later draws interleave the rows.)"""
+    x, y = batch
+    full = apgd(digits_model, loss, steps=10)(x, y)
+    alone = apgd(digits_model, loss, steps=10)(x[:1], y[:1])
+    torch.testing.assert_close(alone, full[:1], atol=1e-5, rtol=0)
+
+
 def test_square_in_ball_box_and_gradient_free(digits_model, batch):
     x, y = batch
     attack = A.Square(digits_model, eps=0.1, queries=200, seed=0)
