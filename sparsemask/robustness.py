@@ -160,9 +160,7 @@ def _params(entry: str, norm: str, pgd_steps: int, apgd_steps: int, square_queri
     if entry in ("apgd_ce", "apgd_dlr", "apgd_t"):
         return {"name": entry, "norm": norm, "steps": apgd_steps}
     if entry == "square":
-        if norm != "inf":
-            raise ValueError("the Square attack here is L-inf only; drop 'square' from suite for norm='2'")
-        return {"name": "square", "queries": square_queries}
+        return {"name": "square", "norm": norm, "queries": square_queries}
     raise ValueError(f"unknown suite entry {entry!r}")
 
 

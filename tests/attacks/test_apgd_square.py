@@ -50,16 +50,18 @@ def test_apgd_in_ball_box_and_inputs_untouched(digits_model, batch, loss, norm):
 NEW = {"apgd_ce": lambda m, eps: apgd(m, "ce", eps=eps, steps=5),
        "apgd_dlr_l2": lambda m, eps: apgd(m, "dlr", "2", eps=eps, steps=5),
        "apgd_t": lambda m, eps: A.APGDT(m, eps=eps, steps=3, target_classes=3, seed=0),
-       "square": lambda m, eps: A.Square(m, eps=eps, queries=30, seed=0)}
+       "square": lambda m, eps: A.Square(m, eps=eps, queries=30, seed=0),
+       "square_l2": lambda m, eps: A.Square(m, eps=eps, norm="2", queries=30, seed=0)}
+L2_NAMES = ("apgd_dlr_l2", "square_l2")
 
 
 @pytest.mark.parametrize("name", list(NEW))
 def test_eps_zero_returns_input_and_per_sample_eps(digits_model, batch, name):
     x, y = batch
     torch.testing.assert_close(NEW[name](digits_model, 0.0)(x, y), x, atol=0, rtol=0)
-    eps = torch.linspace(0, 0.2 if name != "apgd_dlr_l2" else 1.0, len(y))
+    eps = torch.linspace(0, 0.2 if name not in L2_NAMES else 1.0, len(y))
     x_adv = NEW[name](digits_model, eps)(x, y)
-    dist = (x_adv - x).flatten(1).norm(dim=1) if name == "apgd_dlr_l2" else (x_adv - x).flatten(1).abs().amax(1)
+    dist = (x_adv - x).flatten(1).norm(dim=1) if name in L2_NAMES else (x_adv - x).flatten(1).abs().amax(1)
     assert (dist <= eps * (1 + 1e-5) + 1e-6).all()
     assert (x_adv[0] == x[0]).all() and (dist[len(y) // 2:] > 0).any()
 
@@ -251,7 +253,8 @@ class _Upsampled(torch.nn.Module):
         return self.base(torch.nn.functional.avg_pool2d(x, 4))
 
 
-def test_square_matches_torchattacks(digits_model, cross_data):
+@pytest.mark.parametrize("norm,eps", [("inf", 0.1), ("2", 4.0)])
+def test_square_matches_torchattacks(digits_model, cross_data, norm, eps):
     """On 32x32 images (the 8x8 digits upsampled): the reference draws a window's corner in
     [0, H - s - 1], so it never moves the last row and column; on 8x8 images that freezes 15
     of 64 pixels and makes it markedly weaker than ours (which draws in [0, H - s])."""
@@ -259,6 +262,7 @@ def test_square_matches_torchattacks(digits_model, cross_data):
     x, y = cross_data
     x = torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
     model = _Upsampled(digits_model).eval()
-    ours = _mean_acc(model, lambda s: A.Square(model, eps=0.1, queries=300, seed=s), x, y)
-    ref = _mean_acc(model, lambda s: ta.Square(model, norm="Linf", eps=0.1, n_queries=300, seed=s), x, y)
+    ours = _mean_acc(model, lambda s: A.Square(model, eps=eps, norm=norm, queries=300, seed=s), x, y)
+    ref = _mean_acc(model, lambda s: ta.Square(model, norm="Linf" if norm == "inf" else "L2", eps=eps,
+                                               n_queries=300, seed=s), x, y)
     assert abs(ours - ref) <= 0.03, (ours, ref)
