@@ -120,3 +120,12 @@ def test_cli_robustness(tmp_path, capsys):
     assert "robust (worst case)" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 16 and len(report["robust_accuracy"]) == 2
+
+
+@pytest.mark.cuda
+def test_on_cuda(digits_model, data):
+    x, y = data
+    gpu_model = copy.deepcopy(digits_model).cuda()
+    r = evaluate_robustness(gpu_model, x, y, eps255=(8,), device=torch.device("cuda"), **FAST)
+    cpu = evaluate_robustness(digits_model, x, y, eps255=(8,), **FAST)
+    assert abs(r["robust_accuracy"][0] - cpu["robust_accuracy"][0]) <= 0.1
