@@ -36,7 +36,9 @@ def _eta_rectangles(a: int, b: int) -> torch.Tensor:
     delta = torch.zeros(a, b)
     ya, yb = a // 2, b // 2
     for k in range(max(ya + 1, yb + 1)):
-        delta[max(ya - k, 0):min(ya - k + 2 * k + 1, a), max(yb - k, 0):min(yb - k + 2 * k + 1, b)] += 1.0 / (k + 1) ** 2
+        rows = slice(max(ya - k, 0), min(ya + k + 1, a))
+        cols = slice(max(yb - k, 0), min(yb + k + 1, b))
+        delta[rows, cols] += 1.0 / (k + 1) ** 2
     return delta / delta.norm()
 
 

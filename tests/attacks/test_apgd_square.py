@@ -219,7 +219,8 @@ def _mean_acc(model, make, x, y):
     return sum(robust_acc(model, make(s)(x, y), y) for s in SEEDS) / len(SEEDS)
 
 
-@pytest.mark.parametrize("loss,norm,eps", [("ce", "inf", 0.1), ("dlr", "inf", 0.1), ("ce", "2", 0.8), ("dlr", "2", 0.8)])
+@pytest.mark.parametrize("loss,norm,eps", [("ce", "inf", 0.1), ("dlr", "inf", 0.1), ("ce", "2", 0.8),
+                                           ("dlr", "2", 0.8)])
 def test_apgd_matches_torchattacks(digits_model, cross_data, loss, norm, eps):
     ta = pytest.importorskip("torchattacks")
     x, y = cross_data
