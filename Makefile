@@ -27,9 +27,11 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PY) -m pip install -q --upgrade pip setuptools wheel ninja
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	SPARSEMASK_SKIP_EXT=1 $(PY) -m pip install -q --no-build-isolation -e ".[test]"
-	# torchvision for tests/nn/test_defect_torchvision.py; --no-deps so it cannot replace
-	# the torch above (its numpy/pillow come with the project's dependencies).
-	$(PY) -m pip install -q --no-deps "$(TORCHVISION_SPEC)"
+	# Test references, --no-deps so neither can replace the torch above: torchvision for
+	# tests/nn/test_defect_torchvision.py (its numpy/pillow come with the project's
+	# dependencies), torchattacks for the APGD/Square cross-check (it imports only torch,
+	# numpy and scipy).
+	$(PY) -m pip install -q --no-deps "$(TORCHVISION_SPEC)" "torchattacks==3.5.1"
 	touch $@
 
 venv: $(VENV)/.installed

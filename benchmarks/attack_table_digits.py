@@ -56,6 +56,12 @@ def main():
         ("DeepFool", "Linf, overshoot 0.02", A.DeepFool(model, norm="inf")),
         ("Boundary", "500 steps (unbounded)", A.Boundary(model, steps=500, seed=0)),
         ("EOT(PGD)", "Linf eps=0.1, n=4 (deterministic model)", A.EOT(A.PGD(model, eps=0.1, steps=20, seed=0), n=4)),
+        ("APGD-CE", "Linf eps=0.1, 100 steps", A.APGD(model, eps=0.1, loss="ce", seed=0)),
+        ("APGD-DLR", "Linf eps=0.1, 100 steps", A.APGD(model, eps=0.1, loss="dlr", seed=0)),
+        ("APGD-T", "Linf eps=0.1, 100 steps x 9 targets", A.APGDT(model, eps=0.1, seed=0)),
+        ("APGD-CE", "L2 eps=1.0, 100 steps", A.APGD(model, eps=1.0, norm="2", loss="ce", seed=0)),
+        ("Square", "Linf eps=0.1, 5000 queries", A.Square(model, eps=0.1, seed=0)),
+        ("Square", "L2 eps=1.0, 5000 queries, p_init=0.3", A.Square(model, eps=1.0, norm="2", p_init=0.3, seed=0)),
     ]
     print("| attack | settings | success rate | median L2 | median Linf | time (s) |")
     print("|---|---|---|---|---|---|")

@@ -164,6 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_runtime_args(p)
 
+    # robustness
+    p = sub.add_parser("robustness", formatter_class=_Formatter, help="robustness report: an attack suite over several ε",
+                       description="Run a standard suite on a model file at each ε (clean, FGSM, PGD, APGD-CE, APGD-DLR, "
+                                   "Square, transfer from --source, random noise) and write report.md, report.json and "
+                                   "robust_accuracy.png. Robust accuracy = correct on the clean input and under every "
+                                   "attack (AutoAttack's per-example worst case). Says whether the model is randomized.",
+                       epilog="examples:\n  sparsemask robustness runs/r8-def.pt --eps255 2 8 16 --n-test 500 --out runs/rob\n"
+                              "  sparsemask robustness runs/r8-def.pt --source runs/r8-std.pt --eot 8 --apgd-steps 50")
+    p.add_argument("model", help="model file written by `sparsemask train`")
+    p.add_argument("--eps255", type=float, nargs="+", default=[2, 8, 16], help="L∞ budgets on the 0-255 scale")
+    p.add_argument("--suite", nargs="+", default=None, metavar="ATTACK",
+                   help="entries to run, of clean fgsm pgd apgd_ce apgd_dlr apgd_t square transfer noise (default: all "
+                        "but apgd_t; transfer only with --source)")
+    p.add_argument("--source", default=None,
+                   help="surrogate model file for the transfer attack (default: none, transfer skipped)")
+    p.add_argument("--eot", type=_positive_int, default=None,
+                   help="average gradients over this many forward passes (randomized models) (default: no EOT)")
+    p.add_argument("--pgd-steps", type=_positive_int, default=20, help="PGD (and transfer PGD) iterations")
+    p.add_argument("--apgd-steps", type=_positive_int, default=100, help="APGD iterations (AutoAttack's)")
+    p.add_argument("--square-queries", type=_positive_int, default=5000, help="Square queries per example (AutoAttack's)")
+    p.add_argument("--out", default=None, help="directory for report.md/.json and the plot (default: runs/robustness-MODEL)")
+    _add_data_args(p)
+    _add_runtime_args(p)
+
     # bench
     p = sub.add_parser("bench", formatter_class=_Formatter, help="benchmark the masked convolution vs dense",
                        description="Run a benchmark shipped with the package: masked_conv (the op: sparse "
@@ -353,6 +377,24 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    from .robustness import DEFAULT_SUITE, evaluate_robustness
+
+    _runtime(args)
+    model = _load_model(args, args.model)
+    source = _load_model(args, args.source) if args.source else None
+    data = _load_data(args, args.model)
+    out = args.out or f"runs/robustness-{Path(args.model).stem}"
+    report = evaluate_robustness(model, data.x_test, data.y_test, eps255=args.eps255, suite=args.suite or DEFAULT_SUITE,
+                                 eot=args.eot, source_model=source, pgd_steps=args.pgd_steps,
+                                 apgd_steps=args.apgd_steps, square_queries=args.square_queries,
+                                 batch_size=args.batch_size, seed=args.seed, out=out, progress=not args.no_progress,
+                                 device=args.device)
+    print((Path(out) / "report.md").read_text())
+    print(f"wrote {out}/report.md, report.json, robust_accuracy.png")
+    return 0
+
+
 def cmd_bench(args) -> int:
     import importlib
 
@@ -408,7 +450,7 @@ def _maybe_json(path: Optional[str], result: dict) -> None:
         print(f"wrote {path}")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "attack": cmd_attack, "bench": cmd_bench,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "attack": cmd_attack, "robustness": cmd_robustness, "bench": cmd_bench,
             "experiment": cmd_experiment, "demo": cmd_demo}
 
 

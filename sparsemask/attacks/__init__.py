@@ -21,6 +21,8 @@ from .mifgsm import MIFGSM  # noqa: E402
 from .cw import CW  # noqa: E402
 from .deepfool import DeepFool  # noqa: E402
 from .boundary import Boundary, boundary_score  # noqa: E402
+from .apgd import APGD, APGDCE, APGDDLR, APGDT  # noqa: E402
+from .square import Square  # noqa: E402
 
 from .corruptions import gaussian_noise_255, gaussian_noise_l2, jpeg, patch_shuffle  # noqa: E402
 from .eot import EOT, EOTModel  # noqa: E402
@@ -31,7 +33,7 @@ from .transfer import Ensemble, MultiSurrogate, fooled  # noqa: E402
 __all__ = [
     "Attack", "eps255", "project",
     "AttackSpec", "register_attack", "unregister_attack", "attack_names", "get_attack", "make_attack", "attack_label",
-    "FGSM", "PGD", "BIM", "MIFGSM", "CW", "DeepFool", "Boundary", "boundary_score",
+    "FGSM", "PGD", "BIM", "MIFGSM", "CW", "DeepFool", "Boundary", "boundary_score", "APGD", "APGDCE", "APGDDLR", "APGDT", "Square",
     "EOT", "EOTModel", "Ensemble", "MultiSurrogate", "fooled",
     "gaussian_noise_255", "gaussian_noise_l2", "jpeg", "patch_shuffle",
     "accuracy", "predict", "attack_success_rate", "success_defense_rate", "robust_accuracy",
