@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", default="pgd", choices=attack_names(),
                    help="attack (the registry of sparsemask.attacks; eps255/norm go to those that take them)")
     p.add_argument("--eps255", type=float, default=16, help="ε on the 0-255 pixel scale")
-    p.add_argument("--norm", default="inf", choices=["inf", "2", "1"], help="norm of the ε-ball (not for fgsm, cw, boundary)")
+    p.add_argument("--norm", default="inf", choices=["inf", "2", "1"], help="norm of the ε-ball (for the attacks that take one)")
     p.add_argument("--steps", type=int, default=None,
                    help="iterations (iterative attacks) (default: the attack's own)")
     p.add_argument("--step255", type=float, default=None, help="step size on the 0-255 scale (default: the attack's own)")
@@ -259,18 +259,18 @@ def _version() -> str:
 DEFAULT_DATASET = "fashion-mnist"
 
 
-def _load_data(args, checkpoint: Optional[str] = None):
+def _load_data(args, model=None):
     """The dataset's splits as tensors (the --n-train / --n-test subsets, seeded by --seed):
-    --dataset, else the one ``checkpoint`` was trained on (recorded by `train`), else
-    Fashion-MNIST. A --dataset other than the checkpoint's is allowed, with a note."""
+    --dataset, else the one ``model`` (from `_load_model`) was trained on (recorded by
+    `train`), else Fashion-MNIST. A --dataset other than the model's is allowed, with a note."""
     from . import train
     from .data import load_arrays
 
-    trained_on = (train.checkpoint_metadata(checkpoint).get("data") or {}) if checkpoint else {}
+    trained_on = (train.checkpoint_metadata(model).get("data") or {}) if model is not None else {}
     name = args.dataset or trained_on.get("name") or DEFAULT_DATASET
     root = args.data_root if args.data_root is not None or args.dataset else trained_on.get("root")
     if args.dataset and trained_on.get("name") and args.dataset != trained_on["name"]:
-        print(f"note: {checkpoint} was trained on {trained_on['name']}; evaluating on {args.dataset}", file=sys.stderr)
+        print(f"note: {args.model} was trained on {trained_on['name']}; evaluating on {args.dataset}", file=sys.stderr)
     return load_arrays(name, root, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
 
 
@@ -325,7 +325,7 @@ def cmd_evaluate(args) -> int:
 
     _runtime(args)
     model = _load_model(args, args.model)
-    data = _load_data(args, args.model)
+    data = _load_data(args, model)
     result = {"model": args.model, "data": data.info(),
               "clean_accuracy": ev.accuracy(model, data.x_test, data.y_test, args.batch_size), "noise": {}}
     for i, sigma in enumerate(args.noise):  # seed 001's clipped Gaussian noise, one seed per σ
@@ -345,7 +345,7 @@ def cmd_attack(args) -> int:
     _runtime(args)
     target = _load_model(args, args.model)
     source = _load_model(args, args.source) if args.source else target
-    data = _load_data(args, args.model)
+    data = _load_data(args, target)
     params: dict[str, Any] = {"name": args.attack}
     spec = get_attack(args.attack)
     if spec.accepts("eps"):
@@ -383,7 +383,7 @@ def cmd_robustness(args) -> int:
     _runtime(args)
     model = _load_model(args, args.model)
     source = _load_model(args, args.source) if args.source else None
-    data = _load_data(args, args.model)
+    data = _load_data(args, model)
     out = args.out or f"runs/robustness-{Path(args.model).stem}"
     report = evaluate_robustness(model, data.x_test, data.y_test, eps255=args.eps255, suite=args.suite or DEFAULT_SUITE,
                                  eot=args.eot, source_model=source, pgd_steps=args.pgd_steps,

@@ -8,6 +8,7 @@ train/eval mode: randomized defenses keep drawing as their owner set them.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Optional
 
 import torch
@@ -20,7 +21,7 @@ def model_device(model, default: Optional[torch.device] = None) -> torch.device:
     """The device of ``model``'s first parameter (or buffer); ``default`` (CPU if None) for
     a parameter-free module or a plain callable."""
     if isinstance(model, nn.Module):
-        for t in (*model.parameters(), *model.buffers()):
+        for t in itertools.chain(model.parameters(), model.buffers()):  # the first one only
             return t.device
     return torch.device(default) if default is not None else torch.device("cpu")
 

@@ -613,16 +613,25 @@ def _load_model_state(path: Path, ckpt: Dict[str, Any], model: nn.Module, check_
     model.load_state_dict(state)
 
 
-def checkpoint_metadata(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """The ``metadata`` dict a checkpoint was saved with ({} for none or older checkpoints)."""
-    return dict(load_checkpoint(path).get("metadata") or {})
+# The attribute where load_model leaves the checkpoint's metadata (so a caller that needs both
+# reads the file once).
+MODEL_METADATA_ATTR = "sparsemask_metadata"
+
+
+def checkpoint_metadata(path_or_model) -> Dict[str, Any]:
+    """The ``metadata`` dict a checkpoint was saved with ({} for none or older checkpoints):
+    from a checkpoint path, or from a model returned by :func:`load_model` (no second read)."""
+    if isinstance(path_or_model, nn.Module):
+        return dict(getattr(path_or_model, MODEL_METADATA_ATTR, None) or {})
+    return dict(load_checkpoint(path_or_model).get("metadata") or {})
 
 
 def load_model(path: Union[str, os.PathLike], map_location="cpu") -> nn.Module:
     """Rebuild the model a checkpoint was trained from (``sparsemask.models.build(name, **kwargs)``) and load it.
 
     Needs the build config, recorded when the model came from :func:`build_model` or
-    ``train(..., model_config=...)``. The model is returned in eval mode.
+    ``train(..., model_config=...)``. The model is returned in eval mode, with the checkpoint's
+    metadata readable by :func:`checkpoint_metadata` (model).
     """
     ckpt = load_checkpoint(path, map_location=map_location)
     cfg = ckpt.get("model_config")
@@ -632,6 +641,7 @@ def load_model(path: Union[str, os.PathLike], map_location="cpu") -> nn.Module:
                          f"load_checkpoint(path, model)")
     model = build_model(cfg["name"], **cfg["kwargs"])
     _load_model_state(Path(path), ckpt, model, check_config=True)
+    setattr(model, MODEL_METADATA_ATTR, dict(ckpt.get("metadata") or {}))
     return model.eval()
 
 

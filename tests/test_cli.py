@@ -17,6 +17,7 @@ def test_train_evaluate_attack_roundtrip(tmp_path, capsys):
     ck = tmp_path / "m.pt"
     assert main([*TRAIN, "--out", str(ck)]) == 0
     assert train.checkpoint_metadata(ck)["data"]["name"] == "digits"
+    assert train.checkpoint_metadata(train.load_model(ck)) == train.checkpoint_metadata(ck)  # one read suffices
     assert [json.loads(line)["event"] for line in (tmp_path / "m.jsonl").read_text().splitlines()][:2] == \
         ["start", "epoch"]
     # evaluate / attack default to the checkpoint's dataset (digits, 8x8), not Fashion-MNIST (28x28)
