@@ -57,7 +57,10 @@ def arch_name(arch: str, kwargs: Optional[Mapping[str, Any]] = None) -> str:
         return f"ResNet-{depth}" if width == 1 else f"WRN-{depth}-{width}"
     if arch == "resnet32x4":  # the published post-activation "WRN-32-4"
         return f"ResNet-{kwargs.get('depth', 32)}x{kwargs.get('width', 4)}"
-    return ARCH_NAMES.get(arch, arch)
+    name = ARCH_NAMES.get(arch, arch)
+    if arch.startswith("resnet18") and kwargs.get("width", 1) != 1:  # the width multiplier of CPU scales
+        name += f" (width {kwargs['width']:g})"
+    return name
 
 
 def variant_label(arch: str, defective: Optional[Mapping[str, Any]], kwargs: Optional[Mapping[str, Any]] = None) -> str:
@@ -101,10 +104,16 @@ def model_from_spec(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data)
 
 def builder_kwargs(spec: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Extra builder keywords for ``spec["arch"]``: ``cfg["model"]`` entries (other than
-    ``arch``) that the builder accepts, then the spec's own ``model_kwargs``."""
+    ``arch``) that the builder accepts, then the spec's own ``model_kwargs``.
+
+    ``cfg["model"]`` options apply only to specs of ``cfg["model"]["arch"]``: a ``width`` of
+    0.25 means a multiplier to ResNet-18 but a widening factor to a WRN, so another
+    architecture in the same experiment (a LeNet source, say) keeps its own defaults."""
     from sparsemask import models
 
-    extra = {k: v for k, v in cfg.get("model", {}).items() if k != "arch" and v is not None}
+    model_cfg = cfg.get("model", {})
+    same_arch = spec["arch"] == model_cfg.get("arch")
+    extra = {k: v for k, v in model_cfg.items() if k != "arch" and v is not None} if same_arch else {}
     builder = models.MODELS.get(spec["arch"]) if hasattr(models, "MODELS") else getattr(models, spec["arch"], None)
     if builder is None:
         raise ValueError(f"unknown architecture {spec['arch']!r}")

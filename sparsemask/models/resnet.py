@@ -157,9 +157,16 @@ def _placement(model: nn.Module, only_3x3: bool, shortcuts: bool, stages: int = 
     return {"bottom": sum(blocks[:split], []), "top": sum(blocks[split:], [])}
 
 
+def scale_widths(widths: tuple[int, ...], width: float) -> tuple[int, ...]:
+    """``widths`` times the multiplier ``width`` (> 0), each rounded to the nearest int, at least 1."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 64:
+        raise ValueError(f"width must be a number in (0, 64], got {width!r}")
+    return tuple(max(1, round(w * width)) for w in widths)
+
+
 def resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, defective: Optional[dict] = None,
              *, stem: Optional[str] = None, mean=None, std=None, widths=None,
-             layer1_projection: bool = False) -> ResNet:
+             layer1_projection: bool = False, width: float = 1.0) -> ResNet:
     """ResNet-18 (2-2-2-2 basic blocks). ``defective=dict(keep=..., where="bottom", kind=..., widen=1, seed=...)``.
 
     Input [N, in_channels, input_size, input_size] in [0, 1] -> logits [N, num_classes].
@@ -168,11 +175,13 @@ def resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, 
     ``defective=dict(..., reading="text")`` leaves the shortcuts dense (9 / 8 masks).
     ``widths`` (stem, layer1..layer4) and ``layer1_projection`` change the structure (see
     :class:`ResNet`); :func:`resnet18_x2` and :func:`resnet18_dc` are the published ones.
+    ``width`` multiplies every stage's channels (:func:`scale_widths`; 0.25: 16/16/32/64/128), the
+    knob that makes CPU-scale reproductions of the seeds' architecture feasible.
     """
     check_builder_args("resnet18", num_classes, in_channels, input_size)
     if not isinstance(layer1_projection, bool):
         raise ValueError(f"resnet18: layer1_projection must be a bool, got {layer1_projection!r}")
-    widths = _check_widths("resnet18", widths, 5)
+    widths = scale_widths(_check_widths("resnet18", widths, 5), width)
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, choose_stem(stem, input_size), mean, std,
                    widths, layer1_projection)
     return finish(model, in_channels, input_size, _placement(model, only_3x3=False, shortcuts=True), defective,

@@ -310,3 +310,28 @@ def test_where_by_block_prefix():
     names = defective_layers(model)
     assert names[0] == "layer3.0.conv1" and "layer3.0.downsample.0" in names and len(names) == 5
     assert all(isinstance(model.get_submodule(n), DefectiveConv2d) for n in names)
+
+
+def test_resnet18_width_multiplier_scales_every_stage():
+    """``width`` multiplies (stem, layer1..layer4) = (64, 64, 128, 256, 512); the published ×2
+    and DC layouts scale the same way."""
+    from sparsemask.models import resnet18, resnet18_dc
+
+    model = resnet18(num_classes=10, in_channels=1, input_size=28, width=0.25)
+    assert model.conv1.out_channels == 16
+    assert [getattr(model, f"layer{i}")[0].conv1.out_channels for i in range(1, 5)] == [16, 32, 64, 128]
+    assert model.fc.in_features == 128
+    assert resnet18_dc(width=0.5).layer1[0].conv1.out_channels == 16  # ceil(0.5 * 64) * 0.5
+    for bad in (0, -1, True, "0.5", float("nan")):
+        with pytest.raises(ValueError, match="width"):
+            resnet18(width=bad)
+
+
+def test_experiment_model_options_apply_only_to_the_model_arch():
+    """cfg["model"]'s width is ResNet-18's multiplier; a LeNet or WRN source keeps its defaults."""
+    from sparsemask.experiments.specs import builder_kwargs
+
+    cfg = {"model": {"arch": "resnet18", "depth": None, "width": 0.25}}
+    assert builder_kwargs({"arch": "resnet18"}, cfg) == {"width": 0.25}
+    assert builder_kwargs({"arch": "wide_resnet"}, cfg) == {}
+    assert builder_kwargs({"arch": "wide_resnet", "model_kwargs": {"depth": 8}}, cfg) == {"depth": 8}
