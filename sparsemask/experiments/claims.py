@@ -1057,10 +1057,14 @@ def verdict_rand_iterative(m):
     if not it:
         raise ValueError("no iterative attack (DeepFool/C&W) in the results")
     worst = min(it.values())
-    text = ", ".join(f"{a} {pct(v)}" for a, v in it.items()) + f" vs clean {pct(m['clean'])}"
-    if worst >= m["clean"] - 0.10:
+    gain = min(m["gains"][a] for a in it)
+    text = (", ".join(f"{a} {pct(v)}" for a, v in it.items()) + f" vs clean {pct(m['clean'])}; "
+            f"smallest gain over the plain model {pts(gain)}")
+    # Both halves of the claim: the attack works on the plain model (a large gain), and the
+    # randomized model stays near its clean accuracy (which must itself not have collapsed).
+    if worst >= m["clean"] - 0.10 and gain >= 0.20:
         return REPRODUCED, f"iterative examples barely hurt the randomized model ({text})"
-    if min(m["gains"][a] for a in it) >= 0.20:
+    if gain >= 0.20:
         return PARTLY, f"large gain but clearly below clean accuracy ({text})"
     return NOT_REPRODUCED, f"iterative attacks still hurt ({text})"
 
@@ -1553,7 +1557,8 @@ CLAIMS: list[Claim] = [
           "Section 4.3; Table 2",
           "Inception-v3: DeepFool 98.3%, C&W 96.9% with randomization (clean 97.3%)",
           "004-randomization", ("accuracy['resize_pad']['vanilla'|'clean'][DeepFool|CW*]",),
-          "reproduced: iterative accuracy within 10 pts of clean; partly: gain ≥ 20 pts; not reproduced: otherwise",
+          "reproduced: iterative accuracy within 10 pts of clean and ≥ 20 pts above the plain model; partly: gain "
+          "≥ 20 pts only; not reproduced: otherwise",
           _ours_scenario("resize_pad", "vanilla"), verdict_rand_iterative),
     Claim("004", "004-T2-fgsm-eps",
           "As for single-step attacks FGSM-ε, larger ε indicates stronger transferability, thus making it harder "
