@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from . import EXPERIMENTS
-from .claims import (ADAPTIVE_VERDICTS, CLAIMS, VERDICTS, Claim, Outcome, claims_for, evaluate, experiments_of)
+from .claims import ADAPTIVE_VERDICTS, CLAIMS, VERDICTS, Outcome, claims_for, evaluate, experiments_of
 
 __all__ = ["load_results", "render", "write", "main", "SEED_TITLES"]
 
