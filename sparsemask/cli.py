@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="checkpoint to write (sparsemask.train format, rewritten every epoch); an existing one "
                         "trained with the same settings is resumed (more --epochs extend it), one with other "
-                        "settings is refused; per-epoch metrics go to the same path with .jsonl")
+                        "settings is refused; per-epoch metrics go to the same path with .jsonl and .csv (and a .tb/ "
+                        "TensorBoard directory when tensorboard is installed)")
     p.add_argument("--force", action="store_true",
                    help="start over and overwrite an existing --out checkpoint instead of resuming it")
     _add_data_args(p)
@@ -309,7 +310,18 @@ def cmd_train(args) -> int:
     acc = ev.accuracy(model.eval(), data.x_test, data.y_test, args.batch_size)
     kind = "standard" if defective is None else f"keep {args.keep:g} ({args.kind}, {args.where})"
     print(f"{args.arch} {kind}: clean test accuracy {100 * acc:.2f}% on {data.name}; checkpoint {args.out}")
+    print(_describe_logs(config.log_path))
     return 0
+
+
+def _describe_logs(log_path: str) -> str:
+    """One line naming the run's log files (and why there is no TensorBoard log, if there is none)."""
+    from .train import log_paths, tensorboard_available
+
+    paths = log_paths(log_path)
+    tb = f", TensorBoard {paths['tensorboard']}/" if tensorboard_available() else \
+        " (no TensorBoard log: `pip install tensorboard` for one)"
+    return f"logs: {paths['jsonl']}, {paths['csv']}{tb}"
 
 
 def _load_model(args, path):

@@ -20,6 +20,8 @@ def test_train_evaluate_attack_roundtrip(tmp_path, capsys):
     assert train.checkpoint_metadata(train.load_model(ck)) == train.checkpoint_metadata(ck)  # one read suffices
     assert [json.loads(line)["event"] for line in (tmp_path / "m.jsonl").read_text().splitlines()][:2] == \
         ["start", "epoch"]
+    assert (tmp_path / "m.csv").read_text().splitlines()[0].startswith("epoch,lr,")  # the CSV log next to it
+    assert "logs: " in capsys.readouterr().out
     # evaluate / attack default to the checkpoint's dataset (digits, 8x8), not Fashion-MNIST (28x28)
     assert main(["evaluate", str(ck), "--n-test", "32", "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["data"]["name"] == "digits"
