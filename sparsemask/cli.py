@@ -309,20 +309,22 @@ def _load_data(args, model=None):
 
 @contextlib.contextmanager
 def _status(args, text: str):
-    """A status line on stderr around a phase without a progress bar of its own (``text ...
-    done in 6.2 s``); silent with --no-progress."""
+    """A status line on stderr around a phase without a progress bar of its own: ``text ...``
+    while it runs (on a terminal), ``text ... done in 6.2 s`` after; erased on failure so an
+    error stays one line. Silent with --no-progress."""
     quiet = getattr(args, "no_progress", False)
-    if not quiet:
+    live = not quiet and sys.stderr.isatty()
+    if live:
         print(f"{text} ...", end="", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
         yield
     except BaseException:
-        if not quiet:
-            print(" failed", file=sys.stderr, flush=True)
+        if live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)  # back to column 0, clear the line
         raise
     if not quiet:
-        print(f" done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        print(f"{'' if live else text + ' ...'} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 def _runtime(args) -> None:
