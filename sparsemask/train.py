@@ -54,8 +54,10 @@ from torch.utils.data import Dataset, DistributedSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from . import distributed as sdist
-from .models import MODEL_CONFIG_ATTR, MODEL_METADATA_ATTR, build as build_model  # noqa: F401 - the names train used to define
-from .models.weights import (CHECKPOINT_FORMAT, CheckpointMismatchError, check_plain,
+from .models import MODEL_CONFIG_ATTR, MODEL_METADATA_ATTR, build as build_model  # noqa: F401 - build_model: the name the docs use
+# The checkpoint reader lives with the builders (build(weights=) needs it there); these names
+# stay importable from train, where they were defined before.
+from .models.weights import (CHECKPOINT_FORMAT, CheckpointMismatchError, check_plain,  # noqa: F401
                              load_state, model_config_of, read_checkpoint)
 
 METHODS = ("standard", "adversarial", "distillation")
@@ -64,7 +66,8 @@ AUGMENTS = ("none", "flip", "crop_flip")
 TEMP_INFIX = ".tmp-"  # save_checkpoint writes <checkpoint>.tmp-<pid> first
 
 __all__ = ["TrainConfig", "train", "evaluate", "defensive_distillation", "build_model", "save_checkpoint",
-           "load_checkpoint", "checkpoint_metadata", "log_paths", "tensorboard_available", "remove_stale_temp_files", "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
+           "load_checkpoint", "checkpoint_metadata", "log_paths", "tensorboard_available", "remove_stale_temp_files",
+           "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
 
 
 AMP_MODES = ("auto", "bf16", "off")
@@ -205,9 +208,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   adv_eps=8 / 255, adv_steps=7, adv_step_size=2 / 255),
 }
 
-
-# ---------------------------------------------------------------------------------------------
-# model config (so a checkpoint can rebuild its model)
 
 # ---------------------------------------------------------------------------------------------
 # data
