@@ -449,7 +449,7 @@ def cmd_attack(args) -> int:
               f"(add --eot N for an adaptive attack)", file=sys.stderr)
     rows = ev.run_attack_sweep(
         target, lambda e: make_attack(source, {**params, **({"eps": e} if takes_eps else {})}, seed=args.seed,
-                                      progress=False),
+                                      progress=not args.no_progress),  # the attack's own bar over its steps
         data.x_test, data.y_test, eps255=args.eps255 if takes_eps else args.eps255[:1], source=source,
         batch_size=args.batch_size, progress=not args.no_progress, keep_examples=bool(args.grid))
     how = f"transfer from {args.source}" if args.source else "white-box"

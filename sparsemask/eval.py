@@ -137,7 +137,7 @@ def _attack_factory(attack: AttackSpec, source, seed, progress) -> Callable[[flo
         params = {"name": attack} if isinstance(attack, str) else dict(attack)
         if "eps" in params or "eps255" in params:
             raise ValueError("run_attack_sweep sets the budget itself: leave eps/eps255 out of the attack's params")
-        return lambda e: make_attack(source, {**params, "eps": e}, seed=seed, progress=False)
+        return lambda e: make_attack(source, {**params, "eps": e}, seed=seed, progress=progress)
     if callable(attack):
         return attack
     raise TypeError(f"attack must be a registry name, a params dict or a callable eps -> attack, "
