@@ -26,6 +26,7 @@ from .lenet import CWMnist, LeNet5, cw_mnist, lenet5
 from .resnet import CifarResNet, ResNet, dc_widths, resnet18, resnet18_dc, resnet18_x2, resnet32x4, resnet50
 from .senet import SENet, senet18
 from .vgg import VGG, vgg19
+from . import weights as checkpoint_files  # not `weights`: build's argument of that name would hide it
 from .weights import MODEL_CONFIG_ATTR, CheckpointMismatchError, list_weights, weights_dir
 from .wide_resnet import WideResNet, wide_resnet, wrn_28_10, wrn_32_4
 
@@ -83,6 +84,8 @@ def build(name: Optional[str] = None, weights: Optional[Union[str, os.PathLike]]
 
 def _check_args(name, kwargs: dict):
     """The builder's signature parameters, after checking ``name`` and ``kwargs``."""
+    if name is None:
+        raise ValueError(f"build needs an architecture name (one of {', '.join(MODELS)}) or weights= to take it from")
     if name not in MODELS:
         raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(MODELS)}")
     params = inspect.signature(MODELS[name]).parameters
@@ -101,8 +104,7 @@ MODEL_METADATA_ATTR = "sparsemask_metadata"
 
 
 def _build_with_weights(name: Optional[str], weights, kwargs: dict) -> nn.Module:
-    from . import weights as w
-
+    w = checkpoint_files
     path = w.resolve_weights(weights)
     ckpt = w.read_checkpoint(path)  # read once: config, state and metadata come from this dict
     saved = ckpt.get("model_config")

@@ -98,3 +98,8 @@ def test_named_weights_from_the_weights_directory(ckpt, tmp_path, monkeypatch):
     torch.testing.assert_close(create_model("lenet5", weights="lenet-digits")(x), trained.eval()(x))
     with pytest.raises(FileNotFoundError, match="available: lenet-digits"):
         create_model("lenet5", weights="lenet-cifar")
+
+
+def test_a_name_or_weights_is_needed():
+    with pytest.raises(ValueError, match="needs an architecture name"):
+        create_model()
