@@ -6,9 +6,11 @@ Run ``sparsemask SUBCOMMAND --help`` for each one's options and examples.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -69,6 +71,29 @@ def _add_debug_arg(p: argparse.ArgumentParser) -> None:
                    help="show the full traceback when the command fails (default: off)")
 
 
+def _add_defense_args(p: argparse.ArgumentParser) -> None:
+    from .defenses import DEFENSES
+
+    g = p.add_argument_group("defense (sparsemask.defenses.defend: the model is wrapped at test time)")
+    g.add_argument("--defense", default="none", choices=DEFENSES,
+                   help="randomized test-time defense around the model: mad (seed 002 grid masking + vote), "
+                        "resize-pad (seed 004 random resize and padding), spiking (seed 003 Random Spiking); "
+                        "attack it with --eot N")
+    g.add_argument("--mad-votes", type=_positive_int, default=5, help="MAD: random maskings voted over")
+    g.add_argument("--mad-grid", type=_positive_int, default=None,
+                   help="MAD: grid cell side in pixels (default: the seed's test grid for the image size)")
+    g.add_argument("--mad-rate", type=float, default=0.75, help="MAD: probability that a cell is masked")
+    g.add_argument("--resize-max", type=_positive_int, default=None,
+                   help="resize-pad: output side, the image is padded to it (default: the image side, which "
+                        "models with defective layers need)")
+    g.add_argument("--resize-min", type=_positive_int, default=None,
+                   help="resize-pad: smallest resized side (default: the seed's 299/331 of --resize-max)")
+    g.add_argument("--resize-draws", type=_positive_int, default=1, help="resize-pad: patterns averaged per prediction")
+    g.add_argument("--spiking-p", type=float, default=0.8, help="spiking: probability that a unit is kept")
+    g.add_argument("--spiking-runs", type=_positive_int, default=10, help="spiking: runs combined per prediction")
+    g.add_argument("--spiking-combine", default="vote", choices=["vote", "mc"], help="spiking: vote or MC average")
+
+
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -120,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True,
                    help="checkpoint to write (sparsemask.train format, rewritten every epoch); an existing one "
                         "trained with the same settings is resumed (more --epochs extend it), one with other "
-                        "settings is refused; per-epoch metrics go to the same path with .jsonl")
+                        "settings is refused; per-epoch metrics go to the same path with .jsonl and .csv (and a .tb/ "
+                        "TensorBoard directory when tensorboard is installed)")
     p.add_argument("--force", action="store_true",
                    help="start over and overwrite an existing --out checkpoint instead of resuming it")
     _add_data_args(p)
@@ -134,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file written by `sparsemask train`")
     p.add_argument("--noise", type=float, nargs="*", default=[], help="Gaussian noise σ values (0-255 scale)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file (default: none)")
+    _add_defense_args(p)
     _add_data_args(p)
     _add_runtime_args(p)
 
@@ -143,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "source model and transferred (black-box, seed 001's protocol); otherwise the "
                                    "attack is white-box. Reports the success defense rate (accuracy on adversarial "
                                    "examples whose clean originals the target classifies correctly).",
-                       epilog="examples:\n  sparsemask attack runs/r8-def.pt --attack pgd --eps255 8 --steps 10\n"
+                       epilog="examples:\n  sparsemask attack runs/r8-def.pt --attack pgd --eps255 2 4 8 --steps 10\n"
+                              "  sparsemask attack runs/r8-def.pt --defense mad --mad-votes 5 --attack pgd --eot 8\n"
                               "  sparsemask attack runs/r8-def.pt --source runs/r8-std.pt --attack fgsm --eps255 16\n"
                               "  sparsemask attack runs/r8-def.pt --attack cw --kappa 20 --steps 100 --grid adv.png")
     p.add_argument("model", help="target model file")
@@ -151,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="craft the examples on this model file (transfer attack) (default: none, white-box)")
     p.add_argument("--attack", default="pgd", choices=attack_names(),
                    help="attack (the registry of sparsemask.attacks; eps255/norm go to those that take them)")
-    p.add_argument("--eps255", type=float, default=16, help="ε on the 0-255 pixel scale")
+    p.add_argument("--eps255", type=float, nargs="+", default=[16],
+                   help="ε on the 0-255 pixel scale; several values run the attack once per ε, one result row each")
     p.add_argument("--norm", default="inf", choices=["inf", "2", "1"], help="norm of the ε-ball (for the attacks that take one)")
     p.add_argument("--steps", type=int, default=None,
                    help="iterations (iterative attacks) (default: the attack's own)")
@@ -159,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kappa", type=float, default=None, help="CW confidence κ (default: the attack's own)")
     p.add_argument("--eot", type=_positive_int, default=None,
                    help="wrap in EOT with this many draws (randomized models) (default: no EOT)")
-    p.add_argument("--grid", default=None, help="write a PNG grid of adversarial examples here (default: none)")
+    p.add_argument("--grid", default=None,
+                   help="write a PNG grid of adversarial examples (at the last --eps255) here (default: none)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file (default: none)")
+    _add_defense_args(p)
     _add_data_args(p)
     _add_runtime_args(p)
 
@@ -185,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apgd-steps", type=_positive_int, default=100, help="APGD iterations (AutoAttack's)")
     p.add_argument("--square-queries", type=_positive_int, default=5000, help="Square queries per example (AutoAttack's)")
     p.add_argument("--out", default=None, help="directory for report.md/.json and the plot (default: runs/robustness-MODEL)")
+    _add_defense_args(p)
     _add_data_args(p)
     _add_runtime_args(p)
 
@@ -271,7 +303,28 @@ def _load_data(args, model=None):
     root = args.data_root if args.data_root is not None or args.dataset else trained_on.get("root")
     if args.dataset and trained_on.get("name") and args.dataset != trained_on["name"]:
         print(f"note: {args.model} was trained on {trained_on['name']}; evaluating on {args.dataset}", file=sys.stderr)
-    return load_arrays(name, root, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    with _status(args, f"loading {name}"):  # both splits are decoded: seconds for Fashion-MNIST
+        return load_arrays(name, root, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+
+
+@contextlib.contextmanager
+def _status(args, text: str):
+    """A status line on stderr around a phase without a progress bar of its own: ``text ...``
+    while it runs (on a terminal), ``text ... done in 6.2 s`` after; erased on failure so an
+    error stays one line. Silent with --no-progress."""
+    quiet = getattr(args, "no_progress", False)
+    live = not quiet and sys.stderr.isatty()
+    if live:
+        print(f"{text} ...", end="", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        if live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)  # back to column 0, clear the line
+        raise
+    if not quiet:
+        print(f"{'' if live else text + ' ...'} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 def _runtime(args) -> None:
@@ -306,16 +359,42 @@ def cmd_train(args) -> int:
     train.train(model, (data.x_train, data.y_train), None, config,
                 metadata={"data": {"name": data.name, "root": args.data_root, "n_train": args.n_train,
                                    "seed": args.seed}})
-    acc = ev.accuracy(model.eval(), data.x_test, data.y_test, args.batch_size)
+    acc = ev.accuracy(model.eval(), data.x_test, data.y_test, args.batch_size, progress=not args.no_progress,
+                      desc="test accuracy")
     kind = "standard" if defective is None else f"keep {args.keep:g} ({args.kind}, {args.where})"
     print(f"{args.arch} {kind}: clean test accuracy {100 * acc:.2f}% on {data.name}; checkpoint {args.out}")
+    print(_describe_logs(config.log_path))
     return 0
+
+
+def _describe_logs(log_path: str) -> str:
+    """One line naming the run's log files (and why there is no TensorBoard log, if there is none)."""
+    from .train import log_paths, tensorboard_available
+
+    paths = log_paths(log_path)
+    tb = f", TensorBoard {paths['tensorboard']}/" if tensorboard_available() else \
+        " (no TensorBoard log: `pip install tensorboard` for one)"
+    return f"logs: {paths['jsonl']}, {paths['csv']}{tb}"
 
 
 def _load_model(args, path):
     from . import train
 
     return train.load_model(path).to(args.device).eval()
+
+
+def _defended(args, model, data):
+    """``model`` behind --defense (itself for none), seeded by --seed, and the defense's settings
+    for the report (None for none)."""
+    from .defenses import defend
+
+    if args.defense == "none":
+        return model, None
+    settings = {k: getattr(args, k) for k in ("mad_votes", "mad_grid", "mad_rate", "resize_min", "resize_max",
+                                              "resize_draws", "spiking_p", "spiking_runs", "spiking_combine")
+                if k.split("_")[0] == args.defense.split("-")[0]}
+    defended = defend(model, args.defense, input_size=data.input_size, seed=args.seed, **settings)
+    return defended.to(args.device), {"name": args.defense, **settings}
 
 
 def cmd_evaluate(args) -> int:
@@ -326,54 +405,72 @@ def cmd_evaluate(args) -> int:
     _runtime(args)
     model = _load_model(args, args.model)
     data = _load_data(args, model)
-    result = {"model": args.model, "data": data.info(),
-              "clean_accuracy": ev.accuracy(model, data.x_test, data.y_test, args.batch_size), "noise": {}}
+    model, defense = _defended(args, model, data)
+    bar = not args.no_progress
+    result = {"model": args.model, "data": data.info(), "defense": defense,
+              "clean_accuracy": ev.accuracy(model, data.x_test, data.y_test, args.batch_size, progress=bar,
+                                            desc="clean accuracy"), "noise": {}}
     for i, sigma in enumerate(args.noise):  # seed 001's clipped Gaussian noise, one seed per σ
         xn = gaussian_noise_255(data.x_test, sigma, seed=args.seed * 1000 + i)
-        result["noise"][f"{sigma:g}"] = ev.accuracy(model, xn, data.y_test, args.batch_size)
+        result["noise"][f"{sigma:g}"] = ev.accuracy(model, xn, data.y_test, args.batch_size, progress=bar,
+                                                    desc=f"noise σ={sigma:g}")
     rows = [["clean", fmt_pct(result["clean_accuracy"])]] + [[f"σ={s}", fmt_pct(v)] for s, v in result["noise"].items()]
-    print(markdown_table(["Input", "Accuracy"], rows, f"{args.model} on {data.name} ({len(data.y_test)} test images)"))
+    behind = f" behind {args.defense}" if defense else ""
+    print(markdown_table(["Input", "Accuracy"], rows,
+                         f"{args.model}{behind} on {data.name} ({len(data.y_test)} test images)"))
     _maybe_json(args.json, result)
     return 0
 
 
 def cmd_attack(args) -> int:
     from . import eval as ev
-    from .attacks import attack_label, make_attack, success_defense_rate
+    from .attacks import attack_label, make_attack
     from .experiments.report import fmt_pct, save_adversarial_grid
 
     _runtime(args)
     target = _load_model(args, args.model)
-    source = _load_model(args, args.source) if args.source else target
     data = _load_data(args, target)
+    target, defense = _defended(args, target, data)
+    # White-box: the examples are crafted on the defended model itself (EOT with --eot);
+    # transfer: on the attacker's undefended --source.
+    source = _load_model(args, args.source) if args.source else target
     params: dict[str, Any] = {"name": args.attack}
     spec = get_attack(args.attack)
-    if spec.accepts("eps"):
-        params["eps255"] = args.eps255
     if spec.accepts("norm"):
         params["norm"] = args.norm
     for key in ("steps", "step255", "kappa", "eot"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    x, y = data.x_test, data.y_test
-    bs = args.batch_size
-    x_adv = ev.run_attack(make_attack(source, params, seed=args.seed, progress=not args.no_progress), x, y,
-                          batch_size=bs, progress=not args.no_progress, desc=args.attack)
-    delta = (x_adv - x).flatten(1)
-    result = {"target": args.model, "source": args.source or "(white-box)", "attack": params,
-              "clean_accuracy": ev.accuracy(target, x, y, bs),
-              "adversarial_accuracy": ev.accuracy(target, x_adv, y, bs),
-              "success_defense_rate": success_defense_rate(target, x, x_adv, y, batch_size=bs),
-              "mean_linf_255": float(delta.abs().amax(1).mean() * 255), "mean_l2": float(delta.norm(dim=1).mean())}
-    print(f"{attack_label(params)} {'transfer from ' + args.source if args.source else 'white-box'} on {args.model}: "
-          f"clean {fmt_pct(result['clean_accuracy'])}, adversarial {fmt_pct(result['adversarial_accuracy'])}, "
-          f"success defense rate {fmt_pct(result['success_defense_rate'])} "
-          f"(mean L∞ {result['mean_linf_255']:.1f}/255, mean L2 {result['mean_l2']:.3f})")
-    if args.grid:
-        save_adversarial_grid(args.grid, x[:8], x_adv[:8], y[:8], ev.predict(target, x[:8], bs),
-                              ev.predict(target, x_adv[:8], bs), title=attack_label(params))
+    takes_eps = spec.accepts("eps")
+    if not takes_eps and len(args.eps255) > 1:
+        print(f"note: {args.attack} takes no ε; --eps255 ignored", file=sys.stderr)
+    if defense and not args.eot and not args.source:
+        print(f"note: --defense {args.defense} is randomized and no --eot was given: gradients follow single draws "
+              f"(add --eot N for an adaptive attack)", file=sys.stderr)
+    rows = ev.run_attack_sweep(
+        target, lambda e: make_attack(source, {**params, **({"eps": e} if takes_eps else {})}, seed=args.seed,
+                                      progress=not args.no_progress),  # the attack's own bar over its steps
+        data.x_test, data.y_test, eps255=args.eps255 if takes_eps else args.eps255[:1], source=source,
+        batch_size=args.batch_size, progress=not args.no_progress, keep_examples=bool(args.grid))
+    how = f"transfer from {args.source}" if args.source else "white-box"
+    results = []
+    for e, row in rows.items():
+        label = attack_label({**params, "eps255": e} if takes_eps else params)
+        x_adv = row.pop("x_adv", None)
+        if not takes_eps:
+            row.pop("eps"), row.pop("eps255")
+        results.append({"label": label, **row})
+        print(f"{label} {how} on {args.model}{' behind ' + args.defense if defense else ''}: "
+              f"clean {fmt_pct(row['clean_accuracy'])}, adversarial {fmt_pct(row['adversarial_accuracy'])}, "
+              f"success defense rate {fmt_pct(row['success_defense_rate'])} "
+              f"(mean L∞ {row['mean_linf_255']:.1f}/255, mean L2 {row['mean_l2']:.3f})")
+    if args.grid:  # the last (largest listed) ε's examples
+        x, y = data.x_test[:8], data.y_test[:8]
+        save_adversarial_grid(args.grid, x, x_adv[:8], y, ev.predict(target, x, args.batch_size),
+                              ev.predict(target, x_adv[:8], args.batch_size), title=label)
         print(f"wrote {args.grid}")
-    _maybe_json(args.json, result)
+    _maybe_json(args.json, {"target": args.model, "source": args.source or "(white-box)", "attack": params,
+                            "defense": defense, "results": results})
     return 0
 
 
@@ -384,6 +481,7 @@ def cmd_robustness(args) -> int:
     model = _load_model(args, args.model)
     source = _load_model(args, args.source) if args.source else None
     data = _load_data(args, model)
+    model, _ = _defended(args, model, data)
     out = args.out or f"runs/robustness-{Path(args.model).stem}"
     report = evaluate_robustness(model, data.x_test, data.y_test, eps255=args.eps255, suite=args.suite or DEFAULT_SUITE,
                                  eot=args.eot, source_model=source, pgd_steps=args.pgd_steps,
@@ -424,6 +522,9 @@ def cmd_experiment(args) -> int:
         module = get_experiment(args.name)
         print(json.dumps(resolve_config(args.scale, module.DEFAULTS, config, overrides), indent=2))
         return 0
+    # The experiments' own phases (data, cached trainings, attacks) draw bars where they are long;
+    # this line says what runs before the first of them.
+    print(f"running {args.name} ({args.scale}) ...", file=sys.stderr, flush=True)
     result = run_experiment(args.name, args.scale, config=config, out=args.out, overrides=overrides)
     for title, table in result["tables"].items():
         print(f"## {title}\n\n{table}")

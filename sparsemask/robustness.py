@@ -114,7 +114,7 @@ def evaluate_robustness(model, x: Tensor, y: Tensor, *, eps255: Optional[Sequenc
         entries.remove("square")
         notes.append("square skipped: it needs images [N, C, H, W]")
 
-    correct_clean = ev.predict(model, x, batch_size, device=device) == y
+    correct_clean = ev.predict(model, x, batch_size, device=device, progress=progress, desc="clean") == y
     accuracy: dict[str, list[float]] = {"clean": [float(correct_clean.double().mean())] * len(eps_list)}
     robust: list[float] = []
     seconds: dict[str, float] = {}
@@ -135,7 +135,8 @@ def evaluate_robustness(model, x: Tensor, y: Tensor, *, eps255: Optional[Sequenc
                 attack = make_attack(attacked, {**params, "eps": e}, seed=seed, progress=False)
                 x_adv = ev.run_attack(attack, x, y, batch_size=batch_size, device=device, progress=progress,
                                       desc=f"{LABELS[entry]} eps={e:.4g}")
-            correct = ev.predict(model, x_adv, batch_size, device=device) == y
+            correct = ev.predict(model, x_adv, batch_size, device=device, progress=progress,
+                                 desc=f"score {LABELS[entry]}") == y
             robust_rows &= correct
             accuracy.setdefault(entry, []).append(float(correct.double().mean()))
             seconds[entry] = seconds.get(entry, 0.0) + time.perf_counter() - t0

@@ -54,20 +54,20 @@ from torch.utils.data import Dataset, DistributedSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from . import distributed as sdist
-from .models import MODEL_CONFIG_ATTR, build as build_model  # build_model: the name the docs use
+from .models import MODEL_CONFIG_ATTR, MODEL_METADATA_ATTR, build as build_model  # noqa: F401 - build_model: the name the docs use
+# The checkpoint reader lives with the builders (build(weights=) needs it there); these names
+# stay importable from train, where they were defined before.
+from .models.weights import (CHECKPOINT_FORMAT, CheckpointMismatchError, check_plain,  # noqa: F401
+                             load_state, model_config_of, read_checkpoint)
 
 METHODS = ("standard", "adversarial", "distillation")
 SCHEDULES = ("multistep", "cosine", "constant")
 AUGMENTS = ("none", "flip", "crop_flip")
-CHECKPOINT_FORMAT = "sparsemask-checkpoint-v1"
 TEMP_INFIX = ".tmp-"  # save_checkpoint writes <checkpoint>.tmp-<pid> first
 
 __all__ = ["TrainConfig", "train", "evaluate", "defensive_distillation", "build_model", "save_checkpoint",
-           "load_checkpoint", "checkpoint_metadata", "remove_stale_temp_files", "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not belong to the model it is loaded into (other architecture or shapes)."""
+           "load_checkpoint", "checkpoint_metadata", "log_paths", "tensorboard_available", "remove_stale_temp_files",
+           "load_model", "CheckpointMismatchError", "PRESETS", "METHODS"]
 
 
 AMP_MODES = ("auto", "bf16", "off")
@@ -101,7 +101,8 @@ class TrainConfig:
     ``augment``: ``none`` | ``flip`` | ``crop_flip`` (pad ``augment_pad`` + random crop + flip).
     ``device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``; ``amp``: ``auto`` (bf16 autocast on CUDA, off on CPU) |
     ``bf16`` (bf16 autocast on any device, CPU included) | ``off`` (True/False mean auto/off);
-    ``channels_last``: None = on for CUDA. ``log_path``: JSON-lines metrics (appended);
+    ``channels_last``: None = on for CUDA. ``log_path``: JSON-lines metrics (appended), with a
+    CSV of the epochs and TensorBoard scalars (when installed) next to it (:func:`log_paths`);
     ``checkpoint``: file path, resumed from when it exists and ``resume`` is True.
     ``max_steps_per_epoch``: cap for smoke runs. Adversarial training: ``adv_*``
     (L-inf eps and step in [0, 1] units). ``temperature``: softmax temperature of the
@@ -206,41 +207,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   milestones=(150, 250), gamma=0.1, augment="crop_flip", augment_pad=4, method="adversarial",
                   adv_eps=8 / 255, adv_steps=7, adv_step_size=2 / 255),
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# model config (so a checkpoint can rebuild its model)
-
-def _check_plain(value, where: str):
-    # weights_only=True loads only tensors and plain containers; refuse anything else at save time.
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            _check_plain(v, where)
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"{where}: keys must be str, got {k!r}")
-            _check_plain(v, where)
-        return
-    raise TypeError(f"{where}: only str/int/float/bool/None/list/tuple/dict can be stored in a checkpoint, "
-                    f"got {type(value).__name__}")
-
-
-def model_config_of(model: nn.Module, model_config: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
-    """The {'name', 'kwargs'} a model was built from: explicit, or recorded by :func:`build_model`."""
-    cfg = model_config if model_config is not None else getattr(model, MODEL_CONFIG_ATTR, None)
-    if cfg is None:
-        return None
-    if isinstance(cfg, (tuple, list)) and len(cfg) == 2:
-        cfg = {"name": cfg[0], "kwargs": dict(cfg[1])}
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str) or not isinstance(cfg.get("kwargs", {}), dict):
-        raise TypeError(f"model_config must be (name, kwargs) or {{'name': str, 'kwargs': dict}}, got {cfg!r}")
-    cfg = {"name": cfg["name"], "kwargs": dict(cfg.get("kwargs", {}))}
-    _check_plain(cfg, "model_config")
-    return cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,8 +428,8 @@ def save_checkpoint(path: Union[str, os.PathLike], model: nn.Module, *, optimize
         "torch_version": str(torch.__version__),
         "metadata": dict(metadata or {}),
     }
-    _check_plain(state["history"], "history")
-    _check_plain(state["metadata"], "metadata")
+    check_plain(state["history"], "history")
+    check_plain(state["metadata"], "metadata")
     tmp = path.with_name(f"{path.name}{TEMP_INFIX}{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -558,19 +524,9 @@ def load_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = 
     recorded build config when ``check_config``). Returns the checkpoint dict.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a directory; expected a checkpoint file (e.g. {path / 'model.pt'})")
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # the unpickler raises many kinds for damaged or foreign files
-        raise ValueError(f"{path}: cannot be read as a checkpoint with torch.load(weights_only=True) "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a sparsemask checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    ckpt = read_checkpoint(path, map_location=map_location)
     if model is not None:
-        _load_model_state(path, ckpt, _unwrap(model), check_config)
+        load_state(path, ckpt, _unwrap(model), check_config)
     if optimizer is not None and ckpt.get("optimizer") is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler") is not None:
@@ -578,86 +534,93 @@ def load_checkpoint(path: Union[str, os.PathLike], model: Optional[nn.Module] = 
     return ckpt
 
 
-def _describe(ckpt) -> str:
-    cfg = ckpt.get("model_config")
-    return f"{cfg['name']}({cfg['kwargs']})" if cfg else ckpt.get("model_class", "an unknown model")
-
-
-def _load_model_state(path: Path, ckpt: Dict[str, Any], model: nn.Module, check_config: bool) -> None:
-    saved_cfg, own_cfg = ckpt.get("model_config"), getattr(model, MODEL_CONFIG_ATTR, None)
-    if check_config and saved_cfg is not None and own_cfg is not None and model_config_of(model) != saved_cfg:
-        raise CheckpointMismatchError(f"checkpoint {path} was written for {_describe(ckpt)}, but the model is "
-                                      f"{own_cfg['name']}({own_cfg['kwargs']})")
-    if not isinstance(ckpt.get("model"), dict):
-        raise ValueError(f"checkpoint {path} has no 'model' state_dict (damaged or written by something else)")
-    state, own = ckpt["model"], model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    # A float mask would load as "!= 0" (all kept for any non-zero value): bool stays bool.
-    dtypes = [f"{k}: checkpoint {state[k].dtype} vs model {own[k].dtype}" for k in own
-              if k in state and own[k].dtype == torch.bool and getattr(state[k], "dtype", None) != torch.bool]
-    if dtypes:
-        raise CheckpointMismatchError(f"checkpoint {path}: mask buffers must be bool, got {'; '.join(dtypes[:5])}")
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if shapes:
-            parts.append(f"shape mismatches {shapes[:5]}{' ...' if len(shapes) > 5 else ''}")
-        raise CheckpointMismatchError(f"checkpoint {path} belongs to another model ({_describe(ckpt)}) than this "
-                                      f"{type(model).__name__}: {'; '.join(parts)}")
-    model.load_state_dict(state)
-
-
-# The attribute where load_model leaves the checkpoint's metadata (so a caller that needs both
-# reads the file once).
-MODEL_METADATA_ATTR = "sparsemask_metadata"
-
-
 def checkpoint_metadata(path_or_model) -> Dict[str, Any]:
     """The ``metadata`` dict a checkpoint was saved with ({} for none or older checkpoints):
-    from a checkpoint path, or from a model returned by :func:`load_model` (no second read)."""
+    from a checkpoint path, or from a model returned by :func:`load_model` / ``build(weights=)``
+    (no second read)."""
     if isinstance(path_or_model, nn.Module):
         return dict(getattr(path_or_model, MODEL_METADATA_ATTR, None) or {})
     return dict(load_checkpoint(path_or_model).get("metadata") or {})
 
 
 def load_model(path: Union[str, os.PathLike], map_location="cpu") -> nn.Module:
-    """Rebuild the model a checkpoint was trained from (``sparsemask.models.build(name, **kwargs)``) and load it.
+    """Rebuild the model a checkpoint was trained from and load it: ``sparsemask.models.build(weights=path)``.
 
     Needs the build config, recorded when the model came from :func:`build_model` or
-    ``train(..., model_config=...)``. The model is returned in eval mode, with the checkpoint's
-    metadata readable by :func:`checkpoint_metadata` (model).
+    ``train(..., model_config=...)``. The model is returned in eval mode, on ``map_location``,
+    with the checkpoint's metadata readable by :func:`checkpoint_metadata` (model).
     """
-    ckpt = load_checkpoint(path, map_location=map_location)
-    cfg = ckpt.get("model_config")
-    if cfg is None:
-        raise ValueError(f"{path}: the checkpoint has no model config ({ckpt.get('model_class')} was not built with "
-                         f"sparsemask.train.build_model); build the model yourself and call "
-                         f"load_checkpoint(path, model)")
-    model = build_model(cfg["name"], **cfg["kwargs"])
-    _load_model_state(Path(path), ckpt, model, check_config=True)
-    setattr(model, MODEL_METADATA_ATTR, dict(ckpt.get("metadata") or {}))
-    return model.eval()
+    return build_model(weights=path).to(map_location)
 
 
 # ---------------------------------------------------------------------------------------------
 # the loop
 
+def log_paths(log_path: Union[str, os.PathLike]) -> Dict[str, Path]:
+    """Where a run logging to ``log_path`` writes: ``jsonl`` (every event, one JSON object a
+    line), ``csv`` (one row per epoch) and ``tensorboard`` (an event-file directory, written
+    only when the ``tensorboard`` package is installed), side by side:
+    ``runs/m.jsonl`` -> ``runs/m.csv``, ``runs/m.tb/``."""
+    path = Path(log_path)
+    stem = path.with_suffix("") if path.suffix == ".jsonl" else path
+    return {"jsonl": path, "csv": stem.with_name(stem.name + ".csv"), "tensorboard": stem.with_name(stem.name + ".tb")}
+
+
+def tensorboard_available() -> bool:
+    """Whether ``torch.utils.tensorboard`` can be used (the optional ``tensorboard`` package)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _summary_writer(log_dir: Path):
+    """A ``SummaryWriter`` for ``log_dir``, or None without the optional ``tensorboard`` package."""
+    if not tensorboard_available():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
 class _Logger:
+    """The per-run logs of :func:`train` (main rank only): every event to the JSON-lines file,
+    each epoch's metrics as a CSV row and as TensorBoard scalars (see :func:`log_paths`)."""
+
     def __init__(self, path: Optional[str], enabled: bool):
-        self.path = Path(path) if (path and enabled) else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.paths = log_paths(path) if (path and enabled) else None
+        self._tb = None
+        if self.paths is not None:
+            self.paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
+            self._tb = _summary_writer(self.paths["tensorboard"])
 
     def write(self, record: Dict[str, Any]) -> None:
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if self.paths is None:
+            return
+        with open(self.paths["jsonl"], "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if record.get("event") == "epoch":
+            self._write_csv(record)
+            if self._tb is not None:
+                for key, value in record.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+                        self._tb.add_scalar(key, value, record["epoch"])
+                self._tb.flush()
+
+    def _write_csv(self, record: Dict[str, Any]) -> None:
+        import csv
+
+        path = self.paths["csv"]
+        # A resumed run appends under the header already there (keys it lacks stay empty).
+        header = path.read_text().splitlines()[0].split(",") if path.is_file() and path.stat().st_size else None
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header or [k for k in record if k != "event"], extrasaction="ignore")
+            if header is None:
+                writer.writeheader()
+            writer.writerow(record)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
 
 
 def _make_attack(model: nn.Module, cfg: TrainConfig, rank: int):
@@ -760,6 +723,7 @@ def train(model: nn.Module, train_data, test_data=None, config: Optional[TrainCo
             sdist.barrier()
         if callback is not None:
             callback(epoch + 1, record)
+    logger.close()
     model.eval()
     return history
 
