@@ -403,7 +403,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from .experiments import EXPERIMENTS, describe, get_experiment, run_experiment
+    from .experiments import EXPERIMENTS, get_experiment, listing, run_experiment
     from .experiments.common import load_config_file, parse_overrides, resolve_config
 
     config = load_config_file(args.config) if args.config else {}
@@ -416,8 +416,7 @@ def cmd_experiment(args) -> int:
 
         return run_cli([args.name] if args.name else None, args.scale, config, parse_overrides(args.overrides), args.out)
     if args.list or not args.name:
-        for name, text in describe().items():
-            print(f"{name:22s} {text}")
+        print(listing())
         return 0 if args.list else 2
     overrides = parse_overrides(args.overrides)
     if args.print_config:

@@ -107,7 +107,9 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
             x_ad = run_attack(make_attack(mad, cfg["adaptive"], cfg), x, y, cfg, desc="adaptive")
             col[_label(cfg["adaptive"])] = accuracy(mad, x_ad, y, cfg)
             save_adversarial_grid(writer.figure("adversarial_grid.png", "EOT-adaptive PGD vs MAD"), x, x_ad, y,
-                                  predict(mad, x, cfg), predict(mad, x_ad, cfg))
+                                  predict(mad, x, cfg), predict(mad, x_ad, cfg), classes=data.classes,
+                                  title=f"EOT-adaptive {_label(cfg['adaptive'])} adversarial examples vs MAD (mask rate "
+                                        f"{rate:g}, {cfg['tests']} votes)\n{writer.subtitle(data)}")
         return col
 
     rows = ["Benign", *adv]

@@ -109,7 +109,9 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
                     res["plain_model_vanilla"][a] = accuracy(model, x_adv, y, cfg)
                 if scenario == "eot" and d_i == 0 and params is cfg["attacks"][0]:
                     save_adversarial_grid(writer.figure("adversarial_grid.png", f"EOT {a} vs {kind}"), x, x_adv, y,
-                                          predict(defended, x, cfg), predict(defended, x_adv, cfg))
+                                          predict(defended, x, cfg), predict(defended, x_adv, cfg), classes=data.classes,
+                                          title=f"EOT {a} adversarial examples vs the {kind} defense (predictions: "
+                                                f"defended model)\n{writer.subtitle(data)}")
         acc[kind] = res
         attacks = [attack_label(p) for p in cfg["attacks"]]
         rows = [["plain model, vanilla", *(fmt_pct(res["plain_model_vanilla"][a]) for a in attacks), fmt_pct(acc["plain_clean"])]]
