@@ -153,6 +153,15 @@ def test_legends_sit_outside_the_axes(tmp_path, kind):
     assert legend.x0 >= axes_box.x1, "the legend must not overlap the data area"
 
 
+def test_readme_cites_every_seed_paper():
+    from pathlib import Path
+
+    from sparsemask.experiments.citations import SEEDS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert all(c.title in readme and c.authors in readme for c in SEEDS.values())
+
+
 def test_markdown_table_layout():
     md = markdown_table(["Architecture", "PGD"], [["ResNet-18", "5.98%"]])
     assert md.splitlines() == ["| Architecture | PGD |", "|---|---|", "| ResNet-18 | 5.98% |"]
