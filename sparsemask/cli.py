@@ -371,7 +371,8 @@ def cmd_attack(args) -> int:
           f"(mean L∞ {result['mean_linf_255']:.1f}/255, mean L2 {result['mean_l2']:.3f})")
     if args.grid:
         save_adversarial_grid(args.grid, x[:8], x_adv[:8], y[:8], ev.predict(target, x[:8], bs),
-                              ev.predict(target, x_adv[:8], bs), title=attack_label(params))
+                              ev.predict(target, x_adv[:8], bs), classes=data.classes,
+                              title=f"{attack_label(params)} adversarial examples on {args.model} ({data.name})")
         print(f"wrote {args.grid}")
     _maybe_json(args.json, result)
     return 0

@@ -170,7 +170,8 @@ def save_adversarial_grid(path: str | os.PathLike, x: Tensor, x_adv: Tensor, y: 
                           difference: Optional[str] = "perturbation") -> None:
     """Rows: clean images (true class and prediction), adversarial images (prediction, red when
     wrong) and, unless ``difference`` is None, the perturbation x_adv - x, each rescaled to the
-    full grey range (mid-grey = 0) with its max |δ| on the 0-255 scale underneath.
+    full grey range (mid-grey = 0) with its size underneath: L∞ on the 0-255 scale, L2 with
+    pixels in [0, 1].
     x, x_adv [N, C, H, W] in [0, 1]; y, pred_* [N] labels; ``classes``: names by label
     (e.g. ``data.classes``; default: the label numbers). ``row_names`` name the first two rows
     (e.g. ``("original", "4x4 patch-shuffled")`` for a grid that shows no attack)."""
@@ -187,11 +188,12 @@ def save_adversarial_grid(path: str | os.PathLike, x: Tensor, x_adv: Tensor, y: 
             delta = (x_adv[i] - x[i]).detach().cpu().float()
             scale = float(delta.abs().max()) or 1.0
             deltas.append((delta / (2 * scale) + 0.5).clamp(0, 1))
-            captions.append(f"max |δ| {255 * float(delta.abs().max()):.1f}/255")
+            captions.append(f"L∞ {255 * float(delta.abs().max()):.0f}/255, L2 {float(delta.norm()):.2f}")
         rows.append((difference, deltas, captions, [False] * n))
     _footer = "captions: true class and the model's prediction; red = wrong prediction"
     if difference:
-        _footer += f"; {difference} row: each image rescaled to the full grey range, mid-grey = 0"
+        _footer += (f"; {difference} row: each image rescaled to the full grey range, mid-grey = 0 "
+                    "(L∞ on the 0-255 scale, L2 with pixels in [0, 1])")
     image_grid(path, rows, title=title, footer=_footer)
 
 
