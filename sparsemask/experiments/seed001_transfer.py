@@ -153,7 +153,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
               [spec.label for spec, _ in targets],
               {s: [sdr[a_last][model_key(spec)][s] for spec, _ in targets] for s in sources},
               ylabel="success defense rate", title=f"{attack_text(cfg['attacks'][-1])} transfer attack",
-              xlabel="target model", legend_title="source model", percent=True, subtitle=writer.subtitle(data))
+              xlabel="target model", legend_title="source model (#seed)", percent=True, subtitle=writer.subtitle(data))
     defective = [(spec, m) for spec, m in targets if spec.get("defective")]
     if defective:
         adversarial_grid(writer, defective[-1][1], data, cfg, title=defective[-1][0].label)
