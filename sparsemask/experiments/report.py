@@ -167,14 +167,15 @@ def image_grid(path: str | os.PathLike, rows: Sequence[tuple[str, Tensor, Sequen
 def save_adversarial_grid(path: str | os.PathLike, x: Tensor, x_adv: Tensor, y: Tensor,
                           pred_clean: Tensor, pred_adv: Tensor, n: int = 8, title: str = "", *,
                           classes: Optional[Sequence[str]] = None, row_names: Sequence[str] = ("clean", "adversarial"),
-                          difference: Optional[str] = "perturbation") -> None:
+                          difference: Optional[str] = "perturbation", targets: Optional[Tensor] = None) -> None:
     """Rows: clean images (true class and prediction), adversarial images (prediction, red when
     wrong) and, unless ``difference`` is None, the perturbation x_adv - x, each rescaled to the
     full grey range (mid-grey = 0) with its size underneath: L∞ on the 0-255 scale, L2 with
     pixels in [0, 1].
     x, x_adv [N, C, H, W] in [0, 1]; y, pred_* [N] labels; ``classes``: names by label
     (e.g. ``data.classes``; default: the label numbers). ``row_names`` name the first two rows
-    (e.g. ``("original", "4x4 patch-shuffled")`` for a grid that shows no attack)."""
+    (e.g. ``("original", "4x4 patch-shuffled")`` for a grid that shows no attack); ``targets``
+    [N]: a targeted attack's target classes, shown above each adversarial image."""
     n = min(n, len(x))
     label = [int(v) for v in y[:n]]
     pc, pa = [int(v) for v in pred_clean[:n]], [int(v) for v in pred_adv[:n]]
@@ -182,6 +183,9 @@ def save_adversarial_grid(path: str | os.PathLike, x: Tensor, x_adv: Tensor, y: 
     rows = [(row_names[0], x[:n], [f"true: {name(t)}\npred: {name(p)}" for t, p in zip(label, pc)],
              [p != t for t, p in zip(label, pc)]),
             (row_names[1], x_adv[:n], [f"pred: {name(p)}" for p in pa], [p != t for t, p in zip(label, pa)])]
+    if targets is not None:
+        rows[1] = (rows[1][0], rows[1][1], [f"target: {name(int(t))}\n{c}" for t, c in zip(targets[:n], rows[1][2])],
+                   rows[1][3])
     if difference:
         deltas, captions = [], []
         for i in range(n):
@@ -192,7 +196,7 @@ def save_adversarial_grid(path: str | os.PathLike, x: Tensor, x_adv: Tensor, y: 
         rows.append((difference, deltas, captions, [False] * n))
     _footer = "captions: true class and the model's prediction; red = wrong prediction"
     if difference:
-        _footer += (f"; {difference} row: each image rescaled to the full grey range, mid-grey = 0 "
+        _footer += (f"\n{difference} row: each image rescaled to the full grey range, mid-grey = 0 "
                     "(L∞ on the 0-255 scale, L2 with pixels in [0, 1])")
     image_grid(path, rows, title=title, footer=_footer)
 

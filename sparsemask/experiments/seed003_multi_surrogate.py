@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .common import (ModelSpec, ResultWriter, fmt_pct, get_model, load_data, make_attack, markdown_table,
+from .common import (ModelSpec, ResultWriter, attack_text, fmt_pct, get_model, load_data, make_attack, markdown_table,
                      plot_curves, predict, save_adversarial_grid)
 from .seed003_common import family_specs
 
@@ -95,7 +95,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     defective = targets[-1][1]
     save_adversarial_grid(writer.figure("adversarial_grid.png", "validated multi-surrogate examples"), x, xs[-1], y,
                           predict(defective, x, cfg), predict(defective, xs[-1], cfg), classes=data.classes,
-                          title=f"Multi-surrogate {attack_label(cfg['attacks'][-1])} examples (validated or not), "
+                          title=f"Multi-surrogate {attack_text(cfg['attacks'][-1])} examples (validated or not), "
                                 f"predictions of {targets[-1][0].label}\n{writer.subtitle(data)}")
     writer.numbers.update({"transfer_rate_by_bucket": rates, "bucket_edges": edges, "bucket_counts": counts,
                            "transfer_rate": overall, "validated": int(ok.sum()), "generated": int(len(ok))})
