@@ -88,9 +88,12 @@ def attack_text(params: Mapping[str, Any], label: Optional[str] = None) -> str:
     from sparsemask import attacks
 
     label = label or attacks.attack_label(params)
+    norm = str(params.get("norm", "inf"))
+    norm = "L∞" if norm == "inf" else "L" + norm
     if "eps255" in params:
-        norm = str(params.get("norm", "inf"))
-        return f"{label} (ε = {params['eps255']:g}/255, {'L∞' if norm == 'inf' else 'L' + norm})"
+        return f"{label} (ε = {params['eps255']:g}/255, {norm})"
+    if "eps" in params:  # the [0, 1] pixel scale (L2 budgets)
+        return f"{label} (ε = {params['eps']:g}, {norm}, pixels in [0, 1])"
     return label
 
 
