@@ -467,7 +467,8 @@ def cmd_attack(args) -> int:
     if args.grid:  # the last (largest listed) ε's examples
         x, y = data.x_test[:8], data.y_test[:8]
         save_adversarial_grid(args.grid, x, x_adv[:8], y, ev.predict(target, x, args.batch_size),
-                              ev.predict(target, x_adv[:8], args.batch_size), title=label)
+                              ev.predict(target, x_adv[:8], args.batch_size), classes=data.classes,
+                              title=f"{label} adversarial examples on {args.model} ({data.name})")
         print(f"wrote {args.grid}")
     _maybe_json(args.json, {"target": args.model, "source": args.source or "(white-box)", "attack": params,
                             "defense": defense, "results": results})
@@ -501,7 +502,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from .experiments import EXPERIMENTS, describe, get_experiment, run_experiment
+    from .experiments import EXPERIMENTS, get_experiment, listing, run_experiment
     from .experiments.common import load_config_file, parse_overrides, resolve_config
 
     config = load_config_file(args.config) if args.config else {}
@@ -514,8 +515,7 @@ def cmd_experiment(args) -> int:
 
         return run_cli([args.name] if args.name else None, args.scale, config, parse_overrides(args.overrides), args.out)
     if args.list or not args.name:
-        for name, text in describe().items():
-            print(f"{name:22s} {text}")
+        print(listing())
         return 0 if args.list else 2
     overrides = parse_overrides(args.overrides)
     if args.print_config:

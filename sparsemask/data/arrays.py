@@ -5,7 +5,7 @@ what the CLI and the experiments train and evaluate on.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -19,13 +19,19 @@ class Data:
     """Tensors of one dataset split pair, all in memory.
 
     x_train [N, C, H, W] float32 in [0, 1], y_train [N] int64; same for test.
+    ``classes``: the class names by label (the reader's, e.g. Fashion-MNIST's "T-shirt/top" …;
+    default "0" … "num_classes - 1"), for plots and tables.
     """
 
     def __init__(self, name: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
-                 num_classes: int, note: str = ""):
+                 num_classes: int, note: str = "", classes: Optional[Sequence[str]] = None):
         self.name, self.note = name, note
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
         self.num_classes = num_classes
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"Data: {len(classes)} class names for num_classes={num_classes}")
+        self.classes = tuple(str(c) for c in classes) if classes is not None else \
+            tuple(str(i) for i in range(num_classes))
 
     @property
     def in_channels(self) -> int:
@@ -62,5 +68,6 @@ def load_arrays(name: str, root: Optional[PathLike] = None, *, n_train: Optional
     test = load_dataset(name, root=root, split="test", **options)
     x_tr, y_tr = _take(train, n_train, int(seed))
     x_te, y_te = _take(test, n_test, int(seed) + 1)
-    num_classes = len(train.classes) if getattr(train, "classes", None) else int(y_tr.max()) + 1
-    return Data(name, x_tr, y_tr, x_te, y_te, num_classes)
+    classes = getattr(train, "classes", None) or None
+    num_classes = len(classes) if classes else int(y_tr.max()) + 1
+    return Data(name, x_tr, y_tr, x_te, y_te, num_classes, classes=classes)

@@ -34,7 +34,7 @@ EXPERIMENTS: dict[str, str] = {
     "004-randomization": "seed004_randomization",  # seed 004 Tables 2-6 + EOT
 }
 
-__all__ = ["EXPERIMENTS", "get_experiment", "run_experiment", "describe", "register_experiment",
+__all__ = ["EXPERIMENTS", "get_experiment", "run_experiment", "describe", "listing", "register_experiment",
            "unregister_experiment", "check_not_distributed"]
 
 
@@ -67,6 +67,15 @@ def get_experiment(name: str):
 def describe() -> dict[str, str]:
     """name -> one-line description, for ``--list`` and the CLI help."""
     return {name: get_experiment(name).DESCRIPTION for name in EXPERIMENTS}
+
+
+def listing() -> str:
+    """The text of ``sparsemask experiment --list``: one line per experiment, then the seed
+    papers they reproduce, by title and authors (:mod:`.citations`)."""
+    from .citations import seed_list
+
+    lines = [f"{name:22s} {text}" for name, text in describe().items()]
+    return "\n".join([*lines, "", "Seed papers (the experiment name's number is the seed):", seed_list()])
 
 
 def check_not_distributed(name: str) -> None:

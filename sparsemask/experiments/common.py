@@ -39,7 +39,7 @@ from .specs import __all__ as _specs_names
 from .specs import Data, ModelSpec, arch_name, builder_kwargs, model_from_spec
 
 __all__ = [*_config_names, *_specs_names, *_evaluation_names, *_report_names, "variants", "model_key",
-           "adversarial_grid"]
+           "adversarial_grid", "attack_text"]
 
 
 # --------------------------------------------------------------------------- experiment helpers
@@ -76,8 +76,25 @@ def adversarial_grid(writer: "ResultWriter", model: nn.Module, data: Data, cfg: 
     n = int(cfg.get("grid_images", 8))
     x, y = data.x_test[:n], data.y_test[:n]
     x_adv = run_attack(make_attack(model, params, cfg), x, y, cfg, desc="grid")
-    save_adversarial_grid(writer.figure(filename, f"{attacks.attack_label(params)} white-box examples: {title}"),
-                          x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg), n=n, title=title)
+    label = attacks.attack_label(params)
+    save_adversarial_grid(writer.figure(filename, f"{label} white-box examples: {title}"),
+                          x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg), n=n,
+                          title=f"{attack_text(params, label)} white-box adversarial examples on {title}\n"
+                                f"{writer.subtitle(data)}", classes=data.classes)
+
+
+def attack_text(params: Mapping[str, Any], label: Optional[str] = None) -> str:
+    """``PGD16 (ε = 16/255, L∞)``: an attack's seed-style label with its budget spelled out."""
+    from sparsemask import attacks
+
+    label = label or attacks.attack_label(params)
+    norm = str(params.get("norm", "inf"))
+    norm = "L∞" if norm == "inf" else "L" + norm
+    if "eps255" in params:
+        return f"{label} (ε = {params['eps255']:g}/255, {norm})"
+    if "eps" in params:  # the [0, 1] pixel scale (L2 budgets)
+        return f"{label} (ε = {params['eps']:g}, {norm}, pixels in [0, 1])"
+    return label
 
 
 def build_model(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data) -> nn.Module:

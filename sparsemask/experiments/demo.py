@@ -242,12 +242,14 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False,
     writer.table("Summary", table)
 
     plot_curves(writer.figure("gaussian_noise.png", "Accuracy under additive Gaussian noise"), cfg["sigmas"],
-                {specs[n].label: v for n, v in noise.items()}, "σ (0-255 scale)", "accuracy",
-                f"Gaussian noise ({data.name})")
+                {specs[n].label: v for n, v in noise.items()}, "noise σ (0-255 pixel scale)", "accuracy",
+                "Accuracy under additive Gaussian noise", subtitle=writer.subtitle(data), legend_title="model",
+                percent=True)
     plot_bars(writer.figure("transfer_sdr.png", "Transfer attack success defense rate"), list(sdr),
               {specs[n].label: [sdr[a][n] for a in sdr] for n in ("standard", "defective")},
-              "success defense rate", "Transfer attacks from the source model")
-    adversarial_grid(writer, models["defective"], data, cfg, title=f"white-box on {specs['defective'].label}")
+              "success defense rate", "Transfer attacks from the source model", xlabel="attack (number = ε/255)",
+              subtitle=writer.subtitle(data), legend_title="target model", percent=True)
+    adversarial_grid(writer, models["defective"], data, cfg, title=specs["defective"].label)
     writer.numbers["total_seconds"] = time.perf_counter() - t_start
     result = writer.finish(data)
     (out / "summary.md").write_text(table)

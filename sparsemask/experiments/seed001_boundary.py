@@ -55,7 +55,8 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
                                "median_l2": float(dist[-1].median())}
         if spec.get("defective"):
             save_adversarial_grid(writer.figure("adversarial_grid.png", "Boundary adversarial examples, defective"),
-                                  x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg))
+                                  x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg), classes=data.classes,
+                                  title=f"Boundary-attack adversarial examples on {spec.label}\n{writer.subtitle(data)}")
     writer.numbers.update({"S(M)": scores, "details": medians, "n_images": len(y)})
     writer.table("Table 7 layout: S(M)", markdown_table(
         ["Model", "S(M)"], [[k, f"{v:.2g}"] for k, v in scores.items()],

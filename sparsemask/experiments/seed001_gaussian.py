@@ -71,8 +71,9 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         "Accuracy on test images every model classifies correctly, noise N(0, σ²) on the 0-255 scale "
         "clipped to [-2σ, 2σ]."))
     plot_curves(writer.figure("gaussian_noise.png", "Figure 5: accuracy vs Gaussian noise σ"), sigmas,
-                {labels[k]: v for k, v in acc.items()}, xlabel="σ (0-255 scale)", ylabel="accuracy",
-                title=f"Additive Gaussian noise ({data.name})")
+                {labels[k]: v for k, v in acc.items()}, xlabel="noise σ (0-255 pixel scale)",
+                ylabel="accuracy (on images all models get right)", title="Accuracy under additive Gaussian noise",
+                subtitle=writer.subtitle(data, f"{len(y)} test images"), legend_title="model", percent=True)
     defective = [(s, m) for s, m in models if s.get("defective")]
     if defective:
         adversarial_grid(writer, defective[-1][1], data, cfg, title=defective[-1][0].label)

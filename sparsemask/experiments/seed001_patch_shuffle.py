@@ -61,8 +61,10 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
             acc[spec.label][f"{k}x{k}"] = float((predict(m, xs, cfg) == y).float().mean()) if len(y) else float("nan")
         if k == ks[-1] and len(y):
             save_adversarial_grid(writer.figure("patch_shuffle_grid.png", f"{k}x{k} patch-shuffled images"),
-                                  x, xs, y, predict(models[0][1], x, cfg), predict(models[1][1], xs, cfg),
-                                  title=f"{k}x{k} shuffle; 'adv->' = defective model's prediction")
+                                  x, xs, y, predict(models[1][1], x, cfg), predict(models[1][1], xs, cfg),
+                                  classes=data.classes, row_names=("original", f"{k}x{k} patch-shuffled"),
+                                  difference=None, title=f"{k}x{k} patch-shuffled images (not adversarial), "
+                                  f"predictions of the {models[1][0].label}\n{writer.subtitle(data)}")
     cols = [f"{k}x{k}" for k in ks]
     writer.table("Table 1 layout: patch shuffle", markdown_table(
         ["Model", *cols], [[label, *(fmt_pct(v[c]) for c in cols)] for label, v in acc.items()]))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..attacks import attack_label
-from .common import (ModelSpec, ResultWriter, adversarial_grid, arch_name, builder_kwargs, fmt_pct,
+from .common import (ModelSpec, ResultWriter, adversarial_grid, arch_name, attack_text, builder_kwargs, fmt_pct,
                      get_model,
                      load_data, make_attack, markdown_table, model_key, plot_bars, run_attack,
                      success_defense_rate, variants)
@@ -152,7 +152,8 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     plot_bars(writer.figure("transfer_sdr.png", f"{a_last} success defense rate per target and source"),
               [spec.label for spec, _ in targets],
               {s: [sdr[a_last][model_key(spec)][s] for spec, _ in targets] for s in sources},
-              ylabel="success defense rate", title=f"{a_last} transfer")
+              ylabel="success defense rate", title=f"{attack_text(cfg['attacks'][-1])} transfer attack",
+              xlabel="target model", legend_title="source model (#seed)", percent=True, subtitle=writer.subtitle(data))
     defective = [(spec, m) for spec, m in targets if spec.get("defective")]
     if defective:
         adversarial_grid(writer, defective[-1][1], data, cfg, title=defective[-1][0].label)

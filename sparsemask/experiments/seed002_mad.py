@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .common import (ModelSpec, ResultWriter, accuracy, fmt_pct, get_model, load_data, make_attack,
+from .common import (ModelSpec, ResultWriter, accuracy, attack_text, fmt_pct, get_model, load_data, make_attack,
                      markdown_table, predict, run_attack, save_adversarial_grid)
 
 NAME = "002-mad"
@@ -107,7 +107,9 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
             x_ad = run_attack(make_attack(mad, cfg["adaptive"], cfg), x, y, cfg, desc="adaptive")
             col[_label(cfg["adaptive"])] = accuracy(mad, x_ad, y, cfg)
             save_adversarial_grid(writer.figure("adversarial_grid.png", "EOT-adaptive PGD vs MAD"), x, x_ad, y,
-                                  predict(mad, x, cfg), predict(mad, x_ad, cfg))
+                                  predict(mad, x, cfg), predict(mad, x_ad, cfg), classes=data.classes,
+                                  title=f"{attack_text(cfg['adaptive'])} adversarial examples "
+                                        f"vs MAD (mask rate {rate:g}, {cfg['tests']} votes)\n{writer.subtitle(data)}")
         return col
 
     rows = ["Benign", *adv]

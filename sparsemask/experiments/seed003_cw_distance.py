@@ -60,7 +60,9 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         single[fam.label], x_adv = distances(model, fam.label)
         if fam.get("defective"):
             save_adversarial_grid(writer.figure("adversarial_grid.png", "targeted CW-L2 on the defective model"),
-                                  x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg))
+                                  x, x_adv, y, predict(model, x, cfg), predict(model, x_adv, cfg), classes=data.classes,
+                                  targets=targets,
+                                  title=f"Targeted CW-L2 adversarial examples on {fam.label}\n{writer.subtitle(data)}")
         members = [model] + [get_model(s, cfg, data, writer.models) for s in member_specs(fam, cfg)[1:]]
         multi[fam.label], _ = distances(Ensemble(members, combine="logits").eval(), f"multi {fam.label}")
 

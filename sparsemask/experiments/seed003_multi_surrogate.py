@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .common import (ModelSpec, ResultWriter, fmt_pct, get_model, load_data, make_attack, markdown_table,
-                     plot_curves, predict, save_adversarial_grid)
+from .common import (ModelSpec, ResultWriter, attack_text, fmt_pct, get_model, load_data, make_attack, markdown_table,
+                     plot_bars, predict, save_adversarial_grid)
 from .seed003_common import family_specs
 
 NAME = "003-multi-surrogate"
@@ -87,12 +87,15 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         [["(validated examples)", *map(str, counts), str(int(ok.sum()))]],
         f"Fraction of validated examples (fooling >= {cfg['k']} of {cfg['v']} validators; generated on "
         f"{cfg['t']} surrogates) that fool each target, among images the target classifies correctly."))
-    mids = [(lo + min(hi, 2 * max(lo, 0.5))) / 2 for lo, hi in zip(edges[:-1], edges[1:])]
-    plot_curves(writer.figure("transfer_by_l2.png", "Transfer rate vs perturbation L2"), mids, rates,
-                "perturbation L2 (bucket centre)", "transfer rate", "Multi-surrogate transfer")
+    plot_bars(writer.figure("transfer_by_l2.png", "Transfer rate vs perturbation L2"),
+              [f"{lab}\n{c} examples" for lab, c in zip(labels, counts)], rates, "transfer rate (fooled / validated)",
+              "Validated multi-surrogate examples: transfer rate by L2", xlabel="perturbation L2 bucket (pixels in [0, 1])",
+              subtitle=writer.subtitle(data), legend_title="target model", percent=True)
     defective = targets[-1][1]
     save_adversarial_grid(writer.figure("adversarial_grid.png", "validated multi-surrogate examples"), x, xs[-1], y,
-                          predict(defective, x, cfg), predict(defective, xs[-1], cfg))
+                          predict(defective, x, cfg), predict(defective, xs[-1], cfg), classes=data.classes,
+                          title=f"Multi-surrogate {attack_text(cfg['attacks'][-1])} examples (validated or not), "
+                                f"predictions of {targets[-1][0].label}\n{writer.subtitle(data)}")
     writer.numbers.update({"transfer_rate_by_bucket": rates, "bucket_edges": edges, "bucket_counts": counts,
                            "transfer_rate": overall, "validated": int(ok.sum()), "generated": int(len(ok))})
     return writer.finish(data)

@@ -48,12 +48,19 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         jpeg[fam.label] = [attacks.prediction_stability(m, x, lambda z, q=q: attacks.jpeg(z, int(q)), batch_size=bs)
                            for q in cfg["jpeg_qualities"]]
     plot_curves(writer.figure("stability_noise.png", "Figure 1: stability vs L2 Gaussian noise"), cfg["l2_levels"],
-                noise, "noise L2 norm", "prediction stability", f"Gaussian noise ({data.name})")
+                noise, "Gaussian noise L2 norm per image (pixels in [0, 1])", "prediction stability (unchanged)",
+                "Prediction stability under Gaussian noise", subtitle=writer.subtitle(data, f"{len(x)} test images"),
+                legend_title="model", percent=True)
     plot_curves(writer.figure("stability_jpeg.png", "Figure 2: stability vs JPEG quality"), cfg["jpeg_qualities"],
-                jpeg, "JPEG quality", "prediction stability", f"JPEG ({data.name})")
+                jpeg, "JPEG quality (100 = best)", "prediction stability (unchanged)",
+                "Prediction stability under JPEG compression", subtitle=writer.subtitle(data, f"{len(x)} test images"),
+                legend_title="model", percent=True)
     xn = attacks.gaussian_noise_l2(x[:8], cfg["l2_levels"][-1], seed=seed)
     save_adversarial_grid(writer.figure("noise_grid.png", f"L2 = {cfg['l2_levels'][-1]} noise examples"), x[:8], xn,
-                          data.y_test[:8], predict(models[-1][1], x[:8], cfg), predict(models[-1][1], xn, cfg))
+                          data.y_test[:8], predict(models[-1][1], x[:8], cfg), predict(models[-1][1], xn, cfg),
+                          classes=data.classes, row_names=("clean", f"noise L2 = {cfg['l2_levels'][-1]:g}"),
+                          difference="noise", title=f"Gaussian noise (not an attack), predictions of "
+                                                    f"{models[-1][0].label}\n{writer.subtitle(data)}")
     writer.table("Figure 1 data: stability vs L2 noise", markdown_table(
         ["Model", *[f"L2={v:g}" for v in cfg["l2_levels"]]], [[k, *map(fmt_pct, v)] for k, v in noise.items()]))
     writer.table("Figure 2 data: stability vs JPEG quality", markdown_table(

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from ..attacks import attack_label
-from .common import (ModelSpec, ResultWriter, accuracy, fmt_pct, get_model, load_data, make_attack,
+from .common import (ModelSpec, ResultWriter, accuracy, attack_text, fmt_pct, get_model, load_data, make_attack,
                      markdown_table, predict, run_attack, save_adversarial_grid)
 
 NAME = "004-randomization"
@@ -109,7 +109,9 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
                     res["plain_model_vanilla"][a] = accuracy(model, x_adv, y, cfg)
                 if scenario == "eot" and d_i == 0 and params is cfg["attacks"][0]:
                     save_adversarial_grid(writer.figure("adversarial_grid.png", f"EOT {a} vs {kind}"), x, x_adv, y,
-                                          predict(defended, x, cfg), predict(defended, x_adv, cfg))
+                                          predict(defended, x, cfg), predict(defended, x_adv, cfg), classes=data.classes,
+                                          title=f"EOT {attack_text(params, a)} adversarial examples vs the {kind} defense (predictions: "
+                                                f"defended model)\n{writer.subtitle(data)}")
         acc[kind] = res
         attacks = [attack_label(p) for p in cfg["attacks"]]
         rows = [["plain model, vanilla", *(fmt_pct(res["plain_model_vanilla"][a]) for a in attacks), fmt_pct(acc["plain_clean"])]]

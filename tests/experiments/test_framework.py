@@ -106,6 +106,62 @@ def test_writer_outputs(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 1000
 
 
+def test_results_md_cites_the_seed_and_prints_no_python_dict(tmp_path):
+    from sparsemask.data import Data
+    from sparsemask.experiments.citations import SEEDS
+
+    x = torch.rand(4, 1, 8, 8)
+    data = Data("digits", x, torch.arange(4), x, torch.arange(4), 4, note="a note")
+    w = ResultWriter(tmp_path, "003-toy", {"scale": "smoke", "train": {"epochs": 2, "milestones": [1]}}, "desc")
+    w.table("T", markdown_table(["A", "B"], [[{"k": 1}, [1, 2]]]))
+    w.note({"odd": "note"})
+    w.finish(data)
+    md = (tmp_path / "results.md").read_text()
+    assert "{'" not in md and "'}" not in md
+    assert SEEDS["003"].title in md and SEEDS["003"].authors in md
+    assert "digits, 1x8x8 images, 4 classes, 4 train / 4 test images, a note" in md
+    assert '"epochs": 2' in md  # the configuration, as a JSON block
+
+
+def test_data_carries_class_names_into_the_grid(tmp_path):
+    from sparsemask.data import Data, load_arrays
+
+    assert load_arrays("digits", n_train=20, n_test=20).classes == tuple(str(i) for i in range(10))
+    x = torch.rand(2, 1, 8, 8)
+    assert Data("d", x, torch.arange(2), x, torch.arange(2), 2).classes == ("0", "1")
+    with pytest.raises(ValueError, match="class names"):
+        Data("d", x, torch.arange(2), x, torch.arange(2), 2, classes=("a",))
+    save_adversarial_grid(tmp_path / "g.png", x, x.flip(0), torch.arange(2), torch.arange(2), torch.ones(2, dtype=torch.long),
+                          classes=("T-shirt/top", "Trouser"), row_names=("original", "shuffled"), difference=None)
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("kind", ["bars", "curves"])
+def test_legends_sit_outside_the_axes(tmp_path, kind):
+    from sparsemask.experiments.report import plot_bars, plot_curves
+
+    series = {f"model {i}": [0.9, 0.5, 0.1] for i in range(4)}
+    if kind == "bars":
+        fig = plot_bars(tmp_path / "b.png", ["a", "b", "c"], series, "rate", "t", percent=True)
+    else:
+        fig = plot_curves(tmp_path / "c.png", [1, 2, 3], series, "x", "y", "t", percent=True)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure comes back closed, without a canvas
+    ax = fig.axes[0]
+    legend, axes_box = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.x0 >= axes_box.x1, "the legend must not overlap the data area"
+
+
+def test_readme_cites_every_seed_paper():
+    from pathlib import Path
+
+    from sparsemask.experiments.citations import SEEDS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert all(c.title in readme and c.authors in readme for c in SEEDS.values())
+
+
 def test_markdown_table_layout():
     md = markdown_table(["Architecture", "PGD"], [["ResNet-18", "5.98%"]])
     assert md.splitlines() == ["| Architecture | PGD |", "|---|---|", "| ResNet-18 | 5.98% |"]
@@ -125,9 +181,12 @@ def test_cli_help(command, capsys):
 
 
 def test_cli_experiment_list_and_print_config(capsys):
+    from sparsemask.experiments.citations import SEEDS
+
     assert cli.main(["experiment", "--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in EXPERIMENTS)
+    assert all(c.title in out and c.authors in out for c in SEEDS.values()), "--list cites every seed paper"
     assert cli.main(["experiment", "001-transfer", "--scale", "paper", "--print-config",
                      "--set", "data.root=/data/cifar"]) == 0
     cfg = json.loads(capsys.readouterr().out)

@@ -9,6 +9,7 @@ import pytest
 
 from sparsemask import cli
 from sparsemask.experiments import EXPERIMENTS, get_experiment, run_experiment
+from sparsemask.experiments.citations import SEEDS, seed_of
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,9 @@ def test_experiment_smoke(name, tmp_path, cache):
     assert values and all(math.isfinite(v) for v in values)
     md = (out / "results.md").read_text()
     assert md.count("|---") >= 1, "results.md must hold at least one table"
+    assert "{'" not in md, "results.md must not print a raw Python dict"
+    seed = seed_of(name)
+    assert seed is None or SEEDS[seed].title in md, "results.md cites its seed paper"
     assert result["tables"] and set(result["tables"]) == set(saved["tables"])
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs, "each experiment writes at least one PNG"
