@@ -32,7 +32,8 @@ def load_data(cfg: Mapping[str, Any]) -> Data:
 # --------------------------------------------------------------------------- models
 
 class ModelSpec(dict):
-    """What identifies a trained model: ``arch``, ``defective`` (dict or None), ``seed``,
+    """What identifies a trained model: ``arch``, ``defective`` (dict, list of dicts — one per
+    placement, e.g. p-Bottom and q-Top — or None), ``seed``,
     optional ``label``, ``mask_seed``, ``spiking`` (RandomSpiking settings), ``model_kwargs``,
     ``label_smoothing`` (a training option) and ``train`` overrides (e.g. ``mad``)."""
 
@@ -42,6 +43,8 @@ class ModelSpec(dict):
 
 
 _KIND_SUFFIX = {"channel": "DC", "shared": "SM"}
+# Mask seed offset between the placements of a list-valued ``defective`` (p-Bottom, q-Top).
+_MIXED_SEED_STRIDE = 7919
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet18_x2": "ResNet-18 x2", "resnet18_dc": "ResNet-18 DC",
               "resnet50": "ResNet-50", "resnet32x4": "ResNet-32x4", "densenet121": "DenseNet-121",
@@ -61,9 +64,12 @@ def arch_name(arch: str, kwargs: Optional[Mapping[str, Any]] = None) -> str:
 
 
 def variant_label(arch: str, defective: Optional[Mapping[str, Any]], kwargs: Optional[Mapping[str, Any]] = None) -> str:
-    """The seeds' row names: ``ResNet-18``, ``0.5-Bottom``, ``0.1-Bottom_DC``, ``0.5-Bottom_x2`` …"""
+    """The seeds' row names: ``ResNet-18``, ``0.5-Bottom``, ``0.1-Bottom_DC``, ``0.5-Bottom_x2``,
+    ``0.3-Bottom, 0.7-Top`` (``defective`` a list of placements) …"""
     if not defective:
         return arch_name(arch, kwargs)
+    if isinstance(defective, (list, tuple)):  # seed 001 Table 4's mixed rows: "0.3-Bottom, 0.7-Top"
+        return ", ".join(variant_label(arch, d, kwargs) for d in defective)
     where = defective.get("where", "bottom")
     where = where.capitalize() if isinstance(where, str) else "+".join(where)
     label = f"{defective['keep']:g}-{where}"
@@ -84,9 +90,15 @@ def model_from_spec(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data)
     from sparsemask import models
 
     extra = builder_kwargs(spec, cfg)
-    defective = dict(spec["defective"]) if spec.get("defective") else None
-    if defective is not None:
-        defective.setdefault("seed", spec.get("mask_seed", spec.get("seed", 0)))
+    defective = spec.get("defective") or None
+    mask_seed = spec.get("mask_seed", spec.get("seed", 0))
+    if isinstance(defective, (list, tuple)):  # "p-Bottom, q-Top": one entry per placement
+        # Each placement's masks from a stream of its own (the first one's is the single-placement model's).
+        defective = [{"seed": None if mask_seed is None else int(mask_seed) + _MIXED_SEED_STRIDE * i, **d}
+                     for i, d in enumerate(defective)]
+    elif defective is not None:
+        defective = dict(defective)
+        defective.setdefault("seed", mask_seed)
     torch.manual_seed(spec.get("seed", 0))
     # models.build records (name, kwargs) so checkpoints can rebuild the model.
     model = models.build(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,

