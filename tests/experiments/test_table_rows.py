@@ -35,3 +35,38 @@ def test_mixed_rows_in_ablation_specs():
     labels = [label for label, _ in abl.target_specs(cfg)]
     assert "0.3-Bottom, 0.7-Top" in labels and "0.3-Bottom, 0.3-Top" in labels
     assert len(abl.model_specs(cfg, 28)) == 1 + sum(len(s) for _, s in abl.target_specs(cfg))
+
+
+@pytest.mark.parametrize("arch,kw,block", [("resnet18", {}, "layer3"), ("wide_resnet", {"depth": 8, "width": 1}, "block3")])
+@pytest.mark.parametrize("kind", ["spatial", "dropblock"])
+def test_dropout_baselines_on_the_third_block(arch, kw, block, kind):
+    from sparsemask.nn import DropBlock2d, SpatialDropout2d
+
+    spec = ModelSpec(arch=arch, seed=0, model_kwargs=kw, dropout_layer={"kind": kind, "keep": 0.9, "block_size": 3})
+    model = model_from_spec(spec, {"model": {}}, DATA)
+    layer = getattr(model, block)[1]
+    assert isinstance(layer, SpatialDropout2d if kind == "spatial" else DropBlock2d)
+    x = torch.rand(4, 1, 16, 16)
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))  # inactive at test time: a deterministic baseline
+    with pytest.raises(ValueError, match="3rd block"):
+        model_from_spec(ModelSpec(arch="lenet5", seed=0, dropout_layer={"kind": kind}), {"model": {}}, DATA)
+
+
+def test_transfer_small_rows_and_graybox_source():
+    from sparsemask.experiments import seed001_transfer as tr
+    from sparsemask.experiments.config import resolve_config
+
+    cfg = resolve_config("small", tr.DEFAULTS)
+    labels = [s.label for s in tr.target_specs(cfg)]
+    for row in ("SpatialDropout", "DropBlock", "Label smoothing (ε=0.1)", "Adversarial Training (Madry, PGD-3)"):
+        assert row in labels
+    assert cfg["ensemble"] == "leave_one_out"
+    (src, target), = tr.graybox_specs(cfg)
+    assert target.label == "0.1-Bottom" and src["seed"] != target["seed"]
+    a = model_from_spec(src, {"model": {}}, DATA)
+    b = model_from_spec(target, {"model": {}}, DATA)
+    masks = lambda m: [c.mask for c in m.modules() if isinstance(c, DefectiveConv2d)]  # noqa: E731
+    assert all(torch.equal(p, q) for p, q in zip(masks(a), masks(b))) and masks(a)
+    assert not torch.equal(a.conv1.weight, b.conv1.weight)
+    assert tr.model_specs(cfg, 28)[-1] == src
