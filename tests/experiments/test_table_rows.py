@@ -70,3 +70,37 @@ def test_transfer_small_rows_and_graybox_source():
     assert all(torch.equal(p, q) for p, q in zip(masks(a), masks(b))) and masks(a)
     assert not torch.equal(a.conv1.weight, b.conv1.weight)
     assert tr.model_specs(cfg, 28)[-1] == src
+
+
+def _toy_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
+
+
+def test_pgd_restarts_keep_the_best_run():
+    from sparsemask.attacks import PGD
+
+    model, x = _toy_model(), torch.rand(64, 1, 4, 4)
+    y = model(x).argmax(-1)
+    one = PGD(model, eps=0.05, steps=3, seed=1)(x, y)
+    torch.testing.assert_close(PGD(model, eps=0.05, steps=3, seed=1, restarts=1)(x, y), one)
+    many = PGD(model, eps=0.05, steps=3, seed=1, restarts=4)(x, y)
+    assert (many - x).abs().max() <= 0.05 + 1e-6
+    fooled = lambda xa: (model(xa).argmax(-1) != y)  # noqa: E731
+    assert fooled(many).sum() >= fooled(one).sum()
+    assert (fooled(one) & ~fooled(many)).sum() == 0  # a run that fooled is never replaced by one that did not
+    with pytest.raises(ValueError, match="random_start"):
+        PGD(model, eps=0.05, restarts=2, random_start=False)
+    from sparsemask.attacks import make_attack
+
+    assert make_attack(model, {"name": "pgd", "eps255": 8, "restarts": 3}).restarts == 3
+
+
+def test_adaptive_verdict_from_numbers():
+    from sparsemask.experiments.adaptive import adaptive_verdict
+
+    text, nums = adaptive_verdict("MAD", "PGD", 0.8, "EOT-PGD", 0.11, reference=0.10, reference_label="no defense")
+    assert nums["vanishes"] and "vanishes" in text and nums["drop"] == pytest.approx(0.69)
+    text, nums = adaptive_verdict("MAD", "PGD", 0.8, "EOT-PGD", 0.5, reference=0.10, reference_label="no defense")
+    assert nums["vanishes"] is False and "vanishes" not in text and "still leads" in text
+    assert adaptive_verdict("x", "a", 0.5, "b", 0.4)[1]["vanishes"] is None
