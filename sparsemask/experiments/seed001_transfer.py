@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
         # Gray-box sources: for each keep here, a p-Bottom source with the p-Bottom target's
         # masks and another init seed (one column, filled for its own target).
         "graybox_keeps": [],
+        # Attack only the first n test images (None: all); each PGD20 source column costs
+        # 20 gradient passes per image and member model.
+        "n_images": None,
     },
     "smoke": {
         "keeps": [0.1],
@@ -175,7 +178,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     for spec in target_specs(cfg):
         targets.append((spec, get_model(spec, cfg, data, writer.models)))
         clean[model_key(spec)] = writer.models[-1]["clean_accuracy"]
-    x, y = data.x_test, data.y_test
+    x, y = data.x_test[:cfg.get("n_images")], data.y_test[:cfg.get("n_images")]
 
     sdr: dict[str, dict[str, dict[str, float]]] = {}
     for params in cfg["attacks"]:
@@ -193,7 +196,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         for src, t, src_model in gray_pairs:
             x_adv = run_attack(make_attack(src_model, params, cfg), x, y, cfg, desc=f"{a_label} gray-box {t.label}")
             sdr[a_label][model_key(t)][GRAYBOX] = success_defense_rate(models_by_key[model_key(t)], x, x_adv, y, cfg)
-    writer.numbers.update({"success_defense_rate": sdr, "clean_accuracy": clean,
+    writer.numbers.update({"success_defense_rate": sdr, "clean_accuracy": clean, "n_images": len(y),
                            "source_clean_accuracy": {e["label"]: e["clean_accuracy"]
                                                      for e in writer.models[:len(cfg["sources"])]}})
     if gray_pairs:
@@ -210,7 +213,8 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         ens = (" Ensemble(-X): logit ensemble of every source but X (Table 5)."
                if cfg.get("ensemble") == "leave_one_out" else "")
         writer.table(f"Table 3 layout: {a_label} transfer", markdown_table(
-            header, rows, f"Success defense rates of {a_label} adversarial examples generated on the source "
+            header, rows, f"Success defense rates of {a_label} adversarial examples of {len(y)} test images "
+                          "generated on the source "
                           "models (columns) against the targets (rows); p-Bottom = defective bottom layers with "
                           f"keep probability p.{ens}{gray}"))
     for src, t, _ in gray_pairs:
