@@ -131,8 +131,9 @@ GRAYBOX = "gray-box (same masks, other seed)"
 def graybox_specs(cfg: Mapping[str, Any]) -> list[tuple[ModelSpec, ModelSpec]]:
     """(source, target) per keep of ``graybox_keeps``: the first target architecture's p-Bottom
     target, and a source with its masks (``mask_seed``) and another weights' seed."""
-    targets = {spec["defective"]["keep"]: spec for spec in target_specs(cfg)
-               if isinstance(spec.get("defective"), dict) and spec["arch"] == target_specs(cfg)[0]["arch"]
+    all_targets = target_specs(cfg)
+    targets = {spec["defective"]["keep"]: spec for spec in all_targets
+               if isinstance(spec.get("defective"), dict) and spec["arch"] == all_targets[0]["arch"]
                and spec["defective"].get("where", "bottom") == "bottom"}
     pairs = []
     for p in cfg.get("graybox_keeps") or []:
