@@ -4,9 +4,10 @@ One standard source model (DenseNet-121 in the paper) attacks one target archite
 (ResNet-18) built as: standard; p-Bottom and p-Top for each keep p; p-Bottom_DC (whole
 channels defective); p-Bottom_SM (one spatial mask shared by every channel); p-Bottom_xn
 (n times the channels at defective layers); p-Bottom_EN (logit ensemble of ``en_size``
-models with different masks). Numbers are success defense rates; attacks FGSM16, PGD16,
-PGD32, CW40 as in the seed. (The seed's mixed rows "p-Bottom, q-Top" need two keep
-probabilities in one model, which ``defective=`` does not express; they are not run.)
+models with different masks); the mixed rows "p-Bottom, q-Top" (both bottom and top layers
+defective, keep p at the bottom and q at the top: ``mixed: [[p, q], ...]``, built with a
+list-valued ``defective=``). Numbers are success defense rates; attacks FGSM16, PGD16,
+PGD32, CW40 as in the seed.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ DEFAULTS: dict[str, Any] = {
         "source": {"arch": None, "seed": 100},
         "target_arch": None,
         "keeps": [0.7, 0.5, 0.3, 0.1],
-        "variants": ["bottom", "top", "channel", "shared", "widen", "ensemble"],
+        "variants": ["bottom", "top", "mixed", "channel", "shared", "widen", "ensemble"],
+        # Table 4's "p-Bottom, q-Top" rows, as [p, q] pairs (the seed's five).
+        "mixed": [[0.5, 0.5], [0.7, 0.7], [0.7, 0.3], [0.3, 0.3], [0.3, 0.7]],
         "variant_keeps": [0.5, 0.1],  # keeps for DC / SM / xn / EN rows (the seed: 0.5 and 0.1)
         "widen": 2,
         "en_size": 5,
@@ -35,13 +38,14 @@ DEFAULTS: dict[str, Any] = {
                     {"name": "cw", "kappa": 40, "steps": 30, "binary_steps": 5}],
     },
     "smoke": {
-        "keeps": [0.1], "variant_keeps": [0.1], "en_size": 2,
+        "keeps": [0.1], "variant_keeps": [0.1], "en_size": 2, "mixed": [[0.1, 0.5]],
         "attacks": [{"name": "fgsm", "eps255": 16},
                     {"name": "pgd", "eps255": 16, "steps": 3, "step255": 6, "random_start": False},
                     {"name": "cw", "kappa": 40, "steps": 5, "binary_steps": 1}],
         "grid_attack": {"name": "mifgsm", "eps255": 16, "steps": 2},
     },
-    "small": {"keeps": [0.5, 0.3, 0.1], "en_size": 3},
+    # Two mixed rows (the seed's best pair and its symmetric one): one model each.
+    "small": {"keeps": [0.5, 0.3, 0.1], "en_size": 3, "mixed": [[0.3, 0.7], [0.3, 0.3]]},
     "paper": {"source": {"arch": "densenet121", "seed": 100}, "target_arch": "resnet18"},
 }
 
@@ -56,6 +60,10 @@ def target_specs(cfg: Mapping[str, Any]) -> list[tuple[str, list[ModelSpec]]]:
             for i, p in enumerate(cfg["keeps"]):
                 d = {"keep": p, "where": where}
                 rows.append((ModelSpec(arch=arch, defective=d).label, [ModelSpec(arch=arch, defective=d, seed=1 + i)]))
+    if "mixed" in v:
+        for i, (p, q) in enumerate(cfg.get("mixed") or []):
+            d = [{"keep": p, "where": "bottom"}, {"keep": q, "where": "top"}]
+            rows.append((ModelSpec(arch=arch, defective=d).label, [ModelSpec(arch=arch, defective=d, seed=60 + i)]))
     for i, p in enumerate(cfg["variant_keeps"]):
         for key, extra in (("channel", {"kind": "channel"}), ("shared", {"kind": "shared"}),
                            ("widen", {"widen": cfg["widen"]})):

@@ -13,6 +13,9 @@ Defenses: the seed's resize [s, s*331/299) + pad (Tables 2-4), one-pixel padding
 pad s -> s+1, no resize) and one-pixel resizing (Table 6: resize s -> s+1, no padding).
 Numbers are top-1 accuracy of the randomized model on the adversarial examples (one random
 draw per image, as the seed), next to the plain model's accuracy on vanilla examples.
+Each table ends with the EOT drop: the strongest of the seed's scenarios minus EOT, per
+attack; results.md's notes say, from the numbers, where the randomized model under EOT is
+no better than the plain model under the same white-box attack (its robustness vanishes).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from ..attacks import attack_label
+from .adaptive import VANISH_MARGIN, adaptive_verdict
 from .common import (ModelSpec, ResultWriter, accuracy, attack_text, fmt_pct, get_model, load_data, make_attack,
                      markdown_table, predict, run_attack, save_adversarial_grid)
 
@@ -117,10 +121,31 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         rows = [["plain model, vanilla", *(fmt_pct(res["plain_model_vanilla"][a]) for a in attacks), fmt_pct(acc["plain_clean"])]]
         rows += [[f"randomized, {s}" + (f" (n={cfg['eot']})" if s == "eot" else ""),
                   *(fmt_pct(res[s][a]) for a in attacks), fmt_pct(res["clean"])] for s in cfg["scenarios"]]
+        seed_scenarios = [s for s in cfg["scenarios"] if s != "eot"]
+        caption_extra = ""
+        if "eot" in cfg["scenarios"] and seed_scenarios:
+            res["eot_verdict"] = {}
+            drops = []
+            for a in attacks:
+                worst = min(seed_scenarios, key=lambda sc: res[sc][a])
+                text, nums = adaptive_verdict(
+                    f"{kind}, {a}", f"the seed's strongest scenario ({worst})", res[worst][a],
+                    f"EOT (n={cfg['eot']})", res["eot"][a], reference=res["plain_model_vanilla"][a],
+                    reference_label="the plain model under the same white-box attack")
+                res["eot_verdict"][a] = {**nums, "non_adaptive_scenario": worst}
+                drops.append(nums["drop"])
+                writer.note(text)
+            rows.append(["drop: seed's strongest scenario - eot (points)",
+                         *("-" if d is None else f"{100 * d:+.2f}" for d in drops), "-"])
+            rows.append(["eot: lead over plain model vanishes",
+                         *({True: "yes", False: "no", None: "-"}[res["eot_verdict"][a]["vanishes"]] for a in attacks),
+                         "-"])
+            caption_extra = (f" 'Vanishes': under EOT the randomized model leads the plain model under the same "
+                             f"white-box attack by at most {100 * VANISH_MARGIN:g} points.")
         table_no = {"resize_pad": "Tables 2-4", "one_pixel_pad": "Table 5", "one_pixel_resize": "Table 6"}[kind]
         writer.table(f"{table_no} layout: {kind}", markdown_table(
             ["Target / scenario", *attacks, "Clean"], rows,
-            f"Top-1 accuracy on adversarial examples; defense {layer!r}. 'eot' is the adaptive attack the seed did "
-            "not run."))
+            f"Top-1 accuracy on adversarial examples of the first {len(y)} test images; defense {layer!r}. 'eot' is "
+            f"the adaptive attack the seed did not run.{caption_extra}"))
     writer.numbers.update({"accuracy": acc, "n_images": len(y)})
     return writer.finish(data)

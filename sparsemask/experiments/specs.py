@@ -18,6 +18,7 @@ from .config import deep_merge, progress, resolve_device
 from .evaluation import accuracy
 
 __all__ = ["Data", "load_data", "ModelSpec", "arch_name", "variant_label", "model_from_spec", "builder_kwargs",
+           "insert_dropout_layer",
            "train_config", "fit", "get_model", "ARCH_NAMES", "cache_key"]
 
 # --------------------------------------------------------------------------- data
@@ -32,8 +33,10 @@ def load_data(cfg: Mapping[str, Any]) -> Data:
 # --------------------------------------------------------------------------- models
 
 class ModelSpec(dict):
-    """What identifies a trained model: ``arch``, ``defective`` (dict or None), ``seed``,
-    optional ``label``, ``mask_seed``, ``spiking`` (RandomSpiking settings), ``model_kwargs``,
+    """What identifies a trained model: ``arch``, ``defective`` (dict, list of dicts — one per
+    placement, e.g. p-Bottom and q-Top — or None), ``seed``,
+    optional ``label``, ``mask_seed``, ``spiking`` (RandomSpiking settings), ``dropout_layer``
+    (SpatialDropout / DropBlock settings, :func:`insert_dropout_layer`), ``model_kwargs``,
     ``label_smoothing`` (a training option) and ``train`` overrides (e.g. ``mad``)."""
 
     @property
@@ -42,6 +45,8 @@ class ModelSpec(dict):
 
 
 _KIND_SUFFIX = {"channel": "DC", "shared": "SM"}
+# Mask seed offset between the placements of a list-valued ``defective`` (p-Bottom, q-Top).
+_MIXED_SEED_STRIDE = 7919
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet18_x2": "ResNet-18 x2", "resnet18_dc": "ResNet-18 DC",
               "resnet50": "ResNet-50", "resnet32x4": "ResNet-32x4", "densenet121": "DenseNet-121",
@@ -64,9 +69,12 @@ def arch_name(arch: str, kwargs: Optional[Mapping[str, Any]] = None) -> str:
 
 
 def variant_label(arch: str, defective: Optional[Mapping[str, Any]], kwargs: Optional[Mapping[str, Any]] = None) -> str:
-    """The seeds' row names: ``ResNet-18``, ``0.5-Bottom``, ``0.1-Bottom_DC``, ``0.5-Bottom_x2`` …"""
+    """The seeds' row names: ``ResNet-18``, ``0.5-Bottom``, ``0.1-Bottom_DC``, ``0.5-Bottom_x2``,
+    ``0.3-Bottom, 0.7-Top`` (``defective`` a list of placements) …"""
     if not defective:
         return arch_name(arch, kwargs)
+    if isinstance(defective, (list, tuple)):  # seed 001 Table 4's mixed rows: "0.3-Bottom, 0.7-Top"
+        return ", ".join(variant_label(arch, d, kwargs) for d in defective)
     where = defective.get("where", "bottom")
     where = where.capitalize() if isinstance(where, str) else "+".join(where)
     label = f"{defective['keep']:g}-{where}"
@@ -87,18 +95,67 @@ def model_from_spec(spec: Mapping[str, Any], cfg: Mapping[str, Any], data: Data)
     from sparsemask import models
 
     extra = builder_kwargs(spec, cfg)
-    defective = dict(spec["defective"]) if spec.get("defective") else None
-    if defective is not None:
-        defective.setdefault("seed", spec.get("mask_seed", spec.get("seed", 0)))
+    defective = spec.get("defective") or None
+    mask_seed = spec.get("mask_seed", spec.get("seed", 0))
+    if isinstance(defective, (list, tuple)):  # "p-Bottom, q-Top": one entry per placement
+        # Each placement's masks from a stream of its own (the first one's is the single-placement model's).
+        defective = [{"seed": None if mask_seed is None else int(mask_seed) + _MIXED_SEED_STRIDE * i, **d}
+                     for i, d in enumerate(defective)]
+    elif defective is not None:
+        defective = dict(defective)
+        defective.setdefault("seed", mask_seed)
     torch.manual_seed(spec.get("seed", 0))
     # models.build records (name, kwargs) so checkpoints can rebuild the model.
     model = models.build(spec["arch"], num_classes=data.num_classes, in_channels=data.in_channels,
                               input_size=data.input_size, defective=defective, **extra)
+    if spec.get("dropout_layer"):  # seed 001 Table 2's SpatialDropout / DropBlock baselines
+        insert_dropout_layer(model, spec["dropout_layer"], seed=spec.get("seed", 0))
     if spec.get("spiking"):  # seed 003's RS-1: Random Spiking right after the first conv
         from sparsemask.nn import RandomSpiking, insert_after_first_conv
 
         sp = dict(spec["spiking"])
         insert_after_first_conv(model, RandomSpiking(sp.pop("p", 0.8), seed=spec.get("seed", 0), **sp))
+    return model
+
+
+# The seeds' "3rd block" (block 0 = the stem conv) by the builders' module names: ResNets'
+# layer3, the wide ResNets' block3, DenseNet's third dense block.
+_THIRD_BLOCK = ("layer3", "block3", "dense3")
+
+
+def insert_dropout_layer(model: nn.Module, settings: Mapping[str, Any], seed: Optional[int] = 0) -> nn.Module:
+    """Put a SpatialDropout or DropBlock layer on the output of one block of ``model`` (in place).
+
+    ``settings``: ``kind`` (``"spatial"`` | ``"dropblock"``), ``keep`` (seed 001: 0.9),
+    ``block_size`` (DropBlock's square, seed 001: 3), ``after`` (the module whose output is
+    dropped; default the seeds' "3rd block", Ghiasi et al.'s placement: ``layer3`` / ``block3`` /
+    ``dense3``). The module ``after`` becomes ``Sequential(module, dropout)``; the layer is
+    active in training only (a standard deterministic model at test time, as the seed's baselines).
+    """
+    from sparsemask.nn import DropBlock2d, SpatialDropout2d
+
+    settings = dict(settings)
+    kind = settings.pop("kind", "dropblock")
+    keep = float(settings.pop("keep", 0.9))
+    block_size = int(settings.pop("block_size", 3))
+    after = settings.pop("after", None)
+    if settings:
+        raise ValueError(f"dropout_layer: unknown keys {sorted(settings)}; expected kind, keep, block_size, after")
+    if kind == "spatial":
+        layer = SpatialDropout2d(keep, seed=seed)
+    elif kind == "dropblock":
+        layer = DropBlock2d(keep, block_size, seed=seed)
+    else:
+        raise ValueError(f"dropout_layer: kind must be 'spatial' or 'dropblock', got {kind!r}")
+    children = dict(model.named_children())
+    if after is None:
+        after = next((n for n in _THIRD_BLOCK if n in children), None)
+        if after is None:
+            raise ValueError(f"dropout_layer: {type(model).__name__} has no module named {' / '.join(_THIRD_BLOCK)} "
+                             f"(the seeds' 3rd block); name one with 'after' (its modules: {', '.join(children)})")
+    parent_name, _, name = after.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    setattr(parent, name, nn.Sequential(model.get_submodule(after), layer))
     return model
 
 

@@ -110,15 +110,26 @@ def finish(model: nn.Module, in_channels: int, input_size: int, placement: dict,
 
     ``placement``: {"bottom": [...], "top": [...]} as the published code masks (the default,
     ``model.defect_placement``); ``placement_text``: the paper text's reading where it differs
-    (``model.defect_placement_text``; None: the same table).
+    (``model.defect_placement_text``; None: the same table). ``defective``: None, a dict
+    (:func:`sparsemask.defect`'s keywords) or a list of such dicts applied in turn (e.g.
+    ``[dict(keep=0.3, where="bottom"), dict(keep=0.7, where="top", seed=1)]``).
     """
     model.input_shape = (1, in_channels, input_size, input_size)
     model.defect_placement = placement
     model.defect_placement_text = placement if placement_text is None else placement_text
     if defective is None:
         return model
+    if isinstance(defective, (list, tuple)):
+        # Several placements with their own keep (seed 001 Table 4's "p-Bottom, q-Top"):
+        # defect() composes, each entry making its own layers defective, in order.
+        if not defective:
+            raise TypeError("defective: an empty list; pass None for a standard model")
+        for entry in defective:
+            model = finish(model, in_channels, input_size, placement, entry, placement_text)
+        return model
     if not isinstance(defective, dict):
-        raise TypeError(f"defective must be None or a dict with keys {', '.join(DEFECTIVE_KEYS)}, got {defective!r}")
+        raise TypeError(f"defective must be None, a dict with keys {', '.join(DEFECTIVE_KEYS)} or a list of "
+                        f"such dicts, got {defective!r}")
     unknown = set(defective) - set(DEFECTIVE_KEYS)
     if unknown:
         raise TypeError(f"defective: unknown keys {sorted(unknown)}; expected some of {', '.join(DEFECTIVE_KEYS)}")
