@@ -691,18 +691,19 @@ def verdict_graybox_vs_standard(m):
 # --------------------------------------------------------------------------- adaptive rows of 001
 
 def ours_restarts(results):
-    white = need(results, "whitebox_success_defense_rate")
-    std = standard_key(white)
-    restart = [a for a in white[std] if re.search("restart", a, re.I)]
-    if not restart:
-        raise Missing("numbers['whitebox_success_defense_rate'][<standard>][<an attack label containing 'restart'>]")
-    keeps = bottom_keys(white)
+    """001-whitebox's ``numbers["adaptive_whitebox"]``: per model label the success defense rate
+    under the seed's PGD (``non_adaptive``) and under PGD with restarts (``adaptive``)."""
+    attack = need(results, "adaptive_whitebox", "attack")
+    table = need(results, "adaptive_whitebox", "success_defense_rate")
+    std = standard_key(table)
+    keeps = bottom_keys(table)
     if not keeps:
-        raise Missing("numbers['whitebox_success_defense_rate'][<a p-Bottom row>]")
-    a = restart[-1]
-    margins = {_label(k): _num(white[k][a]) - _num(white[std][a]) for _, k in sorted(keeps.items()) if a in white[k]}
-    text = f"{a}: " + ", ".join(f"{_label(k)} {pct(_num(white[k][a]))}" for k in [std, *keeps.values()] if a in white[k])
-    return text, {"attack": a, "margins": margins}
+        raise Missing("numbers['adaptive_whitebox']['success_defense_rate'][<a p-Bottom row>]")
+    rate = {k: _num(need(results, "adaptive_whitebox", "success_defense_rate", k, "adaptive"))
+            for k in [std, *keeps.values()]}
+    margins = {_label(k): rate[k] - rate[std] for _, k in sorted(keeps.items())}
+    text = f"{attack}: " + ", ".join(f"{_label(k)} {pct(v)}" for k, v in rate.items())
+    return text, {"attack": attack, "margins": margins}
 
 
 def verdict_restarts(m):
@@ -981,19 +982,18 @@ def verdict_translucent(m):
 
 
 def ours_rs_eot(results):
-    numbers = need(results)
-    key = next((k for k in numbers if re.search("eot", k, re.I)), None)
-    if key is None:
-        raise Missing("numbers[<a key containing 'eot'>] (EOT-PGD accuracy per family)")
-    table = need(results, key)
-    rs = _family(table, "RS-1", key)
-    std = _family(table, "Standard", key)
-
-    def acc(v):
-        return _num(v["accuracy"] if isinstance(v, Mapping) else v)
-
-    m = {"rs": acc(table[rs]), "standard": acc(table[std]), "key": key}
-    return f"{key}: accuracy under EOT-PGD {rs} {pct(m['rs'])} vs {std} {pct(m['standard'])}", m
+    """003-cw-distance's ``numbers["adaptive_spiking"]["accuracy"]``: per row (standard single
+    prediction, RS-1 single prediction, RS-1 MC average / vote) ``adaptive`` = accuracy under
+    EOT-PGD and ``reference`` = the standard model under the same PGD white-box."""
+    attack = need(results, "adaptive_spiking", "attack")
+    table = need(results, "adaptive_spiking", "accuracy")
+    rows = {k: v for k, v in table.items() if isinstance(v, Mapping) and v.get("adaptive") is not None}
+    if not rows:
+        raise Missing("numbers['adaptive_spiking']['accuracy'][<an RS-1 MC/vote row with 'adaptive'>]")
+    best = max(rows, key=lambda k: _num(rows[k]["adaptive"]))
+    m = {"rs": _num(rows[best]["adaptive"]), "standard": _num(rows[best]["reference"]), "key": best}
+    return (f"{attack}: " + ", ".join(f"{k} {pct(_num(v['adaptive']))}" for k, v in rows.items())
+            + f"; standard under the same PGD white-box {pct(m['standard'])}"), m
 
 
 def verdict_rs_eot(m):
@@ -1395,7 +1395,7 @@ CLAIMS: list[Claim] = [
           "defense performance under various kinds of white-box attack",
           "Appendix A.6 (adaptive: white-box PGD with many restarts, not in the seed)",
           "the seed ran PGD without restarts only (Table 8)",
-          "001-whitebox", ("whitebox_success_defense_rate[<standard>|<p-Bottom>][<label containing 'restart'>]",),
+          "001-whitebox", ("adaptive_whitebox['success_defense_rate'][<standard>|<p-Bottom>]['adaptive']",),
           "holds: best defective − standard ≥ 5 pts under the restart attack; vanishes: ≤ 1 pt; partly between",
           ours_restarts, verdict_restarts, adaptive=True),
     Claim("001", "001-AD-graybox-same-masks",
@@ -1519,8 +1519,9 @@ CLAIMS: list[Claim] = [
           "examples than many existing schemes",
           "Abstract (adaptive: EOT-PGD against RS MC/vote inference, not in the seed)",
           "the seed's white-box C&W ran without EOT",
-          "003-cw-distance", ("numbers[<key containing 'eot'>]['Standard…'|'RS-1…'] (accuracy or {'accuracy': …})",),
-          "holds: RS-1 accuracy under EOT-PGD ≥ standard's + 20 pts; vanishes: ≤ + 5 pts; partly between",
+          "003-cw-distance", ("adaptive_spiking['accuracy'][<RS-1 MC/vote row>]['adaptive'|'reference']",),
+          "holds: the best RS-1 inference's accuracy under EOT-PGD ≥ the standard model's under the same PGD "
+          "white-box + 20 pts; vanishes: ≤ + 5 pts; partly between",
           ours_rs_eot, verdict_rs_eot, adaptive=True),
     Claim("003", "003-F3-strategies",
           "… that passed the 5/7 Validation are significantly more likely to transfer to the "

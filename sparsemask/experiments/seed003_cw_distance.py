@@ -36,8 +36,7 @@ DEFAULTS: dict[str, Any] = {
             "adaptive": {"name": "pgd", "norm": "2", "eps": 1.0, "steps": 20, "eot": 10}},
     "smoke": {"multi": 2, "n_images": 16, "cw": {"steps": 20, "binary_steps": 1, "c": 10.0},
               "rs_inference": {"n": 3}, "adaptive": {"steps": 3, "eot": 2}},
-    # small: the seed's own MNIST CNN (Carlini & Wagner's), on Fashion-MNIST
-    "small": {"arch": "cw_mnist", "multi": 4, "cw": {"steps": 200, "binary_steps": 5}},
+    "small": {"multi": 4, "cw": {"steps": 200, "binary_steps": 5}},
 }
 
 

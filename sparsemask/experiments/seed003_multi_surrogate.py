@@ -27,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "smoke": {"t": 2, "v": 3, "k": 1, "n_images": 48,
               "attacks": [{"name": "pgd", "norm": "2", "eps": e, "steps": 3} for e in (0.5, 2.0)],
               "buckets": [0, 1.0, 100.0]},
-    "small": {"arch": "cw_mnist", "t": 4, "v": 4, "k": 2},  # the seed's MNIST CNN
+    "small": {"t": 4, "v": 4, "k": 2},
 }
 
 

@@ -19,7 +19,6 @@ DEFAULTS: dict[str, Any] = {
     "all": {"arch": None, "keep": 0.1, "spiking_p": 0.8, "n_images": 1000, "repeats": 5,
             "l2_levels": [0.5, 1, 2, 3, 4, 5], "jpeg_qualities": [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]},
     "smoke": {"n_images": 64, "repeats": 2, "l2_levels": [0.5, 2, 4], "jpeg_qualities": [10, 50, 90]},
-    "small": {"arch": "cw_mnist"},  # the seed's MNIST CNN (Carlini & Wagner's)
 }
 
 
