@@ -4,7 +4,10 @@ torch and nvcc are present (or FORCE_CUDA=1).
 Environment knobs:
   FORCE_CUDA=1            build the CUDA sources even if torch/nvcc detection says no
   SPARSEMASK_NO_CUDA=1    never build the CUDA sources
-  SPARSEMASK_PORTABLE=1   no -march=native (for wheels that run on other x86 machines)
+  SPARSEMASK_NATIVE=1     add -march=native to every unit (to compare with the default,
+                          which builds the CPU kernels per ISA level and picks one at load
+                          time, so a wheel runs on any x86-64 CPU: csrc/cpu/isa.h)
+  SPARSEMASK_PORTABLE=1   retired (the default is portable now); accepted and ignored
   SPARSEMASK_SKIP_EXT=1   install the Python package only (the Makefile's venv step: the
                           extension is then compiled once, by `make build`, in place)
   TORCH_CUDA_ARCH_LIST    defaults to "9.0" (H100/H200)
@@ -48,11 +51,23 @@ def _pip_nvidia_includes() -> list[str]:
 
 def _cxx_flags() -> list[str]:
     flags = ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"]
-    if os.environ.get("SPARSEMASK_PORTABLE") != "1" and platform.machine() in ("x86_64", "AMD64"):
-        # The build machine is the machine that runs the kernels (make test / gpu-check
-        # build in place), so its full vector ISA is safe to use.
+    if os.environ.get("SPARSEMASK_NATIVE") == "1" and platform.machine() in ("x86_64", "AMD64"):
+        # Opt-in, for measuring: the library then runs only on CPUs with the build machine's ISA.
         flags.append("-march=native")
     return flags
+
+
+# The CPU kernels with the hot loops are compiled once per ISA level by the wrappers in
+# csrc/cpu/isa/ (one unit per level for all three: csrc/cpu/kernels_at_level.h), never on
+# their own. Everything else (schemas, checks, the plan, masked_batch_norm's memory-bound
+# epilogue, csrc/cpu/dispatch.cpp) is compiled once, for baseline x86-64.
+PER_LEVEL_SOURCES = ("masked_conv2d.cpp", "defective_unit.cpp", "defective_block.cpp")
+
+
+def _cpu_sources() -> list[str]:
+    once = [p for p in sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+            if os.path.basename(p) not in PER_LEVEL_SOURCES]
+    return once + sorted(glob.glob(os.path.join("csrc", "cpu", "isa", "*.cpp")))
 
 
 def _write_build_info(with_cuda: bool) -> None:
@@ -63,6 +78,7 @@ def _write_build_info(with_cuda: bool) -> None:
         f.write(f"TORCH_CUDA_VERSION = {torch.version.cuda!r}\n")
         f.write(f"WITH_CUDA = {with_cuda!r}\n")
         f.write(f"CUDA_ARCH_LIST = {os.environ.get('TORCH_CUDA_ARCH_LIST')!r}\n")
+        f.write(f"NATIVE = {'-march=native' in _cxx_flags()!r}\n")
 
 
 def _extension():
@@ -70,7 +86,7 @@ def _extension():
     _write_build_info(with_cuda)
     sources = [os.path.join("csrc", "sparsemask.cpp"), os.path.join("csrc", "plan.cpp")]
     sources += sorted(glob.glob(os.path.join("csrc", "ops", "*.cpp")))
-    sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    sources += _cpu_sources()
     sources += sorted(glob.glob(os.path.join("csrc", "autocast", "*.cpp")))
     include_dirs = [os.path.join(HERE, "csrc")]
     extra = {"cxx": _cxx_flags()}

@@ -17,7 +17,7 @@ import sys
 import types
 import warnings
 
-from ._extension import load_extension as _load_extension
+from ._extension import cpu_capability, load_extension as _load_extension
 
 _load_extension()
 
@@ -53,6 +53,7 @@ __version__ = "0.1.0"
 _SUBMODULES = ("nn", "models", "attacks", "data", "experiments", "train", "triton", "cli", "plan", "masks")
 
 __all__ = ["masked_conv2d", "dense_masked_conv2d", "conv_output_size", "backend", "set_backend", "get_backend",
+           "cpu_capability",
            "BACKENDS", "backend_names", "register_backend", "random_mask", "MASK_KINDS", "SAMPLINGS", "mask_plan", "defect", *_SUBMODULES]
 
 

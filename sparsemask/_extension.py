@@ -32,6 +32,23 @@ def load_extension() -> None:
         raise ImportError(
             f"sparsemask._C failed to load ({err}); rebuild with `make clean build`."
         ) from err
+    # The library chose the ISA level of its CPU kernels when it loaded; a refused
+    # SPARSEMASK_CPU_CAPABILITY fails the import here, with the reason, rather than at the
+    # first CPU kernel call.
+    try:
+        cpu_capability()
+    except RuntimeError as err:
+        raise ImportError(str(err).split("\n")[0]) from None
+
+
+def cpu_capability() -> str:
+    """The ISA level of the CPU kernels in use: ``"avx512"``, ``"avx2"`` or ``"baseline"``.
+
+    The extension holds the kernels compiled for each level and uses the best one the
+    running CPU supports; the environment variable ``SPARSEMASK_CPU_CAPABILITY`` (read when
+    the extension loads) forces a lower one. See docs/architecture.md, "Building".
+    """
+    return torch.ops.sparsemask.cpu_capability()
 
 
 def built_with_cuda() -> bool:

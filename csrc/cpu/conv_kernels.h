@@ -14,7 +14,7 @@
 //   gk  [nnz, N]          grad_output at kept neurons only, rows ordered by (q, j) as in
 //                         the plan's pos_start: contiguous over the batch.
 // Inner loops are register tiles written with GCC/Clang vector extensions, so they are
-// vectorised for the build machine's ISA (-march=native) without intrinsics.
+// vectorised for each ISA level (csrc/cpu/isa.h) without intrinsics.
 //
 // This header holds the passes; simd.h the vector helpers, packing.h the geometry and the
 // packed layouts they read.
@@ -36,6 +36,7 @@
 
 namespace sparsemask {
 namespace cpu {
+inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 
 // ---------------------------------------------------------------------------------------
 // Forward: res[n][j] = <patch of image n at q, weight row of channel j>
@@ -376,5 +377,6 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
   return {grad_input, grad_weight};
 }
 
+}  // namespace SPARSEMASK_CPU_NS
 }  // namespace cpu
 }  // namespace sparsemask

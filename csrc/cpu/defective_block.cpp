@@ -16,6 +16,9 @@
 //
 // Where auto's threshold says dense (max_density below a mask's kept fraction), conv2 runs
 // on a materialised act1 through the unit stages instead; results are the same.
+//
+// Compiled once per ISA level, included by csrc/cpu/kernels_at_level.h (csrc/cpu/isa.h);
+// setup.py does not compile this file on its own.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -29,9 +32,9 @@
 #include "unit_kernels.h"
 
 namespace sparsemask {
+namespace cpu {
+inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 namespace {
-
-using namespace cpu;
 
 // conv2 between two plans: input plan (mask1, [C1, H1, W1]) and output plan (mask2).
 struct CompactConv {
@@ -489,9 +492,13 @@ Eight defective_block_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsemask, CPU, m) {
+// Called by register_kernels (kernels_at_level.h) for the level dispatch.cpp chose.
+void register_defective_block(torch::Library& m) {
   m.impl("defective_block", TORCH_FN(defective_block_cpu));
   m.impl("defective_block_backward", TORCH_FN(defective_block_backward_cpu));
 }
+
+}  // namespace SPARSEMASK_CPU_NS
+}  // namespace cpu
 
 }  // namespace sparsemask

@@ -16,6 +16,9 @@
 // neurons are constant zeros, so no parameter or input gradient depends on it. This is
 // exact for the composite, which is what tests/ops/test_defective_unit.py checks against
 // F.conv2d * mask -> F.batch_norm -> * mask -> (+ residual) -> relu in float64.
+//
+// Compiled once per ISA level, included by csrc/cpu/kernels_at_level.h (csrc/cpu/isa.h);
+// setup.py does not compile this file on its own.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -29,9 +32,9 @@
 #include "unit_kernels.h"
 
 namespace sparsemask {
+namespace cpu {
+inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 namespace {
-
-using namespace cpu;
 
 struct UnitPrep {
   ConvParams p;
@@ -143,9 +146,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsemask, CPU, m) {
+// Called by register_kernels (kernels_at_level.h) for the level dispatch.cpp chose.
+void register_defective_unit(torch::Library& m) {
   m.impl("defective_unit", TORCH_FN(defective_unit_cpu));
   m.impl("defective_unit_backward", TORCH_FN(defective_unit_backward_cpu));
 }
+
+}  // namespace SPARSEMASK_CPU_NS
+}  // namespace cpu
 
 }  // namespace sparsemask

@@ -1,5 +1,8 @@
 // CPU kernels of sparsemask::masked_conv2d: forward, grad_input, grad_weight/grad_bias.
 // The loops themselves are in conv_kernels.h (shared with the fused defective unit).
+//
+// Compiled once per ISA level, included by csrc/cpu/kernels_at_level.h (csrc/cpu/isa.h);
+// setup.py does not compile this file on its own.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -9,9 +12,9 @@
 #include "conv_kernels.h"
 
 namespace sparsemask {
+namespace cpu {
+inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 namespace {
-
-using namespace cpu;
 
 // ---------------------------------------------------------------------------------------
 // The registered CPU kernels.
@@ -111,9 +114,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(sparsemask, CPU, m) {
+// Called by register_kernels (kernels_at_level.h) for the level dispatch.cpp chose.
+void register_masked_conv2d(torch::Library& m) {
   m.impl("masked_conv2d", TORCH_FN(masked_conv2d_cpu));
   m.impl("masked_conv2d_backward", TORCH_FN(masked_conv2d_backward_cpu));
 }
+
+}  // namespace SPARSEMASK_CPU_NS
+}  // namespace cpu
 
 }  // namespace sparsemask

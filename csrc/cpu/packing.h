@@ -14,6 +14,7 @@
 
 namespace sparsemask {
 namespace cpu {
+inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 
 struct Geometry {
   int64_t N, C, H, W, Cp;  // input; Cp = C rounded up to whole vectors
@@ -129,5 +130,6 @@ inline at::Tensor pack_weight(const at::Tensor& weight, const Geometry& g, at::S
   return wp;
 }
 
+}  // namespace SPARSEMASK_CPU_NS
 }  // namespace cpu
 }  // namespace sparsemask

@@ -1,14 +1,19 @@
 // SIMD building blocks of the CPU kernels: the vector type of each compute type (GCC/Clang
-// vector extensions, so the build ISA picks the instructions), unaligned loads/stores, and
-// horizontal sums. Register-tile sizes follow the vector width.
+// vector extensions, so the ISA level being compiled picks the instructions: isa.h),
+// unaligned loads/stores, and horizontal sums. Register-tile sizes follow the vector width.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#ifndef SPARSEMASK_CPU_LEVEL
+#error "the CPU kernels are compiled once per ISA level: include them through csrc/cpu/isa/*.cpp (isa.h)"
+#endif
+
 namespace sparsemask {
 namespace cpu {
+inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 
-#if defined(__AVX512F__)
+#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
 constexpr int kVecBytes = 64;
 constexpr int kRowBlock = 4;  // images (forward, grad_input) per register tile; 32 registers
 #else
@@ -77,5 +82,6 @@ inline T hsum(Vec<T> v) {
   return tree_sum(v);
 }
 
+}  // namespace SPARSEMASK_CPU_NS
 }  // namespace cpu
 }  // namespace sparsemask

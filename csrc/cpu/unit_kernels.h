@@ -16,6 +16,7 @@
 
 namespace sparsemask {
 namespace cpu {
+inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 
 // A per-channel vector argument `name` of op `op` (e.g. a BN weight): [k], on input's device, floating.
 inline void check_vec(const char* op, const std::optional<at::Tensor>& t, const char* name, const at::Tensor& input,
@@ -378,5 +379,6 @@ std::pair<at::Tensor, at::Tensor> conv_grads(const at::Tensor& gk, const at::Ten
   return {gi, gw};
 }
 
+}  // namespace SPARSEMASK_CPU_NS
 }  // namespace cpu
 }  // namespace sparsemask

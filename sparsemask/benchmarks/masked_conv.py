@@ -164,6 +164,7 @@ def environment() -> dict:
         "machine": f"{cpu}, {os.cpu_count()} cores",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_capability": sparsemask.cpu_capability(),
         "python": sys.version.split()[0],
         "sparsemask": sparsemask.__version__,
         "dtype": "float32",
@@ -175,7 +176,7 @@ def environment() -> dict:
 def markdown(rows: list[Row], env: dict, n: int) -> str:
     lines = [
         f"CPU masked conv2d, N={n}, float32, 3x3 pad 1 — {env['machine']}, {env['threads']} threads, "
-        f"torch {env['torch']}, {env['date']}; {env['stat']} of {env['clock']}-clock times",
+        f"torch {env['torch']}, CPU kernels {env['cpu_capability']}, {env['date']}; {env['stat']} of {env['clock']}-clock times",
         "",
         "| shape | keep | mode | dense NCHW ms | dense CL ms | sparse ms | auto ms | speedup | auto speedup | of ideal 1/keep |",
         "|---|---|---|---|---|---|---|---|---|---|",

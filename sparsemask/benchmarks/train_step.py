@@ -102,7 +102,8 @@ def environment(device: str) -> dict:
     except (OSError, StopIteration):
         pass
     env = {"date": dt.datetime.now().isoformat(timespec="seconds"), "cpu": f"{cpu}, {os.cpu_count()} cores",
-           "torch": torch.__version__, "sparsemask": sparsemask.__version__, "threads": torch.get_num_threads()}
+           "torch": torch.__version__, "sparsemask": sparsemask.__version__, "threads": torch.get_num_threads(),
+           "cpu_capability": sparsemask.cpu_capability()}
     if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     return env
