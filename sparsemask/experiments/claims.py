@@ -869,7 +869,7 @@ def ours_mad_eot(results):
               and p.get("eps") == adaptive.get("eps")]
     match = None
     if static:
-        from .seed002_mad import _label as mad_label
+        from .seed002_mad import attack_row_label as mad_label
 
         match = mad_label(static[0])
     if match is None or match not in undef:

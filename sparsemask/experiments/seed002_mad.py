@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _label(p: Mapping[str, Any]) -> str:
+def attack_row_label(p: Mapping[str, Any]) -> str:
+    """Row name of one attack in the seed's Table 2-4 layout: ``PGD Linf ε=0.015``, or its ``label``."""
     if p.get("label"):
         return p["label"]
     norm = {"inf": "Linf", "2": "L2", "1": "L1"}.get(str(p.get("norm", "")), "")
@@ -102,7 +103,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     standard = get_model(ModelSpec(arch=arch, defective=None, seed=0), cfg, data, writer.models)
     adv = {}
     for p in cfg["attacks"]:
-        adv[_label(p)] = run_attack(make_attack(standard, p, cfg), x, y, cfg, desc=_label(p))
+        adv[attack_row_label(p)] = run_attack(make_attack(standard, p, cfg), x, y, cfg, desc=attack_row_label(p))
     undefended = {"Benign": accuracy(standard, x, y, cfg), **{a: accuracy(standard, xa, y, cfg) for a, xa in adv.items()}}
 
     verdict: dict[str, Any] = {}
@@ -113,7 +114,7 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
         col = {"Benign": accuracy(mad, x, y, cfg), **{a: accuracy(mad, xa, y, cfg) for a, xa in adv.items()}}
         if adaptive and cfg.get("adaptive"):
             x_ad = run_attack(make_attack(mad, cfg["adaptive"], cfg), x, y, cfg, desc="adaptive")
-            col[_label(cfg["adaptive"])] = accuracy(mad, x_ad, y, cfg)
+            col[attack_row_label(cfg["adaptive"])] = accuracy(mad, x_ad, y, cfg)
             # The same attack without EOT, white-box on the undefended model: the reference.
             base = {k: v for k, v in cfg["adaptive"].items() if k not in ("eot", "label")}
             x_ref = run_attack(make_attack(standard, base, cfg), x, y, cfg, desc="reference")
@@ -121,11 +122,11 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
                     if all(p.get(k) == base.get(k) for k in ("name", "norm", "eps255", "eps", "steps"))]
             text, nums = adaptive_verdict(
                 f"MAD (rate {rate:g}, {cfg['tests']} test maskings)", f"{same[0]} transferred from the undefended model"
-                if same else "-", col[same[0]] if same else None, _label(cfg["adaptive"]), col[_label(cfg["adaptive"])],
+                if same else "-", col[same[0]] if same else None, attack_row_label(cfg["adaptive"]), col[attack_row_label(cfg["adaptive"])],
                 reference=accuracy(standard, x_ref, y, cfg),
-                reference_label=f"the undefended model under {_label(base)} white-box")
-            verdict.update(nums, non_adaptive_attack=same[0] if same else None, attack=_label(cfg["adaptive"]))
-            undefended[_label(cfg["adaptive"])] = nums["reference"]  # no randomness: EOT is plain PGD there
+                reference_label=f"the undefended model under {attack_row_label(base)} white-box")
+            verdict.update(nums, non_adaptive_attack=same[0] if same else None, attack=attack_row_label(cfg["adaptive"]))
+            undefended[attack_row_label(cfg["adaptive"])] = nums["reference"]  # no randomness: EOT is plain PGD there
             writer.note(text)
             save_adversarial_grid(writer.figure("adversarial_grid.png", "EOT-adaptive PGD vs MAD"), x, x_ad, y,
                                   predict(mad, x, cfg), predict(mad, x_ad, cfg), classes=data.classes,
@@ -137,9 +138,9 @@ def run(cfg: Mapping[str, Any], out: str | Path) -> dict:
     t2 = {f"rate {r:g}": mad_column(r, g_train, g_test, adaptive=(r == cfg["rates"][-1])) for r in cfg["rates"]}
     writer.table("Table 2 layout: mask rates", markdown_table(
         ["Attack", "No defense", *t2], [[a, fmt_pct(undefended.get(a)), *(fmt_pct(c.get(a)) for c in t2.values())]
-                                       for a in rows + ([_label(cfg["adaptive"])] if cfg.get("adaptive") else [])],
+                                       for a in rows + ([attack_row_label(cfg["adaptive"])] if cfg.get("adaptive") else [])],
         f"Accuracy; train grid {g_train}, test grid {g_test}, {cfg['tests']} test maskings (majority vote)."
-        + (f" Row '{_label(cfg['adaptive'])}' (not in the seed): PGD through the voting wrapper with gradients averaged "
+        + (f" Row '{attack_row_label(cfg['adaptive'])}' (not in the seed): PGD through the voting wrapper with gradients averaged "
            f"over {cfg['adaptive'].get('eot')} random maskings, run on the last rate's column only; its 'No defense' "
            "entry is the same PGD white-box on the undefended model. The drop from the seed's transferred attack is "
            "in the notes." if cfg.get("adaptive") else "")))

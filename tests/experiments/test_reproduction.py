@@ -125,12 +125,12 @@ def _whitebox(good):
 
 
 def _mad(good):
-    from sparsemask.experiments.seed002_mad import _label
+    from sparsemask.experiments.seed002_mad import attack_row_label
 
     attacks = [{"name": "fgsm", "norm": "inf", "eps255": 8}, {"name": "pgd", "norm": "inf", "eps255": 3.825, "steps": 10},
                {"name": "cw", "kappa": 0, "steps": 50, "binary_steps": 5}]
     adaptive = {"name": "pgd", "norm": "inf", "eps255": 3.825, "steps": 10, "eot": 5, "label": "PGD EOT-adaptive"}
-    f, p, c = (_label(a) for a in attacks)
+    f, p, c = (attack_row_label(a) for a in attacks)
     undef = {"Benign": 0.9, f: 0.3, p: 0.1, c: 0.05}
     if good:
         rates = {"rate 0.5": {"Benign": 0.89, f: 0.5, p: 0.4, c: 0.6},
