@@ -342,6 +342,12 @@ def cmd_train(args) -> int:
     from . import models, train
 
     _runtime(args)
+    # The hyperparameters are checked before the (slow) data loading, so a typo fails at once.
+    config = train.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
+                               schedule=args.schedule, milestones=(), label_smoothing=args.label_smoothing,
+                               seed=args.seed, device=args.device, progress=not args.no_progress,
+                               checkpoint=args.out, resume=not args.force,  # rewritten atomically every epoch
+                               log_path=str(Path(args.out).with_suffix(".jsonl")))  # one JSON line per epoch
     data = _load_data(args)
     defective = None
     if args.keep is not None:
@@ -351,11 +357,6 @@ def cmd_train(args) -> int:
     torch.manual_seed(args.seed)  # the initial weights
     model = models.build(args.arch, num_classes=data.num_classes, in_channels=data.in_channels,
                          input_size=data.input_size, defective=defective, **arch_options)
-    config = train.TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.train_batch_size,
-                               schedule=args.schedule, milestones=(), label_smoothing=args.label_smoothing,
-                               seed=args.seed, device=args.device, progress=not args.no_progress,
-                               checkpoint=args.out, resume=not args.force,  # rewritten atomically every epoch
-                               log_path=str(Path(args.out).with_suffix(".jsonl")))  # one JSON line per epoch
     train.train(model, (data.x_train, data.y_train), None, config,
                 metadata={"data": {"name": data.name, "root": args.data_root, "n_train": args.n_train,
                                    "seed": args.seed}})

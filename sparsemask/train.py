@@ -543,14 +543,19 @@ def checkpoint_metadata(path_or_model) -> Dict[str, Any]:
     return dict(load_checkpoint(path_or_model).get("metadata") or {})
 
 
-def load_model(path: Union[str, os.PathLike], map_location="cpu") -> nn.Module:
+def load_model(path: Union[str, os.PathLike], map_location: Union[str, torch.device] = "cpu") -> nn.Module:
     """Rebuild the model a checkpoint was trained from and load it: ``sparsemask.models.build(weights=path)``.
 
     Needs the build config, recorded when the model came from :func:`build_model` or
-    ``train(..., model_config=...)``. The model is returned in eval mode, on ``map_location``,
-    with the checkpoint's metadata readable by :func:`checkpoint_metadata` (model).
+    ``train(..., model_config=...)``. The model is returned in eval mode, on the device
+    ``map_location`` (a device or its name; the tensors are read on the CPU first, so
+    ``torch.load``'s dict/callable forms have no use here), with the checkpoint's metadata
+    readable by :func:`checkpoint_metadata` (model).
     """
-    return build_model(weights=path).to(map_location)
+    if not isinstance(map_location, (str, torch.device)):
+        raise TypeError(f"load_model: map_location must be a device or a device name such as 'cpu' or "
+                        f"'cuda:0', got {type(map_location).__name__}")
+    return build_model(weights=path).to(torch.device(map_location))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -225,6 +225,9 @@ def test_build_model_roundtrip_with_masks(tmp_path):
         assert torch.equal(rebuilt.state_dict()[k], m)
     x = torch.rand(3, 1, 28, 28)
     torch.testing.assert_close(rebuilt(x), model.eval()(x))
+    assert next(load_model(ck, map_location=torch.device("cpu")).parameters()).device.type == "cpu"
+    with pytest.raises(TypeError, match="map_location must be a device"):
+        load_model(ck, map_location={"cuda:0": "cpu"})  # torch.load's remapping form has no use here
     other = build_model("lenet5", **{**kwargs, "defective": dict(keep=0.5, seed=7)})
     with pytest.raises(CheckpointMismatchError, match="written for lenet5"):
         load_checkpoint(ck, other)
