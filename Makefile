@@ -1,6 +1,8 @@
 # sparsemask — one entry point for a fresh machine.
 #   make test    create .venv, install torch + deps, build the extension (C++ and, when
-#                nvcc is present, CUDA), run the test suite
+#                nvcc is present, CUDA), run the quick tier of the test suite (all but `slow`)
+#   make test-slow  the `slow` tier (the full autocast matrix, the large published networks,
+#                every experiment's claims, the GPU stages' dry runs); CI runs both tiers
 #   make demo    the main job on the embedded default
 #   make bench   CPU benchmark of the masked convolution vs the dense baseline
 #   make compile-report  compile every Triton kernel/config/dtype (CI's Triton and the GPU
@@ -16,7 +18,7 @@ TORCHVISION_SPEC ?= torchvision==0.29.*
 export MAX_JOBS ?= 2
 OUT ?= gpu-results
 
-.PHONY: all venv build test demo bench clean gpu-check compile-report
+.PHONY: all venv build test test-slow demo bench clean gpu-check compile-report
 
 all: build
 
@@ -41,7 +43,10 @@ build: $(VENV)/.installed
 	$(PY) setup.py -q build_ext --inplace
 
 test: build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: build
+	$(PY) -m pytest -q -m slow tests
 
 # The demo uses Fashion-MNIST (Debian package dataset-fashion-mnist) when it can install
 # it, else scikit-learn's digits, and says which.

@@ -70,6 +70,7 @@ def _weights(path: Path):
     return torch.load(path, weights_only=True)["model"]
 
 
+@pytest.mark.slow  # ~10 s: several training processes killed and resumed
 def test_sigkill_during_training_and_checkpoint_write_then_resume_bit_identically(tmp_path):
     reference = tmp_path / "reference.pt"
     _run(reference)

@@ -41,6 +41,7 @@ def _aot_unavailable() -> str | None:
     return None
 
 
+@pytest.mark.slow  # ~10 s; CI's `make compile-report` compiles every kernel and config as well
 def test_one_forward_config_compiles_for_sm90(tmp_path):
     reason = _aot_unavailable()
     if reason:
