@@ -80,7 +80,7 @@ def test_new_forward_reads_less_than_old():
     for L, keep in itertools.product(roofline.LAYERS, roofline.KEEPS):
         old = roofline.estimate(L, keep, 2, "triton-v1")["fwd"]
         new = roofline.estimate(L, keep, 2, "triton-v2")["fwd"]
-        assert new.l2 < old.l2 and new.time_us() < old.time_us(), (L.name, keep)
+        assert new.l2 < old.l2 and new.time_us() <= old.time_us(), (L.name, keep)
 
 
 def test_docs_table_is_generated(tmp_path):

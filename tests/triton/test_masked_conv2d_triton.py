@@ -91,15 +91,63 @@ def test_interpreter_float64_matches_reference(shape, keep):
     _check_exact(shape, keep, torch.float64, "cpu", 1e-10)
 
 
+# C_out 37: above one BLOCK_J (16 under the interpreter), so at keep 0.5 and 1 a run's kept
+# channels span several blocks (each block writes its own neurons, the first the zeros).
+WIDE_CPU = (2, 5, 37, 6, 5, 3, 1, 1, 1)
+
+
 @cpu_only
-@pytest.mark.parametrize("keep", [0.05, 0.5])
-def test_interpreter_scatter_mode(monkeypatch, keep):
-    """Layers wider than _FULL_ROWS_MAX_C_OUT write kept neurons into a zero-filled output
-    instead of whole rows; force that mode on a small layer."""
+@pytest.mark.parametrize("keep", [0.05, 0.5, 1.0])
+def test_interpreter_several_channel_blocks(keep):
+    _check_exact(WIDE_CPU, keep, torch.float64, "cpu", 1e-10, seed=10)
+
+
+@cpu_only
+@pytest.mark.parametrize("keep", [0.3, 1.0])
+def test_interpreter_several_channel_ranges(monkeypatch, keep):
+    """Layers wider than _C_RANGE_MAX split C_out over the grid (each range finds its first
+    pos_ch entry by counting the kept channels below it); force 3 ranges of 16."""
     from sparsemask.triton import masked_conv2d as module
 
-    monkeypatch.setattr(module, "_FULL_ROWS_MAX_C_OUT", 0)
-    _check_exact(SHAPES[0], keep, torch.float64, "cpu", 1e-10, seed=10)
+    monkeypatch.setattr(module, "_C_RANGE_MAX", 16)
+    assert module._c_range(37) == 16
+    _check_exact(WIDE_CPU, keep, torch.float64, "cpu", 1e-10, seed=11)
+
+
+@cpu_only
+@pytest.mark.parametrize("keep", [0.0, 0.05, 0.5])
+def test_interpreter_forward_writes_every_output_once(keep):
+    """No zero-fill pass: with PyTorch's deterministic fill, torch.empty returns NaN, so an
+    output element the kernel did not write would show up as NaN (masked ones must be 0)."""
+    x, weight, bias, mask, s, p, d = _case(WIDE_CPU, keep, seed=12)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        assert torch.empty(3, dtype=x.dtype).isnan().all()  # the fill is on
+        with torch.no_grad():
+            out = _triton(x, weight, bias, mask, s, p, d)
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+    assert not out.isnan().any()
+    assert (out[:, ~mask] == 0).all()
+    torch.testing.assert_close(out, _dense(x, weight, bias, mask, s, p, d), atol=1e-10, rtol=1e-10)
+
+
+@cpu_only
+def test_interpreter_nan_and_inf_stay_in_their_neuron():
+    """The epilogue moves values by an exact gather: a NaN/Inf input reaches only the kept
+    outputs whose patch contains it, never the rest of the row (a one-hot product would)."""
+    x, weight, bias, mask, s, p, d = _case(SHAPES[0], 0.5, seed=13)
+    x[0, 1, 3, 2] = float("nan")
+    x[1, 0, 0, 0] = float("inf")
+    with torch.no_grad():
+        out = _triton(x, weight, None, mask, s, p, d)
+    ref = _dense(x, weight, None, torch.ones_like(mask), s, p, d)
+    kept = mask.expand_as(out)
+    assert (out[~kept] == 0).all()
+    torch.testing.assert_close(out[kept], ref[kept], atol=1e-10, rtol=1e-10, equal_nan=True)
 
 
 @cpu_only
@@ -199,7 +247,7 @@ def _low_precision_rule(shape, dtype, device, seed=5):
 STEM_7X7 = (8, 3, 16, 13, 13, 7, 2, 3, 1)
 REALISTIC = (33, 64, 64, 17, 15, 3, 1, 1, 1)      # realistic channels, odd batch
 STRIDED = (16, 19, 40, 12, 12, 3, 2, 1, 1)        # stride 2, C_in not a multiple of 16
-WIDE = (4, 24, 150, 9, 9, 3, 1, 1, 1)              # C_out > 128: the zero-fill + scatter forward
+WIDE = (4, 24, 150, 9, 9, 3, 1, 1, 1)              # C_out > 128: the forward splits C_out in 2 ranges
 GPU_SHAPES = SHAPES + [STEM_7X7, REALISTIC, STRIDED, WIDE]
 
 
