@@ -184,7 +184,7 @@ def _launch_args(kernel: str, mod, layer: dict, has_bias: bool, dtype_label: str
         return args, dict(KH=k, KW=k, **flags)
     if kernel == "_masked_conv2d_grad_weight_kernel":
         args = (t(dt), t(dt), t(acc_dt), t(acc_dt), idx, idx, *sizes, *os_, *xs, *conv)
-        return args, dict(KH=k, KW=k, TAP_LOOP=tap_loop, HAS_BIAS=has_bias, **flags)
+        return args, dict(KH=k, KW=k, TAP_LOOP=tap_loop, NEED_WEIGHT=True, HAS_BIAS=has_bias, **flags)
     raise KeyError(kernel)
 
 

@@ -356,8 +356,10 @@ def _masked_conv2d_grad_input_kernel(
 
 
 # --------------------------------------------------------------------------------------
-# grad_weight (+ grad_bias): per output position, reduced over the batch, added atomically
-# into a float32 (float64) buffer gw [C_OUT, KH*KW*C_IN] in (ky, kx, c_in) order.
+# grad_weight (+ grad_bias): persistent programs walk a strided list of (output position,
+# kept-channel block, K tile) work items; per item they reduce over the batch and add the
+# result into a float32 (float64) buffer gw [C_OUT, KH*KW*C_IN] in (ky, kx, c_in) order with
+# relaxed atomics.
 
 _GRAD_WEIGHT_CONFIGS = _configs(
     [
@@ -369,6 +371,64 @@ _GRAD_WEIGHT_CONFIGS = _configs(
     ],
     interpret=dict(BLOCK_J=16, BLOCK_K=32, BLOCK_N=16),
 )
+
+
+@triton.jit
+def _grad_weight_item(
+    go_ptr, x_ptr, gw_ptr, gb_ptr, pos_ch_ptr,
+    q, j0, pid_k, cnt,  # the item: position q, kept channels j0.. of its cnt, K tile pid_k
+    N, C_IN, H, W, C_OUT, W_OUT,
+    g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
+    STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
+    KH: tl.constexpr, KW: tl.constexpr, TAP_LOOP: tl.constexpr, HAS_BIAS: tl.constexpr, IS_FP64: tl.constexpr,
+    ALLOW_TF32: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """gw[C_q[j0:j0+BLOCK_J], K tile] += go[:, those channels, q]^T @ patch_q[:, K tile]
+    (reduced over the batch), added with relaxed atomics; grad_bias rides along on K tile 0."""
+    k_total = KH * KW * C_IN
+    oy = q // W_OUT
+    ox = q - oy * W_OUT
+    if TAP_LOOP:
+        c_blocks = tl.cdiv(C_IN, BLOCK_K)
+        tap = pid_k // c_blocks
+        c = (pid_k - tap * c_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = c < C_IN
+        offs_k = tap * C_IN + c
+    else:
+        offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < k_total
+        c = offs_k % C_IN
+        tap = offs_k // C_IN
+    ky = tap // KW
+    kx = tap % KW
+    iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+    ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+    in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+    x_cols = x_ptr + (c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw)[None, :]  # [1, BLOCK_K]
+    offs_j = j0 + tl.arange(0, BLOCK_J)
+    j_ok = offs_j < cnt
+    ch = tl.load(pos_ch_ptr + q.to(tl.int64) * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
+    g_rows = go_ptr + (ch * g_sc + oy * g_sh + ox * g_sw)[:, None]  # [BLOCK_J, 1]
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_J, BLOCK_K), dtype=tl.float64)
+        gsum = tl.zeros((BLOCK_J,), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_J, BLOCK_K), dtype=tl.float32)
+        gsum = tl.zeros((BLOCK_J,), dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < N
+        g = tl.load(g_rows + offs_n.to(tl.int64)[None, :] * g_sn, mask=j_ok[:, None] & n_ok[None, :], other=0.0)
+        xt = tl.load(x_cols + offs_n.to(tl.int64)[:, None] * x_sn, mask=n_ok[:, None] & in_ok[None, :], other=0.0)
+        acc = _mma(g, xt, acc, ALLOW_TF32)
+        if HAS_BIAS:
+            gsum += tl.sum(g.to(gsum.dtype), axis=1)
+    # Relaxed: the sums need no ordering with other memory (the kernel's end is the only
+    # synchronisation point); Triton's default acq_rel adds fences to every atomic.
+    tl.atomic_add(gw_ptr + ch[:, None] * k_total + offs_k[None, :], acc, mask=j_ok[:, None] & k_ok[None, :],
+                  sem="relaxed")
+    if HAS_BIAS:
+        tl.atomic_add(gb_ptr + ch, gsum, mask=j_ok & (pid_k == 0), sem="relaxed")
 
 
 @triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["N", "C_IN", "C_OUT", "KH", "KW"],
@@ -387,61 +447,41 @@ def _masked_conv2d_grad_weight_kernel(
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr,
     KW: tl.constexpr,
-    TAP_LOOP: tl.constexpr,  # a program's K block is one tap's channel block (C_IN >= 16)
+    TAP_LOOP: tl.constexpr,  # a K tile is one tap's channel block (C_IN >= 16), else a flat k range
+    NEED_WEIGHT: tl.constexpr,  # False: grad_bias only (one item per position, K tile 0)
     HAS_BIAS: tl.constexpr,
     IS_FP64: tl.constexpr,
     ALLOW_TF32: tl.constexpr,
-    BLOCK_J: tl.constexpr,  # kept channels per program (MMA M)
-    BLOCK_K: tl.constexpr,  # patch elements per program (MMA N)
+    BLOCK_J: tl.constexpr,  # kept channels per step (MMA M)
+    BLOCK_K: tl.constexpr,  # patch elements per item (MMA N)
     BLOCK_N: tl.constexpr,  # images per step (MMA K)
 ):
-    q = tl.program_id(0).to(tl.int64)
-    j0 = tl.program_id(1) * BLOCK_J
-    pid_k = tl.program_id(2)
-    cnt = tl.load(pos_count_ptr + q)
-    if j0 < cnt:
-        oy = q // W_OUT
-        ox = q % W_OUT
-        offs_j = j0 + tl.arange(0, BLOCK_J)
-        j_ok = offs_j < cnt
-        ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
-        k_total = KH * KW * C_IN
-        if TAP_LOOP:
-            c_blocks = tl.cdiv(C_IN, BLOCK_K)
-            tap = pid_k // c_blocks
-            c = (pid_k % c_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
-            k_ok = c < C_IN
-            offs_k = tap * C_IN + c
-        else:
-            offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-            k_ok = offs_k < k_total
-            c = offs_k % C_IN
-            tap = offs_k // C_IN
-        ky = tap // KW
-        kx = tap % KW
-        iy = oy * STRIDE_H - PAD_H + ky * DIL_H
-        ix = ox * STRIDE_W - PAD_W + kx * DIL_W
-        in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-        x_cols = x_ptr + (c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw)[None, :]  # [1, BLOCK_K]
-        g_rows = go_ptr + (ch * g_sc + oy * g_sh + ox * g_sw)[:, None]  # [BLOCK_J, 1]
-        if IS_FP64:
-            acc = tl.zeros((BLOCK_J, BLOCK_K), dtype=tl.float64)
-            gsum = tl.zeros((BLOCK_J,), dtype=tl.float64)
-        else:
-            acc = tl.zeros((BLOCK_J, BLOCK_K), dtype=tl.float32)
-            gsum = tl.zeros((BLOCK_J,), dtype=tl.float32)
-        for n0 in range(0, N, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            n_ok = offs_n < N
-            g = tl.load(g_rows + offs_n.to(tl.int64)[None, :] * g_sn, mask=j_ok[:, None] & n_ok[None, :], other=0.0)
-            xt = tl.load(x_cols + offs_n.to(tl.int64)[:, None] * x_sn, mask=n_ok[:, None] & in_ok[None, :],
-                         other=0.0)
-            acc = _mma(g, xt, acc, ALLOW_TF32)
-            if HAS_BIAS:
-                gsum += tl.sum(g.to(gsum.dtype), axis=1)
-        tl.atomic_add(gw_ptr + ch[:, None] * k_total + offs_k[None, :], acc, mask=j_ok[:, None] & k_ok[None, :])
-        if HAS_BIAS:
-            tl.atomic_add(gb_ptr + ch, gsum, mask=j_ok & (pid_k == 0))
+    """grid (P,), P <= the item count: program i takes items i, i + P, ... of the
+    (position, kept-channel block, K tile) items, position-major, so programs running side by
+    side share a position's grad_output rows and patch in L2. An empty item (a channel block
+    past the position's count: 3 of 4 at keep 0.1 and 64 channels) costs one load and the next
+    item, so no program exits at once while others still have work (the earlier grid of one
+    program per item left those programs to be scheduled and retired one by one)."""
+    k_total = KH * KW * C_IN
+    c_blocks = tl.cdiv(C_IN, BLOCK_K)
+    if not NEED_WEIGHT:
+        K_TILES = 1
+    elif TAP_LOOP:
+        K_TILES = KH * KW * c_blocks
+    else:
+        K_TILES = tl.cdiv(k_total, BLOCK_K)
+    J_BLOCKS = tl.cdiv(C_OUT, BLOCK_J)
+    for item in range(tl.program_id(0), H_OUT * W_OUT * J_BLOCKS * K_TILES, tl.num_programs(0)):
+        q = item // (J_BLOCKS * K_TILES)
+        rest = item - q * (J_BLOCKS * K_TILES)
+        j0 = (rest // K_TILES) * BLOCK_J
+        pid_k = rest - (j0 // BLOCK_J) * K_TILES
+        cnt = tl.load(pos_count_ptr + q)
+        if j0 < cnt:  # else the next item at once (most blocks of a position are empty at low keep)
+            _grad_weight_item(go_ptr, x_ptr, gw_ptr, gb_ptr, pos_ch_ptr, q, j0, pid_k, cnt, N, C_IN, H, W, C_OUT,
+                              W_OUT, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw, STRIDE_H, STRIDE_W, PAD_H,
+                              PAD_W, DIL_H, DIL_W, KH, KW, TAP_LOOP, HAS_BIAS, IS_FP64, ALLOW_TF32, BLOCK_J,
+                              BLOCK_K, BLOCK_N)
 
 
 # --------------------------------------------------------------------------------------
@@ -489,6 +529,19 @@ def _channels_last_weight(weight: Tensor) -> Tensor:
     """The weight with C_in innermost (a no-op for a channels_last weight): each tap's
     channels are then one contiguous run. The weight is small; the copy is cheap."""
     return weight.contiguous(memory_format=torch.channels_last)
+
+
+# Persistent grad_weight programs per SM (enough resident warps to hide load latency).
+_PROGRAMS_PER_SM = 4
+
+
+def _persistent_programs(device: torch.device) -> int:
+    """Size of a persistent grid: a few programs per SM (torch caches the device properties,
+    so this is no host work per call). Under the interpreter a small number, so that tests
+    give each program several items."""
+    if device.type != "cuda":
+        return 3
+    return torch.cuda.get_device_properties(device).multi_processor_count * _PROGRAMS_PER_SM
 
 
 def _flags(dtype: torch.dtype) -> dict:
@@ -570,22 +623,22 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
         gb = torch.zeros((c_out,), dtype=acc_dtype, device=input.device)
         if n > 0 and launch:
             x_cl = input.contiguous(memory_format=torch.channels_last)
-            # grad_bias alone needs one program per kept (q, channel) block, so one K block.
             tap_loop = _tap_loop(c_in)
 
-            def grid(meta):
-                if not need_weight:
-                    k_blocks = 1
-                elif tap_loop:
-                    k_blocks = kh * kw * triton.cdiv(c_in, meta["BLOCK_K"])
-                else:
-                    k_blocks = triton.cdiv(kh * kw * c_in, meta["BLOCK_K"])
-                return (ho * wo, triton.cdiv(c_out, meta["BLOCK_J"]), k_blocks)
-            torch.library.wrap_triton(_masked_conv2d_grad_weight_kernel)[grid](
+            def k_tiles(meta):  # as the kernel counts them
+                if not need_weight:  # grad_bias alone: one item per position
+                    return 1
+                if tap_loop:
+                    return kh * kw * triton.cdiv(c_in, meta["BLOCK_K"])
+                return triton.cdiv(kh * kw * c_in, meta["BLOCK_K"])
+
+            programs = _persistent_programs(input.device)
+            torch.library.wrap_triton(_masked_conv2d_grad_weight_kernel)[
+                lambda meta: (min(programs, ho * wo * triton.cdiv(c_out, meta["BLOCK_J"]) * k_tiles(meta)),)](
                 grad_output, x_cl, gw, gb, pos_count, pos_ch,
                 n, c_in, h, w, c_out, ho, wo,
                 *grad_output.stride(), *x_cl.stride(), *conv,
-                KH=kh, KW=kw, TAP_LOOP=tap_loop, HAS_BIAS=bool(need_bias), **flags,
+                KH=kh, KW=kw, TAP_LOOP=tap_loop, NEED_WEIGHT=bool(need_weight), HAS_BIAS=bool(need_bias), **flags,
             )
         if need_weight:
             grad_weight = gw.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2).to(weight.dtype).contiguous()
