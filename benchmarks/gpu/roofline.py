@@ -195,6 +195,11 @@ V2_FWD_CONFIGS = [(32, 4, 16), (64, 4, 16), (32, 8, 16), (32, 4, 32), (128, 2, 1
 # csrc/cuda/masked_conv2d.cu, the wmma kernels (the bf16 default): forward BN=64 BJ=32 BK=32,
 # grad_input BN=64 BC=32 BJ=16, grad_weight BJ=32 BK=64 BN=32.
 CUDA_V1 = dict(fwd_bn=64, fwd_j=32, gi_bn=64, gi_bc=32, gi_j=16, gw_j=32, gw_bk=64, instr_per_staged=135)
+# After the redesign the staging loop reads a precomputed 32-bit offset from shared memory:
+# ~8 instructions per staged element (offset load, bounds select, 64-bit image address,
+# global load, shared store) instead of ~135; an estimate from the loop's source, not SASS.
+CUDA_V2_INSTR_PER_STAGED = 8
+CUDA_ROW_CHANNELS = 128  # csrc/cuda/masked_conv2d.cu kRowChannels
 
 
 def _fwd_v1(L: Layer, keep: float, elem: int, s: Sizes, bn: int, j: int, scatter_dot: bool) -> Kernel:
@@ -281,6 +286,26 @@ def design_cuda_v1(L: Layer, keep: float, elem: int) -> dict:
     return {"fwd": [Kernel("zero fill output", hbm=s.y), f], "grad_input": [gi], "grad_weight": gw}
 
 
+def design_cuda_v2(L: Layer, keep: float, elem: int) -> dict:
+    """The CUDA C++ kernels after the redesign: the forward stages with per-K-tile 32-bit
+    offsets and, for C_out <= 128, writes each output row once (no zero fill, coalesced row
+    stores); the backward kernels as v1 (their index math was already per K tile)."""
+    s = Sizes.of(L, elem)
+    v1 = design_cuda_v1(L, keep, elem)
+    c = CUDA_V1
+    f = _fwd_v1(L, keep, elem, s, c["fwd_bn"], c["fwd_j"], scatter_dot=False)
+    f.instr = f.l2 / elem * CUDA_V2_INSTR_PER_STAGED
+    f.name = "fwd (q, image tile), 32-bit offsets"
+    if L.c_out <= CUDA_ROW_CHANNELS:
+        f.name += ", rows written once"
+        return {"fwd": [f], "grad_input": v1["grad_input"], "grad_weight": v1["grad_weight"]}
+    kept = L.n * L.q * L.c_out * keep
+    f.hbm = s.x + s.w + min(s.y, kept * SECTOR)
+    f.l2 += kept * SECTOR
+    return {"fwd": [Kernel("zero fill output", hbm=s.y), f], "grad_input": v1["grad_input"],
+            "grad_weight": v1["grad_weight"]}
+
+
 def _fwd_v2(L: Layer, keep: float, elem: int, s: Sizes, bn: int, p: int, j: int) -> Kernel:
     """A program per (image tile, run of p positions of an output row, C_out range): for each
     tap it loads the input tile [p, bn, C_in] once (the neighbouring taps' tiles overlap, so
@@ -322,6 +347,7 @@ DESIGNS = {
     "triton-v1": design_triton_v1,
     "cuda-v1": design_cuda_v1,
     "triton-v2": design_triton_v2,
+    "cuda-v2": design_cuda_v2,
 }
 
 
