@@ -191,7 +191,9 @@ V1 = dict(fwd_bn=64, fwd_j=16, gi_bn=64, gi_bc=32, gi_j=16, gw_j=16, gw_bk=64)
 # (BLOCK_N, BLOCK_P, BLOCK_J) of the redesigned forward's autotune configs
 # (sparsemask/triton/masked_conv2d.py, _FWD_CONFIGS); the model takes the fastest, as the
 # autotuner would.
-V2_FWD_CONFIGS = [(32, 4, 16), (64, 4, 16), (32, 8, 16), (32, 4, 32), (128, 2, 16)]
+V2_FWD_CONFIGS = [(32, 4, 16), (64, 4, 16), (32, 8, 16), (128, 2, 16)]
+# (BLOCK_N, BLOCK_P, BLOCK_C, BLOCK_J) of the redesigned grad_input (_GRAD_INPUT_CONFIGS).
+V2_GI_CONFIGS = [(32, 4, 32, 16), (64, 4, 32, 16), (32, 8, 32, 16), (32, 2, 64, 16), (32, 4, 64, 16)]
 # csrc/cuda/masked_conv2d.cu, the wmma kernels (the bf16 default): forward BN=64 BJ=32 BK=32,
 # grad_input BN=64 BC=32 BJ=16, grad_weight BJ=32 BK=64 BN=32.
 CUDA_V1 = dict(fwd_bn=64, fwd_j=32, gi_bn=64, gi_bc=32, gi_j=16, gw_j=32, gw_bk=64, instr_per_staged=135)
@@ -327,10 +329,31 @@ def _fwd_v2(L: Layer, keep: float, elem: int, s: Sizes, bn: int, p: int, j: int)
                   flops_useful=s.dense_flops * keep, flops_issued=issued)
 
 
+def _grad_input_v2(L: Layer, keep: float, elem: int, s: Sizes, bn: int, p: int, bc: int, j: int) -> Kernel:
+    """A program per (run of p input positions of a row, C_in tile, image tile): per tap a
+    batched MMA over the run, grad_output gathered at each landing position's kept channels
+    (sector-granular). Taps kx of one row land on the same output run shifted by one, so per
+    (program, ky) the (p-1)/stride + kw distinct landing positions come from L2, the rest
+    from L1; blocks of j kept channels: the max over the run's landing positions."""
+    b = expected_blocks(L.c_out, keep, j, positions=p)
+    segs = L.hw * math.ceil(L.hw / p)
+    c_tiles = math.ceil(L.c_in / bc)
+    n_tiles = math.ceil(L.n / bn)
+    rows_per_ky = 1.0 / L.stride  # output rows an input row lands on, per ky
+    cols = (p - 1) / L.stride + L.k  # landing output columns per (program, ky), stride 1: p + k - 1
+    go_row = L.c_out * elem * sector_fraction(keep, elem)
+    go = segs * c_tiles * n_tiles * L.k * rows_per_ky * cols * bn * go_row * max(b, 1.0 if keep > 0 else 0.0)
+    taps = L.q * L.k * L.k  # landing (output position, tap) pairs
+    w_l2 = taps / p * n_tiles * b * p * j * L.c_in * elem if s.w > H200.l1_resident_B else segs * c_tiles * s.w
+    issued = 2.0 * taps * n_tiles * bn * b * j * L.c_in
+    return Kernel("grad_input (row run, C_in tile, image tile)", hbm=s.x + s.w + s.y, l2=go + w_l2 + s.x,
+                  flops_useful=s.dense_flops * keep, flops_issued=issued)
+
+
 def design_triton_v2(L: Layer, keep: float, elem: int) -> dict:
-    """The redesigned Triton kernels (sparsemask/triton/masked_conv2d.py): the forward of row
-    runs written once (the fastest of its autotune configs), grad_weight persistent with
-    relaxed atomics; grad_input as v1."""
+    """The redesigned Triton kernels (sparsemask/triton/masked_conv2d.py): forward and
+    grad_input over row runs (the fastest of their autotune configs), the forward written
+    once; grad_weight persistent with relaxed atomics."""
     s = Sizes.of(L, elem)
     v1 = design_triton_v1(L, keep, elem)
     fwd = min((_fwd_v2(L, keep, elem, s, bn, p, j) for bn, p, j in V2_FWD_CONFIGS), key=Kernel.time_s)
@@ -339,7 +362,9 @@ def design_triton_v2(L: Layer, keep: float, elem: int) -> dict:
     # persistent grid with relaxed atomics.
     gw = _grad_weight_v1(L, keep, elem, s, V1["gw_j"], V1["gw_bk"], sem="relaxed")
     gw[1].name, gw[1].note = "grad_weight (persistent, item list), relaxed atomics", ""
-    return {"fwd": [fwd], "grad_input": v1["grad_input"], "grad_weight": gw}
+    gi = min((_grad_input_v2(L, keep, elem, s, *c) for c in V2_GI_CONFIGS), key=Kernel.time_s)
+    gi.note = "fastest modelled config"
+    return {"fwd": [fwd], "grad_input": [gi], "grad_weight": gw}
 
 
 DESIGNS = {

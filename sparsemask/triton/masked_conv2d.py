@@ -81,10 +81,8 @@ def _mma(a, b, acc, ALLOW_TF32: tl.constexpr):
 _FWD_CONFIGS = _configs(
     [
         dict(BLOCK_N=32, BLOCK_P=4, BLOCK_J=16, BLOCK_K=32, warps=4, stages=3),
-        dict(BLOCK_N=64, BLOCK_P=4, BLOCK_J=16, BLOCK_K=32, warps=4, stages=2),
+        dict(BLOCK_N=64, BLOCK_P=4, BLOCK_J=16, BLOCK_K=32, warps=8, stages=2),
         dict(BLOCK_N=32, BLOCK_P=8, BLOCK_J=16, BLOCK_K=32, warps=8, stages=2),
-        dict(BLOCK_N=64, BLOCK_P=4, BLOCK_J=16, BLOCK_K=64, warps=8, stages=2),
-        dict(BLOCK_N=32, BLOCK_P=4, BLOCK_J=32, BLOCK_K=32, warps=4, stages=2),
         dict(BLOCK_N=128, BLOCK_P=2, BLOCK_J=16, BLOCK_K=32, warps=8, stages=2),
     ],
     interpret=dict(BLOCK_N=16, BLOCK_P=2, BLOCK_J=16, BLOCK_K=16),
@@ -282,17 +280,18 @@ def _masked_conv2d_fwd_kernel(
 
 
 # --------------------------------------------------------------------------------------
-# grad_input: gathered per input position p; every element of grad_input written once.
+# grad_input: a program owns a run of BLOCK_P input positions of one input row, a C_in tile
+# and an image tile, and writes that tile of grad_input once (no atomics: it gathers).
 
 _GRAD_INPUT_CONFIGS = _configs(
     [
-        dict(BLOCK_N=64, BLOCK_C=32, BLOCK_J=16, warps=4, stages=3),
-        dict(BLOCK_N=128, BLOCK_C=32, BLOCK_J=16, warps=4, stages=3),
-        dict(BLOCK_N=128, BLOCK_C=64, BLOCK_J=16, warps=8, stages=3),
-        dict(BLOCK_N=64, BLOCK_C=64, BLOCK_J=32, warps=4, stages=3),
-        dict(BLOCK_N=256, BLOCK_C=32, BLOCK_J=16, warps=8, stages=2),
+        dict(BLOCK_N=32, BLOCK_P=4, BLOCK_C=32, BLOCK_J=16, warps=4, stages=2),
+        dict(BLOCK_N=64, BLOCK_P=4, BLOCK_C=32, BLOCK_J=16, warps=8, stages=2),
+        dict(BLOCK_N=32, BLOCK_P=8, BLOCK_C=32, BLOCK_J=16, warps=8, stages=2),
+        dict(BLOCK_N=32, BLOCK_P=2, BLOCK_C=64, BLOCK_J=16, warps=4, stages=2),
+        dict(BLOCK_N=32, BLOCK_P=4, BLOCK_C=64, BLOCK_J=16, warps=8, stages=2),
     ],
-    interpret=dict(BLOCK_N=16, BLOCK_C=16, BLOCK_J=16),
+    interpret=dict(BLOCK_N=16, BLOCK_P=2, BLOCK_C=16, BLOCK_J=16),
 )
 
 
@@ -300,8 +299,8 @@ _GRAD_INPUT_CONFIGS = _configs(
 @triton.jit
 def _masked_conv2d_grad_input_kernel(
     go_ptr,  # grad_output [N, C_OUT, H_OUT, W_OUT], any strides (channels_last: g_sc == 1)
-    w_ptr,  # weight [C_OUT, C_IN, KH, KW], any strides
-    gx_ptr,  # grad_input [N, C_IN, H, W], fully written
+    w_ptr,  # weight [C_OUT, C_IN, KH, KW], any strides (channels_last: w_sc == 1)
+    gx_ptr,  # grad_input [N, C_IN, H, W]: every element written once
     pos_count_ptr,  # [Q] int32
     pos_ch_ptr,  # [Q, C_OUT] int32
     N, C_IN, H, W, C_OUT, H_OUT, W_OUT,  # sizes
@@ -314,45 +313,59 @@ def _masked_conv2d_grad_input_kernel(
     IS_FP64: tl.constexpr,
     ALLOW_TF32: tl.constexpr,
     BLOCK_N: tl.constexpr,  # images per program (MMA M)
+    BLOCK_P: tl.constexpr,  # input positions per program, along a row (the MMA batch)
     BLOCK_C: tl.constexpr,  # input channels per program (MMA N)
-    BLOCK_J: tl.constexpr,  # kept output channels per step (MMA K)
+    BLOCK_J: tl.constexpr,  # kept output channels per position and step (MMA K)
 ):
-    p = tl.program_id(0).to(tl.int64)
-    c0 = tl.program_id(1) * BLOCK_C
-    n0 = tl.program_id(2) * BLOCK_N
-    iy = p // W
-    ix = p % W
-    offs_n = n0 + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < N
-    offs_c = c0 + tl.arange(0, BLOCK_C)
+    """grid (H * cdiv(W, BLOCK_P), cdiv(C_IN, BLOCK_C), cdiv(N, BLOCK_N)).
+
+    gx[n, c, iy, ix_p] = sum over the taps (ky, kx) that land input position (iy, ix_p) on an
+    output position q_p, and over q_p's kept channels, of go[n, ch, q_p] * W[ch, c, ky, kx]:
+    per tap a batched MMA over the run's positions, [BLOCK_P] x [BLOCK_N, BLOCK_J] (grad_output
+    gathered at each landing position's kept channels) @ [BLOCK_J, BLOCK_C] (their weights).
+    Neighbouring taps land on the same output run shifted by one, so grad_output rows come
+    from L1 after the first tap instead of being re-gathered per input position."""
+    segs = tl.cdiv(W, BLOCK_P)
+    pid = tl.program_id(0)
+    iy = pid // segs
+    ix = (pid % segs) * BLOCK_P + tl.arange(0, BLOCK_P)  # [BLOCK_P]
+    p_ok = ix < W
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C_IN
-    g_rows = go_ptr + offs_n.to(tl.int64)[:, None] * g_sn  # [BLOCK_N, 1]
-    w_cols = w_ptr + offs_c.to(tl.int64)[None, :] * w_sc  # [1, BLOCK_C]
+    offs_n = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < N
+    g_img = go_ptr + offs_n.to(tl.int64)[None, :, None] * g_sn  # [1, BLOCK_N, 1]
+    w_cols = w_ptr + offs_c[None, None, :] * w_sc  # [1, 1, BLOCK_C]
     if IS_FP64:
-        acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float64)
+        acc = tl.zeros((BLOCK_P, BLOCK_N, BLOCK_C), dtype=tl.float64)
     else:
-        acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for ky in tl.static_range(KH):
+        acc = tl.zeros((BLOCK_P, BLOCK_N, BLOCK_C), dtype=tl.float32)
+    for tap in range(0, KH * KW):
+        ky = tap // KW
+        kx = tap - ky * KW
         ty = iy + PAD_H - ky * DIL_H
         oy = ty // STRIDE_H
         y_ok = (ty >= 0) & (ty - oy * STRIDE_H == 0) & (oy < H_OUT)
-        for kx in tl.static_range(KW):
-            tx = ix + PAD_W - kx * DIL_W
-            ox = tx // STRIDE_W
-            ok = y_ok & (tx >= 0) & (tx - ox * STRIDE_W == 0) & (ox < W_OUT)
-            q = tl.where(ok, oy * W_OUT + ox, 0)
-            cnt = tl.where(ok, tl.load(pos_count_ptr + q), 0)
-            for j0 in range(0, cnt, BLOCK_J):
-                offs_j = j0 + tl.arange(0, BLOCK_J)
-                j_ok = offs_j < cnt
-                ch = tl.load(pos_ch_ptr + q * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
-                g = tl.load(g_rows + (ch * g_sc + oy * g_sh + ox * g_sw)[None, :],
-                            mask=n_ok[:, None] & j_ok[None, :], other=0.0)
-                wt = tl.load(w_cols + (ch * w_sco + ky * w_sh + kx * w_sw)[:, None],
-                             mask=j_ok[:, None] & c_ok[None, :], other=0.0)
-                acc = _mma(g, wt, acc, ALLOW_TF32)
-    gx_off = offs_n.to(tl.int64)[:, None] * gx_sn + offs_c.to(tl.int64)[None, :] * gx_sc + iy * gx_sh + ix * gx_sw
-    tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty), mask=n_ok[:, None] & c_ok[None, :])
+        tx = ix + PAD_W - kx * DIL_W  # [BLOCK_P]
+        ox = tx // STRIDE_W
+        ok = p_ok & y_ok & (tx >= 0) & (tx - ox * STRIDE_W == 0) & (ox < W_OUT)
+        q = tl.where(ok, oy * W_OUT + ox, 0)
+        cnt = tl.where(ok, tl.load(pos_count_ptr + q, mask=ok, other=0), 0)  # [BLOCK_P]
+        g_pos = g_img + (oy * g_sh + ox * g_sw)[:, None, None]  # [BLOCK_P, BLOCK_N, 1]
+        w_tap = w_cols + (ky * w_sh + kx * w_sw)
+        for j0 in range(0, tl.max(cnt, axis=0), BLOCK_J):
+            offs_j = j0 + tl.arange(0, BLOCK_J)
+            j_ok = offs_j[None, :] < cnt[:, None]  # [BLOCK_P, BLOCK_J]
+            ch = tl.load(pos_ch_ptr + q.to(tl.int64)[:, None] * C_OUT + offs_j[None, :], mask=j_ok, other=0)
+            g = tl.load(g_pos + (ch * g_sc)[:, None, :], mask=j_ok[:, None, :] & n_ok[None, :, None],
+                        other=0.0)  # [BLOCK_P, BLOCK_N, BLOCK_J]
+            wt = tl.load(w_tap + (ch.to(tl.int64) * w_sco)[:, :, None], mask=j_ok[:, :, None] & c_ok[None, None, :],
+                         other=0.0)  # [BLOCK_P, BLOCK_J, BLOCK_C]
+            acc = _mma(g, wt, acc, ALLOW_TF32)
+    gx_off = (offs_n.to(tl.int64)[None, :, None] * gx_sn + (offs_c * gx_sc)[None, None, :]
+              + (iy * gx_sh + ix * gx_sw).to(tl.int64)[:, None, None])
+    tl.store(gx_ptr + gx_off, acc.to(gx_ptr.dtype.element_ty),
+             mask=p_ok[:, None, None] & n_ok[None, :, None] & c_ok[None, None, :])
 
 
 # --------------------------------------------------------------------------------------
@@ -609,7 +622,7 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
         grad_input = torch.empty_like(input, memory_format=suggest_memory_format(input))
         if grad_input.numel() > 0 and launch:
             w_cl = _channels_last_weight(weight)
-            grid = lambda meta: (h * w, triton.cdiv(c_in, meta["BLOCK_C"]),  # noqa: E731
+            grid = lambda meta: (h * triton.cdiv(w, meta["BLOCK_P"]), triton.cdiv(c_in, meta["BLOCK_C"]),  # noqa: E731
                                  triton.cdiv(n, meta["BLOCK_N"]))
             torch.library.wrap_triton(_masked_conv2d_grad_input_kernel)[grid](
                 grad_output, w_cl, grad_input, pos_count, pos_ch,

@@ -76,10 +76,11 @@ def test_issue_atomics_count():
     assert est["grad_weight"].atomics == pytest.approx(11.56e6, rel=0.01)
 
 
-def test_new_forward_reads_less_than_old():
+@pytest.mark.parametrize("pass_", ["fwd", "grad_input"])
+def test_row_runs_read_less_than_per_position_programs(pass_):
     for L, keep in itertools.product(roofline.LAYERS, roofline.KEEPS):
-        old = roofline.estimate(L, keep, 2, "triton-v1")["fwd"]
-        new = roofline.estimate(L, keep, 2, "triton-v2")["fwd"]
+        old = roofline.estimate(L, keep, 2, "triton-v1")[pass_]
+        new = roofline.estimate(L, keep, 2, "triton-v2")[pass_]
         assert new.l2 < old.l2 and new.time_us() <= old.time_us(), (L.name, keep)
 
 

@@ -136,6 +136,28 @@ def test_interpreter_forward_writes_every_output_once(keep):
 
 
 @cpu_only
+@pytest.mark.parametrize("keep", [0.0, 0.05])
+def test_interpreter_grad_input_writes_every_element_once(keep):
+    """grad_input is allocated uninitialised and each element written by exactly one program,
+    also where no tap lands on a kept neuron (zeros): checked under the NaN fill."""
+    x, weight, bias, mask, s, p, d = _case(WIDE_CPU, keep, seed=14)
+    grad = torch.randn(x.shape[0], *mask.shape, dtype=x.dtype)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        gx, _, _ = torch.ops.sparsemask.masked_conv2d_triton_backward(grad, x, weight, mask, s, p, d,
+                                                                      [True, False, False])
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+    xr = x.clone().requires_grad_()
+    (gx_ref,) = torch.autograd.grad(_dense(xr, weight, bias, mask, s, p, d), (xr,), grad)
+    assert not gx.isnan().any()
+    torch.testing.assert_close(gx, gx_ref, atol=1e-10, rtol=1e-10)
+
+
+@cpu_only
 def test_interpreter_nan_and_inf_stay_in_their_neuron():
     """The epilogue moves values by an exact gather: a NaN/Inf input reaches only the kept
     outputs whose patch contains it, never the rest of the row (a one-hot product would)."""
