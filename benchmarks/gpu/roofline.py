@@ -191,7 +191,7 @@ V1 = dict(fwd_bn=64, fwd_j=16, gi_bn=64, gi_bc=32, gi_j=16, gw_j=16, gw_bk=64)
 # (BLOCK_N, BLOCK_P, BLOCK_J) of the redesigned forward's autotune configs
 # (sparsemask/triton/masked_conv2d.py, _FWD_CONFIGS); the model takes the fastest, as the
 # autotuner would.
-V2_FWD_CONFIGS = [(32, 4, 16), (64, 4, 16), (32, 8, 16), (128, 2, 16)]
+V2_FWD_CONFIGS = [(32, 4, 16), (64, 4, 16), (128, 2, 16)]
 # (BLOCK_N, BLOCK_P, BLOCK_C, BLOCK_J) of the redesigned grad_input (_GRAD_INPUT_CONFIGS).
 V2_GI_CONFIGS = [(32, 4, 32, 16), (64, 4, 32, 16), (32, 8, 32, 16), (32, 2, 64, 16), (32, 4, 64, 16)]
 # csrc/cuda/masked_conv2d.cu, the wmma kernels (the bf16 default): forward BN=64 BJ=32 BK=32,

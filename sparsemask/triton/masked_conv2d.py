@@ -82,7 +82,6 @@ _FWD_CONFIGS = _configs(
     [
         dict(BLOCK_N=32, BLOCK_P=4, BLOCK_J=16, BLOCK_K=32, warps=4, stages=3),
         dict(BLOCK_N=64, BLOCK_P=4, BLOCK_J=16, BLOCK_K=32, warps=8, stages=2),
-        dict(BLOCK_N=32, BLOCK_P=8, BLOCK_J=16, BLOCK_K=32, warps=8, stages=2),
         dict(BLOCK_N=128, BLOCK_P=2, BLOCK_J=16, BLOCK_K=32, warps=8, stages=2),
     ],
     interpret=dict(BLOCK_N=16, BLOCK_P=2, BLOCK_J=16, BLOCK_K=16),
@@ -377,9 +376,9 @@ def _masked_conv2d_grad_input_kernel(
 _GRAD_WEIGHT_CONFIGS = _configs(
     [
         dict(BLOCK_J=16, BLOCK_K=64, BLOCK_N=64, warps=4, stages=3),
-        dict(BLOCK_J=16, BLOCK_K=128, BLOCK_N=64, warps=4, stages=3),
+        dict(BLOCK_J=16, BLOCK_K=128, BLOCK_N=64, warps=8, stages=3),
         dict(BLOCK_J=32, BLOCK_K=64, BLOCK_N=64, warps=4, stages=3),
-        dict(BLOCK_J=16, BLOCK_K=64, BLOCK_N=128, warps=8, stages=3),
+        dict(BLOCK_J=16, BLOCK_K=64, BLOCK_N=128, warps=8, stages=2),
         dict(BLOCK_J=32, BLOCK_K=128, BLOCK_N=32, warps=8, stages=2),
     ],
     interpret=dict(BLOCK_J=16, BLOCK_K=32, BLOCK_N=16),
