@@ -68,11 +68,12 @@ LAYERS = {
     "c128": dict(n=128, c_in=128, c_out=128, h=16, w=16, k=3, stride=1, pad=1, dil=1),  # ResNet-18 layer2
     "c256": dict(n=128, c_in=256, c_out=256, h=8, w=8, k=3, stride=1, pad=1, dil=1),  # ResNet-18 layer3
     "stem": dict(n=128, c_in=3, c_out=64, h=32, w=32, k=3, stride=1, pad=1, dil=1),  # CIFAR stem
+    "c128d2": dict(n=128, c_in=128, c_out=128, h=16, w=16, k=3, stride=1, pad=2, dil=2),  # dilated
 }
 
 # Per kernel: (variant name, layer, has_bias). Together they reach every constexpr branch
 # the launchers take: forward TAP_LOOP (C_in >= 16) / flat k, one or several C_out ranges,
-# HAS_BIAS; grad_weight TAP_LOOP / flat k, HAS_BIAS; IS_FP64 and ALLOW_TF32 come from the
+# HAS_BIAS; grad_weight ROW_TILE / TAP_LOOP (dilated) / flat k, HAS_BIAS; IS_FP64 and ALLOW_TF32 come from the
 # dtype. C_RANGE=128 is the forward's widest register tile.
 VARIANTS = {
     "_masked_conv2d_fwd_kernel": [
@@ -84,7 +85,8 @@ VARIANTS = {
         ("3x3", "c128", False),
     ],
     "_masked_conv2d_grad_weight_kernel": [
-        ("tap", "c128", False),
+        ("row tile", "c128", False),
+        ("tap, dilation 2", "c128d2", False),
         ("flat k, bias", "stem", True),
     ],
 }
@@ -184,7 +186,9 @@ def _launch_args(kernel: str, mod, layer: dict, has_bias: bool, dtype_label: str
         return args, dict(KH=k, KW=k, **flags)
     if kernel == "_masked_conv2d_grad_weight_kernel":
         args = (t(dt), t(dt), t(acc_dt), t(acc_dt), idx, idx, *sizes, *os_, *xs, *conv)
-        return args, dict(KH=k, KW=k, TAP_LOOP=tap_loop, NEED_WEIGHT=True, HAS_BIAS=has_bias, **flags)
+        x_cl = torch.empty((n, c_in, h, w), device="meta").contiguous(memory_format=torch.channels_last)
+        return args, dict(KH=k, KW=k, ROW_TILE=mod._grad_weight_row_tile(x_cl, L["dil"]), TAP_LOOP=tap_loop,
+                          NEED_WEIGHT=True, HAS_BIAS=has_bias, **flags)
     raise KeyError(kernel)
 
 

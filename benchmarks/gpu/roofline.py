@@ -192,6 +192,8 @@ V1 = dict(fwd_bn=64, fwd_j=16, gi_bn=64, gi_bc=32, gi_j=16, gw_j=16, gw_bk=64)
 # (sparsemask/triton/masked_conv2d.py, _FWD_CONFIGS); the model takes the fastest, as the
 # autotuner would.
 V2_FWD_CONFIGS = [(32, 4, 16), (64, 4, 16), (128, 2, 16)]
+# (BLOCK_J, BLOCK_K) of grad_weight's autotune configs (_GRAD_WEIGHT_CONFIGS).
+V2_GW_CONFIGS = [(16, 64), (16, 128), (32, 64), (32, 128), (16, 256)]
 # (BLOCK_N, BLOCK_P, BLOCK_C, BLOCK_J) of the redesigned grad_input (_GRAD_INPUT_CONFIGS).
 V2_GI_CONFIGS = [(32, 4, 32, 16), (64, 4, 32, 16), (32, 8, 32, 16), (32, 2, 64, 16), (32, 4, 64, 16)]
 # csrc/cuda/masked_conv2d.cu, the wmma kernels (the bf16 default): forward BN=64 BJ=32 BK=32,
@@ -235,12 +237,15 @@ def _grad_input_v1(L: Layer, keep: float, elem: int, s: Sizes, bn: int, bc: int,
                   flops_issued=issued)
 
 
-def _grad_weight_v1(L: Layer, keep: float, elem: int, s: Sizes, j: int, bk: int, sem: str) -> list:
+def _grad_weight_v1(L: Layer, keep: float, elem: int, s: Sizes, j: int, bk: int, sem: str,
+                    row_tile: bool = False) -> list:
     """A program per (position, kept-channel block, K tile) reduces over the batch and adds
     [j, bk] results atomically into a float32 buffer [C_out, k*k*C_in]; programs of
-    positions with no channels in their block exit at once (grid sized for C_out)."""
+    positions with no channels in their block exit at once (grid sized for C_out).
+    row_tile: K tiles run along a kernel row's contiguous (kx, c_in) elements, so there are
+    k * ceil(k*C_in / bk) of them (grad_output is gathered once per K tile)."""
     b = expected_blocks(L.c_out, keep, j)
-    k_tiles = math.ceil(L.kdim / bk)
+    k_tiles = L.k * math.ceil(L.k * L.c_in / bk) if row_tile else math.ceil(L.kdim / bk)
     patch = L.q * b * L.kdim * L.n * elem
     go = L.q * b * k_tiles * L.n * L.c_out * elem * sector_fraction(keep, elem)
     atomics = L.q * L.c_out * keep * L.kdim  # one per kept (position, channel) x patch element
@@ -352,16 +357,17 @@ def _grad_input_v2(L: Layer, keep: float, elem: int, s: Sizes, bn: int, p: int, 
 
 def design_triton_v2(L: Layer, keep: float, elem: int) -> dict:
     """The redesigned Triton kernels (sparsemask/triton/masked_conv2d.py): forward and
-    grad_input over row runs (the fastest of their autotune configs), the forward written
-    once; grad_weight persistent with relaxed atomics."""
+    grad_input over row runs, the forward written once; grad_weight persistent with relaxed
+    atomics and K tiles along kernel rows (each the fastest of its autotune configs)."""
     s = Sizes.of(L, elem)
     v1 = design_triton_v1(L, keep, elem)
     fwd = min((_fwd_v2(L, keep, elem, s, bn, p, j) for bn, p, j in V2_FWD_CONFIGS), key=Kernel.time_s)
     fwd.note = "fastest modelled config"
-    # grad_weight: the same items (and so the same traffic and atomic count) walked by a
-    # persistent grid with relaxed atomics.
-    gw = _grad_weight_v1(L, keep, elem, s, V1["gw_j"], V1["gw_bk"], sem="relaxed")
-    gw[1].name, gw[1].note = "grad_weight (persistent, item list), relaxed atomics", ""
+    # grad_weight: the same per-item work (the same atomic count) walked by a persistent grid
+    # with relaxed atomics, K tiles along kernel rows (fewer grad_output gathers).
+    gw = min((_grad_weight_v1(L, keep, elem, s, j, bk, sem="relaxed", row_tile=L.c_in >= 16)
+              for j, bk in V2_GW_CONFIGS), key=lambda ks: sum(k.time_s() for k in ks))
+    gw[1].name, gw[1].note = "grad_weight (persistent, row K tiles), relaxed atomics", "fastest modelled config"
     gi = min((_grad_input_v2(L, keep, elem, s, *c) for c in V2_GI_CONFIGS), key=Kernel.time_s)
     gi.note = "fastest modelled config"
     return {"fwd": [fwd], "grad_input": [gi], "grad_weight": gw}

@@ -380,6 +380,7 @@ _GRAD_WEIGHT_CONFIGS = _configs(
         dict(BLOCK_J=32, BLOCK_K=64, BLOCK_N=64, warps=4, stages=3),
         dict(BLOCK_J=16, BLOCK_K=64, BLOCK_N=128, warps=8, stages=2),
         dict(BLOCK_J=32, BLOCK_K=128, BLOCK_N=32, warps=8, stages=2),
+        dict(BLOCK_J=16, BLOCK_K=256, BLOCK_N=16, warps=4, stages=3),
     ],
     interpret=dict(BLOCK_J=16, BLOCK_K=32, BLOCK_N=16),
 )
@@ -392,31 +393,50 @@ def _grad_weight_item(
     N, C_IN, H, W, C_OUT, W_OUT,
     g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
-    KH: tl.constexpr, KW: tl.constexpr, TAP_LOOP: tl.constexpr, HAS_BIAS: tl.constexpr, IS_FP64: tl.constexpr,
-    ALLOW_TF32: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, ROW_TILE: tl.constexpr, TAP_LOOP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr, ALLOW_TF32: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     """gw[C_q[j0:j0+BLOCK_J], K tile] += go[:, those channels, q]^T @ patch_q[:, K tile]
     (reduced over the batch), added with relaxed atomics; grad_bias rides along on K tile 0."""
     k_total = KH * KW * C_IN
     oy = q // W_OUT
     ox = q - oy * W_OUT
-    if TAP_LOOP:
-        c_blocks = tl.cdiv(C_IN, BLOCK_K)
-        tap = pid_k // c_blocks
-        c = (pid_k - tap * c_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_ok = c < C_IN
-        offs_k = tap * C_IN + c
+    if ROW_TILE:
+        # A K tile is a run of one kernel row's (kx, c_in) elements. In a channels_last input
+        # without dilation they are contiguous (input column ix0 + kx, channel c at
+        # (ix0 + kx) * C_IN + c), so a tile may span several taps: with BLOCK_K >= KW * C_IN a
+        # kernel row is one tile and grad_output is gathered KH times per item instead of
+        # KH * KW times (x_sc == 1, x_sw == C_IN: the launcher's condition).
+        row = KW * C_IN
+        r_blocks = tl.cdiv(row, BLOCK_K)
+        ky = pid_k // r_blocks
+        t = (pid_k - ky * r_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_ok = t < row
+        offs_k = ky * row + t
+        iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+        ix0 = ox * STRIDE_W - PAD_W
+        kx = t // C_IN
+        in_ok = k_ok & (iy >= 0) & (iy < H) & (ix0 + kx >= 0) & (ix0 + kx < W)
+        x_cols = x_ptr + (iy * x_sh + ix0 * x_sw + t)[None, :]  # [1, BLOCK_K]
     else:
-        offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < k_total
-        c = offs_k % C_IN
-        tap = offs_k // C_IN
-    ky = tap // KW
-    kx = tap % KW
-    iy = oy * STRIDE_H - PAD_H + ky * DIL_H
-    ix = ox * STRIDE_W - PAD_W + kx * DIL_W
-    in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-    x_cols = x_ptr + (c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw)[None, :]  # [1, BLOCK_K]
+        if TAP_LOOP:
+            c_blocks = tl.cdiv(C_IN, BLOCK_K)
+            tap = pid_k // c_blocks
+            c = (pid_k - tap * c_blocks) * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = c < C_IN
+            offs_k = tap * C_IN + c
+        else:
+            offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < k_total
+            c = offs_k % C_IN
+            tap = offs_k // C_IN
+        ky = tap // KW
+        kx = tap % KW
+        iy = oy * STRIDE_H - PAD_H + ky * DIL_H
+        ix = ox * STRIDE_W - PAD_W + kx * DIL_W
+        in_ok = k_ok & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        x_cols = x_ptr + (c.to(tl.int64) * x_sc + iy * x_sh + ix * x_sw)[None, :]  # [1, BLOCK_K]
     offs_j = j0 + tl.arange(0, BLOCK_J)
     j_ok = offs_j < cnt
     ch = tl.load(pos_ch_ptr + q.to(tl.int64) * C_OUT + offs_j, mask=j_ok, other=0).to(tl.int64)
@@ -459,7 +479,8 @@ def _masked_conv2d_grad_weight_kernel(
     STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
     KH: tl.constexpr,
     KW: tl.constexpr,
-    TAP_LOOP: tl.constexpr,  # a K tile is one tap's channel block (C_IN >= 16), else a flat k range
+    ROW_TILE: tl.constexpr,  # a K tile is a run of one kernel row (channels_last input, no dilation)
+    TAP_LOOP: tl.constexpr,  # else: a K tile is one tap's channel block (C_IN >= 16), else a flat k range
     NEED_WEIGHT: tl.constexpr,  # False: grad_bias only (one item per position, K tile 0)
     HAS_BIAS: tl.constexpr,
     IS_FP64: tl.constexpr,
@@ -478,6 +499,8 @@ def _masked_conv2d_grad_weight_kernel(
     c_blocks = tl.cdiv(C_IN, BLOCK_K)
     if not NEED_WEIGHT:
         K_TILES = 1
+    elif ROW_TILE:
+        K_TILES = KH * tl.cdiv(KW * C_IN, BLOCK_K)
     elif TAP_LOOP:
         K_TILES = KH * KW * c_blocks
     else:
@@ -492,7 +515,7 @@ def _masked_conv2d_grad_weight_kernel(
         if j0 < cnt:  # else the next item at once (most blocks of a position are empty at low keep)
             _grad_weight_item(go_ptr, x_ptr, gw_ptr, gb_ptr, pos_ch_ptr, q, j0, pid_k, cnt, N, C_IN, H, W, C_OUT,
                               W_OUT, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw, STRIDE_H, STRIDE_W, PAD_H,
-                              PAD_W, DIL_H, DIL_W, KH, KW, TAP_LOOP, HAS_BIAS, IS_FP64, ALLOW_TF32, BLOCK_J,
+                              PAD_W, DIL_H, DIL_W, KH, KW, ROW_TILE, TAP_LOOP, HAS_BIAS, IS_FP64, ALLOW_TF32, BLOCK_J,
                               BLOCK_K, BLOCK_N)
 
 
@@ -530,6 +553,15 @@ def _c_range(c_out: int) -> int:
     """Output channels per forward program: C_out rounded up to a power of two >= 16, at most
     _C_RANGE_MAX."""
     return min(max(16, triton.next_power_of_2(c_out)), max(16, _C_RANGE_MAX))
+
+
+def _grad_weight_row_tile(x: Tensor, dilation_w: int) -> bool:
+    """Whether grad_weight's K tiles may span a kernel row's (kx, c_in) run: it is contiguous
+    when x [N, C_in, H, W] has channel stride 1 and column stride C_in (channels_last; a
+    size-1 W may carry any stride, so it is checked, not assumed) and there is no horizontal
+    dilation."""
+    c_in = x.shape[1]
+    return _tap_loop(c_in) and dilation_w == 1 and x.stride(1) == 1 and x.stride(3) == c_in
 
 
 def _tap_loop(c_in: int) -> bool:
@@ -636,10 +668,13 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
         if n > 0 and launch:
             x_cl = input.contiguous(memory_format=torch.channels_last)
             tap_loop = _tap_loop(c_in)
+            row_tile = _grad_weight_row_tile(x_cl, dilation[1])
 
             def k_tiles(meta):  # as the kernel counts them
                 if not need_weight:  # grad_bias alone: one item per position
                     return 1
+                if row_tile:
+                    return kh * triton.cdiv(kw * c_in, meta["BLOCK_K"])
                 if tap_loop:
                     return kh * kw * triton.cdiv(c_in, meta["BLOCK_K"])
                 return triton.cdiv(kh * kw * c_in, meta["BLOCK_K"])
@@ -650,7 +685,8 @@ def _masked_conv2d_triton_backward_op(grad_output: Tensor, input: Tensor, weight
                 grad_output, x_cl, gw, gb, pos_count, pos_ch,
                 n, c_in, h, w, c_out, ho, wo,
                 *grad_output.stride(), *x_cl.stride(), *conv,
-                KH=kh, KW=kw, TAP_LOOP=tap_loop, NEED_WEIGHT=bool(need_weight), HAS_BIAS=bool(need_bias), **flags,
+                KH=kh, KW=kw, ROW_TILE=row_tile, TAP_LOOP=tap_loop, NEED_WEIGHT=bool(need_weight),
+                HAS_BIAS=bool(need_bias), **flags,
             )
         if need_weight:
             grad_weight = gw.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2).to(weight.dtype).contiguous()

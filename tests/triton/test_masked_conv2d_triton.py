@@ -173,6 +173,36 @@ def test_interpreter_nan_and_inf_stay_in_their_neuron():
 
 
 @cpu_only
+@pytest.mark.parametrize("shape,row_tile", [
+    ((2, 17, 5, 6, 7, 3, 1, 1, 1), True),   # a K tile spans (kx, c_in) runs of a kernel row
+    ((2, 17, 5, 7, 6, 3, 1, 2, 2), False),  # dilation 2: one tap's channels per K tile
+    ((2, 16, 5, 6, 1, 3, 1, 1, 1), True),   # W = 1: the column stride of a size-1 dim
+], ids=["row tile", "tap loop, dilation 2", "row tile, W=1"])
+def test_interpreter_grad_weight_k_tiles(shape, row_tile):
+    """grad_weight's K tiles: a kernel row's contiguous run (channels_last, no dilation) or one
+    tap's channel block; BLOCK_K (32 under the interpreter) splits a row of 3 x 17 mid-tap."""
+    from sparsemask.triton import masked_conv2d as module
+
+    x, *_ , d = _case(shape, 0.5)
+    assert module._grad_weight_row_tile(x.contiguous(memory_format=torch.channels_last), d[1]) is row_tile
+    _check_exact(shape, 0.5, torch.float64, "cpu", 1e-10, seed=15)
+
+
+def test_grad_weight_row_tile_needs_the_contiguous_row():
+    """A size-1 W may carry any stride in a tensor PyTorch calls channels_last: then the row
+    is not contiguous and grad_weight falls back to one tap per K tile."""
+    from sparsemask.triton import masked_conv2d as module
+
+    odd = torch.empty_strided((2, 16, 6, 1), (96, 1, 16, 999))
+    assert odd.is_contiguous(memory_format=torch.channels_last)
+    assert odd.contiguous(memory_format=torch.channels_last).stride(3) == 999
+    assert not module._grad_weight_row_tile(odd, 1)
+    assert module._grad_weight_row_tile(torch.empty(2, 16, 6, 4).contiguous(memory_format=torch.channels_last), 1)
+    assert not module._grad_weight_row_tile(torch.empty(2, 16, 6, 4).contiguous(memory_format=torch.channels_last), 2)
+    assert not module._grad_weight_row_tile(torch.empty(2, 3, 6, 4).contiguous(memory_format=torch.channels_last), 1)
+
+
+@cpu_only
 def test_interpreter_float32_channels_last():
     _check_exact(SHAPES[0], 0.5, torch.float32, "cpu", 1e-4, channels_last=True, seed=1)
 
