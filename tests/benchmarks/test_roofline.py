@@ -96,3 +96,26 @@ def test_docs_table_is_generated(tmp_path):
     roofline.write_docs(f, "T2")
     text = f.read_text()
     assert text.startswith("a\n") and text.endswith("\nb\n") and "T2" in text and "T1" not in text and "old" not in text
+
+
+def test_bench_gpu_rows_carry_the_model_with_measured_rates():
+    """bench_gpu.py puts the model's estimate next to each measured row, with the measured copy
+    bandwidth and matmul rate in place of the assumed ones."""
+    spec = importlib.util.spec_from_file_location("bench_gpu_for_test", ROOT / "benchmarks" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    rl = bench.load_roofline()
+    s = next(s for s in bench.SHAPES if s.name.startswith("imagenet"))
+    L = roofline.LAYERS[0]
+    assert (s.n, s.c_in, s.c_out, s.hw) == (L.n, L.c_in, L.c_out, L.hw)
+    est = roofline.estimate(L, 0.1, 2, "triton-v2")
+    want = sum(est[p].time_us() for p in roofline.PASSES) / 1e3
+    none = {"copy_GBps": None, "bf16_matmul_TFLOPs": None, "tf32_matmul_TFLOPs": None}
+    assert bench.model_ms(rl, s, 0.1, "bf16", "triton", "both", none) == pytest.approx(want)
+    assert bench.model_ms(rl, s, 0.1, "bf16", "conv", "both", none) is None
+    # Half the bandwidth and half the matmul rate: the dense baseline (bound by one of them) slows down.
+    slow = {"copy_GBps": roofline.H200.hbm_Bps / 2e9, "bf16_matmul_TFLOPs": roofline.H200.tensor_flops / 2e12,
+            "tf32_matmul_TFLOPs": None}
+    assert bench.model_ms(rl, s, 0.1, "bf16", "dense", "fwd", slow) > 1.5 * bench.model_ms(rl, s, 0.1, "bf16", "dense",
+                                                                                             "fwd", none)
