@@ -9,7 +9,10 @@ gradients, given a saved forward graph) and both. Times are medians of
 Per row we report the speedup over "dense", the fraction of the 1/keep limit reached
 (speedup * keep: 1.0 means the time shrank exactly with the kept work) and the fraction of
 the memory-traffic floor (the fewest bytes the pass must move, each tensor read or written
-once, over the device's measured copy bandwidth, divided by the measured time).
+once, over the device's measured copy bandwidth, divided by the measured time), and the
+roofline model's estimate for the row (benchmarks/gpu/roofline.py, with the measured copy
+bandwidth and matmul rate in place of its datasheet-derived ones) to compare with the
+measurement.
 
 Shapes: the CIFAR ResNet-18 bottom layers at N=256 and ImageNet ResNet layer1 at N=128.
 
@@ -37,7 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +143,41 @@ def conv_flops(s: Shape, keep: float, pass_: str) -> float:
     """Multiply-adds x 2 of the kept outputs: forward 1 GEMM, backward 2 (input and weight)."""
     dense = 2.0 * s.n * s.c_out * s.out_hw**2 * s.c_in * s.kernel**2
     return dense * keep * {"fwd": 1, "bwd": 2, "both": 3}[pass_]
+
+
+# The roofline model's design for each implementation, and its passes for each timed pass.
+MODEL_DESIGNS = {"dense": "dense", "triton": "triton-v2", "cuda": "cuda-v2"}
+MODEL_PASSES = {"fwd": ("fwd",), "bwd": ("grad_input", "grad_weight"), "both": ("fwd", "grad_input", "grad_weight")}
+
+
+def load_roofline():
+    """benchmarks/gpu/roofline.py (a script directory, not a package), loaded by path."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu", "roofline.py")
+    spec = importlib.util.spec_from_file_location("sparsemask_bench_roofline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def model_ms(rl, s: Shape, keep: float, dtype_name: str, impl: str, pass_: str, ceilings: dict):
+    """The roofline model's estimate (ms) of one row, or None for an implementation it does not
+    model (conv, auto). The measured copy bandwidth and matmul rate replace the model's assumed
+    HBM and MMA rates; its L2, atomic, issue and launch rates stay assumptions."""
+    design = MODEL_DESIGNS.get(impl)
+    if design is None:
+        return None
+    dev = rl.H200
+    if ceilings.get("copy_GBps"):
+        dev = replace(dev, hbm_Bps=ceilings["copy_GBps"] * 1e9)
+    matmul = ceilings.get("tf32_matmul_TFLOPs" if dtype_name == "fp32" else "bf16_matmul_TFLOPs")
+    if matmul:
+        dev = replace(dev, tensor_flops=matmul * 1e12)
+    layer = rl.Layer(s.name, s.n, s.c_in, s.c_out, s.hw, s.kernel, s.stride, s.padding)
+    est = rl.estimate(layer, keep, torch.finfo(DTYPES[dtype_name]).bits // 8, design)
+    return sum(est[p].time_us(dev) for p in MODEL_PASSES[pass_]) / 1e3
 
 
 def traffic_bytes(s: Shape, elem: int, pass_: str) -> float:
@@ -321,19 +359,20 @@ def write_report(out_dir: str, env: dict, ceilings: dict, rows: list[dict], summ
     lines += [f"- measured {k}: {_fmt(v, '.1f')}" for k, v in ceilings.items()]
     lines += ["", "Times are medians (ms). speedup = dense / impl, where dense = cuDNN conv2d "
               "(channels_last) * mask; 1/keep = speedup * keep (fraction of the ideal keep-proportional "
-              "speedup); mem floor = fewest bytes / measured copy bandwidth / time.", ""]
+              "speedup); mem floor = fewest bytes / measured copy bandwidth / time; model ms = the roofline "
+              "model's estimate (benchmarks/gpu/roofline.py) with the measured copy and matmul rates.", ""]
     groups = sorted({(r["dtype"], r["pass"]) for r in rows})
     for dt, pass_ in groups:
         lines += [f"## {dt}, {pass_}", "",
-                  "| shape | keep | impl | ms | speedup | 1/keep frac | mem floor frac | rel err |",
-                  "|---|---:|---|---:|---:|---:|---:|---:|"]
+                  "| shape | keep | impl | ms | speedup | 1/keep frac | mem floor frac | model ms | rel err |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
         order = {name: i for i, name in enumerate(dict.fromkeys(r["shape"] for r in rows))}
         for r in sorted(rows, key=lambda r: (order[r["shape"]], r["keep"])):  # stable: impl order kept
             if (r["dtype"], r["pass"]) != (dt, pass_):
                 continue
             lines.append(f"| {r['shape']} | {r['keep']} | {r['impl']} | {_fmt(r['ms'])} | {_fmt(r['speedup'], '.2f')} "
                          f"| {_fmt(r['limit_frac'], '.2f')} | {_fmt(r['mem_floor_frac'], '.2f')} "
-                         f"| {_fmt(r['rel_err'], '.1e')} |")
+                         f"| {_fmt(r.get('model_ms'))} | {_fmt(r['rel_err'], '.1e')} |")
         lines.append("")
     lines += ["## Done-when checks (bf16, channels_last, forward+backward)", "",
               "| shape | keep | target | best speedup | backend | met |", "|---|---:|---:|---:|---|---|"]
@@ -418,6 +457,7 @@ def main(argv=None) -> int:
     ceilings = measure_ceilings(device, bench)
     print(f"environment: {env}\nceilings: {ceilings}", flush=True)
     rows = []
+    rl = load_roofline()
     impls = ["dense", "conv"] + backends
     deadline = time.monotonic() + args.budget_s
     cases = [(s, dt_name, keep) for dt_name in dtypes for keep in _priority(keeps) for s in shapes]
@@ -448,6 +488,7 @@ def main(argv=None) -> int:
                     "limit_frac": speedup * keep if speedup is not None else None,
                     "mem_floor_frac": floor_ms / ms if floor_ms and ms else None,
                     "gflop": conv_flops(s, keep if impl not in ("dense", "conv") else 1.0, pass_) / 1e9,
+                    "model_ms": model_ms(rl, s, keep, dt_name, impl, pass_, ceilings),
                     "rel_err": errs.get(impl),
                 })
             line = "  ".join(f"{k}={_fmt(v, '.3f')}" for k, v in times.items())

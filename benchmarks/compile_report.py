@@ -68,23 +68,25 @@ LAYERS = {
     "c128": dict(n=128, c_in=128, c_out=128, h=16, w=16, k=3, stride=1, pad=1, dil=1),  # ResNet-18 layer2
     "c256": dict(n=128, c_in=256, c_out=256, h=8, w=8, k=3, stride=1, pad=1, dil=1),  # ResNet-18 layer3
     "stem": dict(n=128, c_in=3, c_out=64, h=32, w=32, k=3, stride=1, pad=1, dil=1),  # CIFAR stem
+    "c128d2": dict(n=128, c_in=128, c_out=128, h=16, w=16, k=3, stride=1, pad=2, dil=2),  # dilated
 }
 
 # Per kernel: (variant name, layer, has_bias). Together they reach every constexpr branch
-# the launchers take: forward TAP_LOOP (C_in >= 16) / flat k, FULL_ROWS (C_out <= 128) /
-# zero-fill + scatter, HAS_BIAS; grad_weight TAP_LOOP / flat k, HAS_BIAS; IS_FP64 and
-# ALLOW_TF32 come from the dtype. FULL_ROWS at C_OUT_PAD=128 is the widest register tile.
+# the launchers take: forward TAP_LOOP (C_in >= 16) / flat k, one or several C_out ranges,
+# HAS_BIAS; grad_weight ROW_TILE / TAP_LOOP (dilated) / flat k, HAS_BIAS; IS_FP64 and ALLOW_TF32 come from the
+# dtype. C_RANGE=128 is the forward's widest register tile.
 VARIANTS = {
     "_masked_conv2d_fwd_kernel": [
-        ("tap, full rows 128", "c128", False),
-        ("flat k, full rows 64, bias", "stem", True),
-        ("tap, scatter (C_out 256), bias", "c256", True),
+        ("tap, C_out 128", "c128", False),
+        ("flat k, C_out 64, bias", "stem", True),
+        ("tap, C_out 256 (2 ranges), bias", "c256", True),
     ],
     "_masked_conv2d_grad_input_kernel": [
         ("3x3", "c128", False),
     ],
     "_masked_conv2d_grad_weight_kernel": [
-        ("tap", "c128", False),
+        ("row tile", "c128", False),
+        ("tap, dilation 2", "c128d2", False),
         ("flat k, bias", "stem", True),
     ],
 }
@@ -175,18 +177,18 @@ def _launch_args(kernel: str, mod, layer: dict, has_bias: bool, dtype_label: str
     # The launchers' rules (sparsemask/triton/masked_conv2d.py), read from the module so a
     # change there is followed here.
     tap_loop = mod._tap_loop(c_in) if hasattr(mod, "_tap_loop") else c_in >= 16
-    full_max = getattr(mod, "_FULL_ROWS_MAX_C_OUT", 128)
     if kernel == "_masked_conv2d_fwd_kernel":
-        c_out_pad = max(16, triton.next_power_of_2(c_out))
-        args = (t(dt), t(dt), t(dt), t(dt), idx, idx, *sizes, *xs, *ws, *os_, *conv)
-        return args, dict(KH=k, KW=k, TAP_LOOP=tap_loop, FULL_ROWS=c_out_pad <= full_max, C_OUT_PAD=c_out_pad,
-                          HAS_BIAS=has_bias, **flags)
+        mask = torch.empty(64, dtype=torch.uint8)
+        args = (t(dt), t(dt), t(dt), t(dt), mask, idx, *sizes, *xs, *ws, *os_, *conv)
+        return args, dict(KH=k, KW=k, TAP_LOOP=tap_loop, C_RANGE=mod._c_range(c_out), HAS_BIAS=has_bias, **flags)
     if kernel == "_masked_conv2d_grad_input_kernel":
         args = (t(dt), t(dt), t(dt), idx, idx, *sizes, *os_, *ws, *xs, *conv)
         return args, dict(KH=k, KW=k, **flags)
     if kernel == "_masked_conv2d_grad_weight_kernel":
         args = (t(dt), t(dt), t(acc_dt), t(acc_dt), idx, idx, *sizes, *os_, *xs, *conv)
-        return args, dict(KH=k, KW=k, TAP_LOOP=tap_loop, HAS_BIAS=has_bias, **flags)
+        x_cl = torch.empty((n, c_in, h, w), device="meta").contiguous(memory_format=torch.channels_last)
+        return args, dict(KH=k, KW=k, ROW_TILE=mod._grad_weight_row_tile(x_cl, L["dil"]), TAP_LOOP=tap_loop,
+                          NEED_WEIGHT=True, HAS_BIAS=has_bias, **flags)
     raise KeyError(kernel)
 
 

@@ -92,7 +92,7 @@ class Geometry:
 
 # Odd sizes, never powers of two; together they reach every kernel variant: C_in < 16 (flat
 # patch loop) and >= 16 (tap loop), C_out <= 128 (whole rows written in one store) and > 128
-# (zero-fill + scatter), batch 1 and batch > one image tile, NCHW and channels_last, no bias.
+# (two C_out ranges per forward program), batch 1 and batch > one image tile, NCHW and channels_last, no bias.
 GPU_SHAPES = [
     Geometry("b1 rgb 3x3 p1", 1, 3, 17, 13, 11, 3, 1, 1),
     Geometry("rgb stem 7x7 s2 p3", 5, 3, 24, 23, 21, 7, 2, 3),
@@ -100,12 +100,12 @@ GPU_SHAPES = [
     Geometry("3x3 s2 p0 no-bias", 6, 19, 40, 15, 13, 3, 2, 0, bias=False),
     Geometry("3x3 d2 p2", 3, 21, 29, 15, 14, 3, 1, 2, 2),
     Geometry("7x7 p3 nchw", 2, 16, 33, 12, 12, 7, 1, 3, channels_last=False),
-    Geometry("c_out 150 (scatter)", 4, 24, 150, 9, 9, 3, 1, 1),
+    Geometry("c_out 150 (2 ranges)", 4, 24, 150, 9, 9, 3, 1, 1),
     Geometry("67x64->64 @17x15", 67, 64, 64, 17, 15, 3, 1, 1),
 ]
 # fp16 shares bf16's code paths and tf32 is one constexpr of the fp32 kernels: a few shapes
 # each keep the number of Triton compiles (the matrix's main cost) down.
-GPU_DTYPE_SHAPES = {"fp16": {"b1 rgb 3x3 p1", "3x3 d2 p2", "c_out 150 (scatter)", "67x64->64 @17x15"},
+GPU_DTYPE_SHAPES = {"fp16": {"b1 rgb 3x3 p1", "3x3 d2 p2", "c_out 150 (2 ranges)", "67x64->64 @17x15"},
                     "tf32": {"rgb stem 7x7 s2 p3", "3x3 s2 p0 no-bias", "67x64->64 @17x15"}}
 DRY_SHAPES = [
     Geometry("b1 rgb 3x3 p1", 1, 3, 5, 6, 5, 3, 1, 1),
@@ -628,7 +628,7 @@ def cmd_autocast(args) -> int:
 SANITIZE_SHAPES = [
     Geometry("c_in 7 (flat loop)", 5, 7, 19, 9, 9, 3, 1, 1),
     Geometry("c_in 40 (tap loop) s2", 3, 40, 24, 8, 7, 3, 2, 1),
-    Geometry("c_out 150 (scatter) d2", 2, 16, 150, 7, 7, 3, 1, 2, 2),
+    Geometry("c_out 150 (2 ranges) d2", 2, 16, 150, 7, 7, 3, 1, 2, 2),
 ]
 
 

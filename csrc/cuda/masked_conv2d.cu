@@ -19,7 +19,8 @@
 //   * mma: half/bfloat16 operands on the tensor cores (wmma 16x16x16, float accumulators),
 //     same blocking, used for half/bfloat16 unless SPARSEMASK_CUDA_MMA=0 (which selects the
 //     scalar kernels, e.g. to tell a tensor-core bug from a plan bug).
-// int64 indexing throughout; launches on the current stream.
+// 64-bit indexing of images and tensors; 32-bit offsets inside one image, filter or output
+// plane (checked on the host, make_geometry); launches on the current stream.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -34,6 +35,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "../checks.h"
@@ -47,6 +49,13 @@ constexpr int kTile = 32;                  // images, channels and patch element
 constexpr int kThreads = 256;              // 8 warps
 constexpr int kRows = kThreads / kTile;    // 8: each thread owns kTile / kRows = 4 outputs
 constexpr int kPerThread = kTile / kRows;  // 4
+// Blocks per SM the kernels are compiled for (__launch_bounds__'s second argument): a
+// register budget of 65536 / (threads * 4) per thread (64 for 256 threads, 128 for 128);
+// double accumulators get two blocks (128). Without it ptxas picked a higher occupancy for
+// some kernels and spilled registers to reach it (compile report).
+constexpr int kMinBlocks = 4;
+template <typename Acc>
+constexpr int kScalarMinBlocks = sizeof(Acc) == 8 ? 2 : kMinBlocks;
 
 // Sizes, convolution parameters and element strides, passed by value to every kernel.
 struct Geometry {
@@ -57,19 +66,41 @@ struct Geometry {
   int64_t x[4], w[4], o[4];  // strides of input, weight, output (or grad_output)
 };
 
-// Patch element k of output position (oy, ox) as an input offset; -1 when it is padding.
-__device__ __forceinline__ int64_t patch_offset(const Geometry& g, int64_t k, int64_t oy, int64_t ox) {
-  const int64_t c = k % g.C, tap = k / g.C;
-  const int64_t ky = tap / g.kw, kx = tap % g.kw;
-  const int64_t iy = oy * g.sh - g.ph + ky * g.dh, ix = ox * g.sw - g.pw + kx * g.dw;
-  if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return -1;
-  return c * g.x[1] + iy * g.x[2] + ix * g.x[3];
+// Patch element k of output position (oy, ox) as an offset inside one image; -1 when it is
+// padding. 32-bit arithmetic (the host checks that an image, a filter and the output plane
+// have fewer than 2^31 elements: make_geometry): 64-bit division and modulo cost ~70
+// instructions each. The kernels call it once per patch element of a K tile, one thread per
+// element, and the staging loops read the offsets from shared memory, so none of this runs
+// per staged element.
+__device__ __forceinline__ int32_t patch_offset(const Geometry& g, int k, int oy, int ox) {
+  const int C = static_cast<int>(g.C), kw = static_cast<int>(g.kw);
+  const int tap = k / C, c = k - tap * C;
+  const int ky = tap / kw, kx = tap - ky * kw;
+  const int iy = oy * static_cast<int>(g.sh) - static_cast<int>(g.ph) + ky * static_cast<int>(g.dh);
+  const int ix = ox * static_cast<int>(g.sw) - static_cast<int>(g.pw) + kx * static_cast<int>(g.dw);
+  if (iy < 0 || iy >= static_cast<int>(g.H) || ix < 0 || ix >= static_cast<int>(g.W)) return -1;
+  return c * static_cast<int>(g.x[1]) + iy * static_cast<int>(g.x[2]) + ix * static_cast<int>(g.x[3]);
 }
 
-// Patch element k as a weight offset within one output channel's filter.
-__device__ __forceinline__ int64_t weight_offset(const Geometry& g, int64_t k) {
-  const int64_t c = k % g.C, tap = k / g.C;
-  return c * g.w[1] + (tap / g.kw) * g.w[2] + (tap % g.kw) * g.w[3];
+// Patch element k as a weight offset within one output channel's filter (32-bit, as above).
+__device__ __forceinline__ int32_t weight_offset(const Geometry& g, int k) {
+  const int C = static_cast<int>(g.C), kw = static_cast<int>(g.kw);
+  const int tap = k / C, c = k - tap * C;
+  const int ky = tap / kw, kx = tap - ky * kw;
+  return c * static_cast<int>(g.w[1]) + ky * static_cast<int>(g.w[2]) + kx * static_cast<int>(g.w[3]);
+}
+
+// Offsets of the K tile's patch elements k0 .. k0 + n - 1 (input, weight), -1 past KT or for
+// padding; threads 0 .. n - 1 each compute one. The caller synchronises before reading.
+__device__ __forceinline__ void stage_offsets(const Geometry& g, int64_t k0, int n, int oy, int ox, int32_t* xoff,
+                                              int32_t* woff) {
+  const int t = threadIdx.x;
+  if (t < n) {
+    const int64_t k = k0 + t;
+    const bool ok = k < g.KT;
+    xoff[t] = ok ? patch_offset(g, static_cast<int>(k), oy, ox) : -1;
+    if (woff != nullptr) woff[t] = ok ? weight_offset(g, static_cast<int>(k)) : -1;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -77,18 +108,19 @@ __device__ __forceinline__ int64_t weight_offset(const Geometry& g, int64_t k) {
 // tj + kRows * r. The patch tile is stored [k][n] (consecutive threads read consecutive n),
 // the weight tile [k][j] (a warp shares tj, so those reads broadcast).
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
+__global__ void __launch_bounds__(kThreads, kScalarMinBlocks<Acc>) forward_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                            const T* __restrict__ bias, T* __restrict__ out,
                                                            const int32_t* __restrict__ pos_count,
                                                            const int32_t* __restrict__ pos_ch, Geometry g) {
-  const int64_t q = blockIdx.x;
+  const int q = blockIdx.x;
   const int cnt = pos_count[q];
   if (cnt == 0) return;
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kTile;
-  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  const int Wo = static_cast<int>(g.Wo), oy = q / Wo, ox = q - oy * Wo;
   __shared__ Acc xs[kTile][kTile + 1];
   __shared__ Acc ws[kTile][kTile + 1];
   __shared__ int32_t chs[kTile];
+  __shared__ int32_t xoff[kTile], woff[kTile];  // the K tile's patch offsets (stage_offsets)
   const int tid = threadIdx.x, tn = tid % kTile, tj = tid / kTile;
   for (int j0 = 0; j0 < cnt; j0 += kTile) {
     __syncthreads();  // the previous tile's readers of chs are done
@@ -99,21 +131,18 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__
     for (int r = 0; r < kPerThread; ++r) acc[r] = Acc(0);
     for (int64_t k0 = 0; k0 < g.KT; k0 += kTile) {
       __syncthreads();
+      stage_offsets(g, k0, kTile, oy, ox, xoff, woff);
+      __syncthreads();
       for (int e = tid; e < kTile * kTile; e += kThreads) {
         const int kk = e % kTile, nn = e / kTile;
-        const int64_t k = k0 + kk, n = n0 + nn;
-        Acc v = Acc(0);
-        if (k < g.KT && n < g.N) {
-          const int64_t off = patch_offset(g, k, oy, ox);
-          if (off >= 0) v = static_cast<Acc>(x[n * g.x[0] + off]);
-        }
-        xs[kk][nn] = v;
+        const int64_t n = n0 + nn;
+        const int32_t off = xoff[kk];
+        xs[kk][nn] = off >= 0 && n < g.N ? static_cast<Acc>(x[n * g.x[0] + off]) : Acc(0);
       }
       for (int e = tid; e < kTile * kTile; e += kThreads) {
         const int kk = e % kTile, jj = e / kTile;
-        const int64_t k = k0 + kk;
-        const int32_t ch = chs[jj];
-        ws[kk][jj] = k < g.KT && ch >= 0 ? static_cast<Acc>(w[ch * g.w[0] + weight_offset(g, k)]) : Acc(0);
+        const int32_t ch = chs[jj], off = woff[kk];
+        ws[kk][jj] = off >= 0 && ch >= 0 ? static_cast<Acc>(w[ch * g.w[0] + off]) : Acc(0);
       }
       __syncthreads();
 #pragma unroll 8
@@ -141,13 +170,13 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const T* __restrict__
 // input channels c0 + tc + kRows * r. For every tap that lands p on an output position q,
 // the kept channels of q are walked in tiles: gs [j][n] = grad_output, ws [j][c] = weight.
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kThreads) grad_input_kernel(const T* __restrict__ go, const T* __restrict__ w,
+__global__ void __launch_bounds__(kThreads, kScalarMinBlocks<Acc>) grad_input_kernel(const T* __restrict__ go, const T* __restrict__ w,
                                                               T* __restrict__ gx, const int32_t* __restrict__ pos_count,
                                                               const int32_t* __restrict__ pos_ch, Geometry g,
                                                               int64_t gx_s0, int64_t gx_s1, int64_t gx_s2,
                                                               int64_t gx_s3) {
-  const int64_t p = blockIdx.x;
-  const int64_t iy = p / g.W, ix = p % g.W;
+  const int p = blockIdx.x;  // 32-bit position math (make_geometry checks the sizes)
+  const int W = static_cast<int>(g.W), iy = p / W, ix = p - iy * W;
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kTile;
   __shared__ Acc gs[kTile][kTile + 1];
   __shared__ Acc ws[kTile][kTile + 1];
@@ -158,14 +187,15 @@ __global__ void __launch_bounds__(kThreads) grad_input_kernel(const T* __restric
     Acc acc[kPerThread];
 #pragma unroll
     for (int r = 0; r < kPerThread; ++r) acc[r] = Acc(0);
-    for (int64_t ky = 0; ky < g.kh; ++ky) {
-      const int64_t ty = iy + g.ph - ky * g.dh;
-      if (ty < 0 || ty % g.sh != 0 || ty / g.sh >= g.Ho) continue;  // uniform over the block
-      const int64_t oy = ty / g.sh;
-      for (int64_t kx = 0; kx < g.kw; ++kx) {
-        const int64_t tx = ix + g.pw - kx * g.dw;
-        if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.Wo) continue;
-        const int64_t ox = tx / g.sw, q = oy * g.Wo + ox;
+    const int sh = static_cast<int>(g.sh), sw = static_cast<int>(g.sw), Wo = static_cast<int>(g.Wo);
+    for (int ky = 0; ky < static_cast<int>(g.kh); ++ky) {
+      const int ty = iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh);
+      if (ty < 0 || ty % sh != 0 || ty / sh >= g.Ho) continue;  // uniform over the block
+      const int oy = ty / sh;
+      for (int kx = 0; kx < static_cast<int>(g.kw); ++kx) {
+        const int tx = ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw);
+        if (tx < 0 || tx % sw != 0 || tx / sw >= Wo) continue;
+        const int ox = tx / sw, q = oy * Wo + ox;
         const int cnt = pos_count[q];
         for (int j0 = 0; j0 < cnt; j0 += kTile) {
           __syncthreads();  // previous readers of chs, gs, ws are done
@@ -212,23 +242,23 @@ __global__ void __launch_bounds__(kThreads) grad_input_kernel(const T* __restric
 // and tile channels tj + kRows * r. Tiles over the batch: gs [n][j] = grad_output,
 // xs [n][k] = patch. Results go to gw [K, KT] (and gb [K]) with atomicAdd.
 template <typename T, typename Acc>
-__global__ void __launch_bounds__(kThreads) grad_weight_kernel(const T* __restrict__ go, const T* __restrict__ x,
+__global__ void __launch_bounds__(kThreads, kScalarMinBlocks<Acc>) grad_weight_kernel(const T* __restrict__ go, const T* __restrict__ x,
                                                                Acc* __restrict__ gw, Acc* __restrict__ gb,
                                                                const int32_t* __restrict__ pos_count,
                                                                const int32_t* __restrict__ pos_ch, Geometry g,
                                                                bool need_weight) {
-  const int64_t q = blockIdx.x;
+  const int q = blockIdx.x;
   const int cnt = pos_count[q];
   if (cnt == 0) return;
   const int64_t k0 = static_cast<int64_t>(blockIdx.y) * kTile;
-  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  const int Wo = static_cast<int>(g.Wo), oy = q / Wo, ox = q - oy * Wo;
   const bool do_bias = gb != nullptr && blockIdx.y == 0;
   __shared__ Acc gs[kTile][kTile + 1];
   __shared__ Acc xs[kTile][kTile + 1];
-  __shared__ int64_t xoff[kTile];  // input offset of patch element k0 + kk, -1 for padding
+  __shared__ int32_t xoff[kTile];  // input offset of patch element k0 + kk, -1 for padding
   __shared__ int32_t chs[kTile];
   const int tid = threadIdx.x, tk = tid % kTile, tj = tid / kTile;
-  if (tid < kTile) xoff[tid] = k0 + tid < g.KT ? patch_offset(g, k0 + tid, oy, ox) : -1;
+  stage_offsets(g, k0, kTile, static_cast<int>(oy), static_cast<int>(ox), xoff, nullptr);  // read after the loop's sync
   for (int j0 = 0; j0 < cnt; j0 += kTile) {
     __syncthreads();
     if (tid < kTile) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
@@ -247,7 +277,8 @@ __global__ void __launch_bounds__(kThreads) grad_weight_kernel(const T* __restri
       if (need_weight) {
         for (int e = tid; e < kTile * kTile; e += kThreads) {
           const int kk = e % kTile, nn = e / kTile;
-          const int64_t n = n0 + nn, off = xoff[kk];
+          const int64_t n = n0 + nn;
+          const int32_t off = xoff[kk];
           xs[nn][kk] = off >= 0 && n < g.N ? static_cast<Acc>(x[n * g.x[0] + off]) : Acc(0);
         }
       }
@@ -298,25 +329,40 @@ constexpr int kMmaThreads = 128;  // 4 warps
 constexpr int kPadH = 8;          // 16-bit elements of padding per shared row
 constexpr int kPadF = 4;          // float elements of padding per shared row
 
+// Widest layer (output channels) whose forward blocks assemble whole output rows in shared
+// memory and write them once, zeros included (16 KiB of rows for 64 images).
+constexpr int kRowChannels = 128;
+
 // Forward on tensor cores. Block (q, 64 images); warp w owns images 16w..16w+15 and the two
 // 16-channel halves of a 32-channel tile: C[64 x 32] = A[64 x K] (patch) * B[K x 32] (W^T).
-template <typename T>
-__global__ void __launch_bounds__(kMmaThreads) forward_mma_kernel(const T* __restrict__ x, const T* __restrict__ w,
+// kWholeRows (C_out <= kRowChannels): the block writes its output rows [64 images, C_out]
+// once, zeros included, from shared memory with coalesced row stores (consecutive threads,
+// consecutive channels: full sectors for channels_last), so the output needs no zero-fill
+// pass and no scattered 2-byte stores. Otherwise kept neurons are stored into a zero-filled
+// output.
+template <typename T, bool kWholeRows>
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks) forward_mma_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                                   const T* __restrict__ bias, T* __restrict__ out,
                                                                   const int32_t* __restrict__ pos_count,
                                                                   const int32_t* __restrict__ pos_ch, Geometry g) {
   using WT = typename WmmaType<T>::type;
   constexpr int BN = 64, BJ = 32, BK = 32;
-  const int64_t q = blockIdx.x;
+  constexpr int kRowN = kWholeRows ? BN : 1, kRowC = kWholeRows ? kRowChannels : 1;
+  const int q = blockIdx.x;
   const int cnt = pos_count[q];
-  if (cnt == 0) return;
+  if (!kWholeRows && cnt == 0) return;
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BN;
-  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  const int Wo = static_cast<int>(g.Wo), oy = q / Wo, ox = q - oy * Wo;
   __shared__ __align__(32) uint16_t a_s[BN][BK + kPadH];  // patch [n][k]
   __shared__ __align__(32) uint16_t b_s[BJ][BK + kPadH];  // weight [j][k]: B in column-major
   __shared__ __align__(32) float c_s[BN][BJ + kPadF];
+  __shared__ __align__(16) uint16_t row_s[kRowN][kRowC];  // kWholeRows: output rows [n][c_out], bits
   __shared__ int32_t chs[BJ];
-  const int tid = threadIdx.x, warp = tid / 32;
+  __shared__ int32_t xoff[BK], woff[BK];  // the K tile's patch offsets (stage_offsets)
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  if constexpr (kWholeRows) {
+    for (int e = tid; e < BN * kRowChannels; e += kMmaThreads) row_s[e / kRowChannels][e % kRowChannels] = 0;
+  }
   for (int j0 = 0; j0 < cnt; j0 += BJ) {
     __syncthreads();
     if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
@@ -326,21 +372,18 @@ __global__ void __launch_bounds__(kMmaThreads) forward_mma_kernel(const T* __res
     wmma::fill_fragment(acc[1], 0.0f);
     for (int64_t k0 = 0; k0 < g.KT; k0 += BK) {
       __syncthreads();
+      stage_offsets(g, k0, BK, oy, ox, xoff, woff);
+      __syncthreads();
       for (int e = tid; e < BN * BK; e += kMmaThreads) {
         const int kk = e % BK, nn = e / BK;
-        const int64_t k = k0 + kk, n = n0 + nn;
-        uint16_t v = 0;
-        if (k < g.KT && n < g.N) {
-          const int64_t off = patch_offset(g, k, oy, ox);
-          if (off >= 0) v = x[n * g.x[0] + off].x;
-        }
-        a_s[nn][kk] = v;
+        const int64_t n = n0 + nn;
+        const int32_t off = xoff[kk];
+        a_s[nn][kk] = off >= 0 && n < g.N ? x[n * g.x[0] + off].x : uint16_t(0);
       }
       for (int e = tid; e < BJ * BK; e += kMmaThreads) {
         const int kk = e % BK, jj = e / BK;
-        const int64_t k = k0 + kk;
-        const int32_t ch = chs[jj];
-        b_s[jj][kk] = k < g.KT && ch >= 0 ? w[ch * g.w[0] + weight_offset(g, k)].x : uint16_t(0);
+        const int32_t ch = chs[jj], off = woff[kk];
+        b_s[jj][kk] = off >= 0 && ch >= 0 ? w[ch * g.w[0] + off].x : uint16_t(0);
       }
       __syncthreads();
 #pragma unroll
@@ -364,7 +407,22 @@ __global__ void __launch_bounds__(kMmaThreads) forward_mma_kernel(const T* __res
       const int64_t n = n0 + nn;
       if (ch < 0 || n >= g.N) continue;
       const float b = bias != nullptr ? static_cast<float>(bias[ch]) : 0.0f;
-      out[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]] = static_cast<T>(c_s[nn][jj] + b);
+      if constexpr (kWholeRows) {
+        row_s[nn][ch] = static_cast<T>(c_s[nn][jj] + b).x;
+      } else {
+        out[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]] = static_cast<T>(c_s[nn][jj] + b);
+      }
+    }
+  }
+  if constexpr (kWholeRows) {
+    __syncthreads();  // every tile's row_s writes (and the zeroing) are done
+    const int K = static_cast<int>(g.K);
+    const int64_t pos = oy * g.o[2] + ox * g.o[3];
+    for (int nn = warp; nn < BN; nn += kMmaThreads / 32) {
+      const int64_t n = n0 + nn;
+      if (n >= g.N) break;
+      T* row = out + n * g.o[0] + pos;
+      for (int c = lane; c < K; c += 32) row[c * g.o[1]] = T(row_s[nn][c], T::from_bits());
     }
   }
 }
@@ -373,13 +431,13 @@ __global__ void __launch_bounds__(kMmaThreads) forward_mma_kernel(const T* __res
 // of C_in: C[64 x 32] = sum over taps and 16-channel chunks of kept outputs of
 // A[64 x 16] (grad_output) * B[16 x 32] (weight at the tap).
 template <typename T>
-__global__ void __launch_bounds__(kMmaThreads) grad_input_mma_kernel(
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks) grad_input_mma_kernel(
     const T* __restrict__ go, const T* __restrict__ w, T* __restrict__ gx, const int32_t* __restrict__ pos_count,
     const int32_t* __restrict__ pos_ch, Geometry g, int64_t gx_s0, int64_t gx_s1, int64_t gx_s2, int64_t gx_s3) {
   using WT = typename WmmaType<T>::type;
   constexpr int BN = 64, BC = 32, BJ = 16;
-  const int64_t p = blockIdx.x;
-  const int64_t iy = p / g.W, ix = p % g.W;
+  const int p = blockIdx.x;  // 32-bit position math (make_geometry checks the sizes)
+  const int W = static_cast<int>(g.W), iy = p / W, ix = p - iy * W;
   const int64_t n0 = static_cast<int64_t>(blockIdx.y) * BN;
   __shared__ __align__(32) uint16_t a_s[BN][BJ + kPadH];  // grad_output [n][j]
   __shared__ __align__(32) uint16_t b_s[BJ][BC + kPadH];  // weight [j][c]: B in row-major
@@ -390,14 +448,15 @@ __global__ void __launch_bounds__(kMmaThreads) grad_input_mma_kernel(
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
-    for (int64_t ky = 0; ky < g.kh; ++ky) {
-      const int64_t ty = iy + g.ph - ky * g.dh;
-      if (ty < 0 || ty % g.sh != 0 || ty / g.sh >= g.Ho) continue;  // uniform over the block
-      const int64_t oy = ty / g.sh;
-      for (int64_t kx = 0; kx < g.kw; ++kx) {
-        const int64_t tx = ix + g.pw - kx * g.dw;
-        if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.Wo) continue;
-        const int64_t ox = tx / g.sw, q = oy * g.Wo + ox;
+    const int sh = static_cast<int>(g.sh), sw = static_cast<int>(g.sw), Wo = static_cast<int>(g.Wo);
+    for (int ky = 0; ky < static_cast<int>(g.kh); ++ky) {
+      const int ty = iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh);
+      if (ty < 0 || ty % sh != 0 || ty / sh >= g.Ho) continue;  // uniform over the block
+      const int oy = ty / sh;
+      for (int kx = 0; kx < static_cast<int>(g.kw); ++kx) {
+        const int tx = ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw);
+        if (tx < 0 || tx % sw != 0 || tx / sw >= Wo) continue;
+        const int ox = tx / sw, q = oy * Wo + ox;
         const int cnt = pos_count[q];
         for (int j0 = 0; j0 < cnt; j0 += BJ) {
           __syncthreads();
@@ -445,24 +504,24 @@ __global__ void __launch_bounds__(kMmaThreads) grad_input_mma_kernel(
 // elements 16w..16w+15 and both 16-channel halves of a 32-channel tile:
 // C[32 x 64] = sum over 32-image chunks of A[32 x 32] (grad_output^T) * B[32 x 64] (patch).
 template <typename T>
-__global__ void __launch_bounds__(kMmaThreads) grad_weight_mma_kernel(
+__global__ void __launch_bounds__(kMmaThreads, kMinBlocks) grad_weight_mma_kernel(
     const T* __restrict__ go, const T* __restrict__ x, float* __restrict__ gw, float* __restrict__ gb,
     const int32_t* __restrict__ pos_count, const int32_t* __restrict__ pos_ch, Geometry g, bool need_weight) {
   using WT = typename WmmaType<T>::type;
   constexpr int BJ = 32, BK = 64, BN = 32;
-  const int64_t q = blockIdx.x;
+  const int q = blockIdx.x;
   const int cnt = pos_count[q];
   if (cnt == 0) return;
   const int64_t k0 = static_cast<int64_t>(blockIdx.y) * BK;
-  const int64_t oy = q / g.Wo, ox = q % g.Wo;
+  const int Wo = static_cast<int>(g.Wo), oy = q / Wo, ox = q - oy * Wo;
   const bool do_bias = gb != nullptr && blockIdx.y == 0;
   __shared__ __align__(32) uint16_t a_s[BJ][BN + kPadH];  // grad_output [j][n]
   __shared__ __align__(32) uint16_t b_s[BN][BK + kPadH];  // patch [n][k]
   __shared__ __align__(32) float c_s[BJ][BK + kPadF];
-  __shared__ int64_t xoff[BK];
+  __shared__ int32_t xoff[BK];  // input offset of patch element k0 + kk, -1 for padding
   __shared__ int32_t chs[BJ];
   const int tid = threadIdx.x, warp = tid / 32;
-  if (tid < BK) xoff[tid] = k0 + tid < g.KT ? patch_offset(g, k0 + tid, oy, ox) : -1;
+  stage_offsets(g, k0, BK, static_cast<int>(oy), static_cast<int>(ox), xoff, nullptr);  // read after the loop's sync
   for (int j0 = 0; j0 < cnt; j0 += BJ) {
     __syncthreads();
     if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
@@ -482,7 +541,8 @@ __global__ void __launch_bounds__(kMmaThreads) grad_weight_mma_kernel(
       if (need_weight) {
         for (int e = tid; e < BN * BK; e += kMmaThreads) {
           const int kk = e % BK, nn = e / BK;
-          const int64_t n = n0 + nn, off = xoff[kk];
+          const int64_t n = n0 + nn;
+          const int32_t off = xoff[kk];
           b_s[nn][kk] = off >= 0 && n < g.N ? x[n * g.x[0] + off].x : uint16_t(0);
         }
       }
@@ -538,6 +598,12 @@ bool use_mma() {
 template <typename T>
 constexpr bool kHalfType = std::is_same_v<T, at::Half> || std::is_same_v<T, at::BFloat16>;
 
+// Whether the forward kernel that will run writes every output element itself (the
+// tensor-core kernel with whole rows); else the output is zero-filled first.
+bool forward_writes_every_output(at::ScalarType dtype, int64_t c_out) {
+  return use_mma() && (dtype == at::kHalf || dtype == at::kBFloat16) && c_out <= kRowChannels;
+}
+
 // Launchers that exist for every dtype but launch only for half/bfloat16 (inside a function
 // template `if constexpr` drops the other branch, so no tensor-core kernel is instantiated
 // for float/double). They return whether they launched.
@@ -548,8 +614,12 @@ bool try_forward_mma(const T* x, const T* w, const T* bias, T* out, const int32_
     if (!use_mma()) return false;
     const int64_t n_tiles = (g.N + 63) / 64;
     check_grid_y(n_tiles, "image");
-    forward_mma_kernel<T><<<dim3(g.Ho * g.Wo, n_tiles), kMmaThreads, 0, stream>>>(x, w, bias, out, pos_count,
-                                                                                   pos_ch, g);
+    const dim3 grid(g.Ho * g.Wo, n_tiles);
+    if (g.K <= kRowChannels) {
+      forward_mma_kernel<T, true><<<grid, kMmaThreads, 0, stream>>>(x, w, bias, out, pos_count, pos_ch, g);
+    } else {
+      forward_mma_kernel<T, false><<<grid, kMmaThreads, 0, stream>>>(x, w, bias, out, pos_count, pos_ch, g);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return true;
   } else {
@@ -616,6 +686,13 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const 
     g.w[i] = weight.stride(i);
     g.o[i] = out_like.stride(i);
   }
+  // The kernels index inside an image, a filter and an output plane with 32-bit arithmetic
+  // (patch_offset, weight_offset, the block's position); the image index stays 64-bit.
+  constexpr int64_t kMax32 = std::numeric_limits<int32_t>::max();
+  TORCH_CHECK(g.C * g.H * g.W <= kMax32 && g.KT <= kMax32 && g.Ho * g.Wo <= kMax32 && g.H <= kMax32 &&
+                  g.W <= kMax32,
+              "masked_conv2d (CUDA kernel): an image (C_in*H*W = ", g.C * g.H * g.W, "), a filter (", g.KT,
+              ") or an output plane (", g.Ho * g.Wo, ") has 2^31 or more elements; not supported");
   return g;
 }
 
@@ -647,10 +724,12 @@ at::Tensor masked_conv2d_cuda(const at::Tensor& input, const at::Tensor& weight,
   if (use_dense(*pr.plan, max_density)) {
     return dense_forward(input, weight, bias, mask, stride, padding, dilation);
   }
-  // Dropped neurons are never visited, so the output starts at zero.
+  // The tensor-core kernel for C_out <= kRowChannels writes every output element once, zeros
+  // included; the others never visit dropped neurons, so their output starts at zero.
   // at::zeros takes no memory_format: empty + zero_ keeps channels_last (as the fake kernel says).
-  at::Tensor out = at::empty({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options().memory_format(fmt)).zero_();
-  if (out.numel() == 0 || pr.plan->nnz == 0) return out;
+  at::Tensor out = at::empty({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options().memory_format(fmt));
+  if (out.numel() == 0 || pr.plan->nnz == 0) return out.zero_();
+  if (!forward_writes_every_output(input.scalar_type(), weight.size(0))) out.zero_();
   const int64_t q = pr.ho * pr.wo, n_tiles = (input.size(0) + kTile - 1) / kTile;
   check_grid_y(n_tiles, "image");
   // The kernels read patches as runs over C_in: channels_last operands make those runs

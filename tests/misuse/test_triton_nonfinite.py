@@ -1,6 +1,6 @@
-"""Triton forward: a NaN/Inf in one kept output stays in that output (the one-hot scatter
-must not spread it to the other channels of the position, masked ones included); a
-strided bias is read with its stride (issue 15, item 3). Runs under TRITON_INTERPRET=1."""
+"""Triton forward: a NaN/Inf in one kept output stays in that output (the epilogue that puts
+kept values into their channel slots must not spread it to the other channels of the
+position, masked ones included); a strided bias is read with its stride (issue 15, item 3). Runs under TRITON_INTERPRET=1."""
 from __future__ import annotations
 
 import pytest

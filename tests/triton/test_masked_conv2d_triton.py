@@ -91,15 +91,115 @@ def test_interpreter_float64_matches_reference(shape, keep):
     _check_exact(shape, keep, torch.float64, "cpu", 1e-10)
 
 
+# C_out 37: above one BLOCK_J (16 under the interpreter), so at keep 0.5 and 1 a run's kept
+# channels span several blocks (each block writes its own neurons, the first the zeros).
+WIDE_CPU = (2, 5, 37, 6, 5, 3, 1, 1, 1)
+
+
 @cpu_only
-@pytest.mark.parametrize("keep", [0.05, 0.5])
-def test_interpreter_scatter_mode(monkeypatch, keep):
-    """Layers wider than _FULL_ROWS_MAX_C_OUT write kept neurons into a zero-filled output
-    instead of whole rows; force that mode on a small layer."""
+@pytest.mark.parametrize("keep", [0.05, 0.5, 1.0])
+def test_interpreter_several_channel_blocks(keep):
+    _check_exact(WIDE_CPU, keep, torch.float64, "cpu", 1e-10, seed=10)
+
+
+@cpu_only
+@pytest.mark.parametrize("keep", [0.3, 1.0])
+def test_interpreter_several_channel_ranges(monkeypatch, keep):
+    """Layers wider than _C_RANGE_MAX split C_out over the grid (each range finds its first
+    pos_ch entry by counting the kept channels below it); force 3 ranges of 16."""
     from sparsemask.triton import masked_conv2d as module
 
-    monkeypatch.setattr(module, "_FULL_ROWS_MAX_C_OUT", 0)
-    _check_exact(SHAPES[0], keep, torch.float64, "cpu", 1e-10, seed=10)
+    monkeypatch.setattr(module, "_C_RANGE_MAX", 16)
+    assert module._c_range(37) == 16
+    _check_exact(WIDE_CPU, keep, torch.float64, "cpu", 1e-10, seed=11)
+
+
+@cpu_only
+@pytest.mark.parametrize("keep", [0.0, 0.05, 0.5])
+def test_interpreter_forward_writes_every_output_once(keep):
+    """No zero-fill pass: with PyTorch's deterministic fill, torch.empty returns NaN, so an
+    output element the kernel did not write would show up as NaN (masked ones must be 0)."""
+    x, weight, bias, mask, s, p, d = _case(WIDE_CPU, keep, seed=12)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        assert torch.empty(3, dtype=x.dtype).isnan().all()  # the fill is on
+        with torch.no_grad():
+            out = _triton(x, weight, bias, mask, s, p, d)
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+    assert not out.isnan().any()
+    assert (out[:, ~mask] == 0).all()
+    torch.testing.assert_close(out, _dense(x, weight, bias, mask, s, p, d), atol=1e-10, rtol=1e-10)
+
+
+@cpu_only
+@pytest.mark.parametrize("keep", [0.0, 0.05])
+def test_interpreter_grad_input_writes_every_element_once(keep):
+    """grad_input is allocated uninitialised and each element written by exactly one program,
+    also where no tap lands on a kept neuron (zeros): checked under the NaN fill."""
+    x, weight, bias, mask, s, p, d = _case(WIDE_CPU, keep, seed=14)
+    grad = torch.randn(x.shape[0], *mask.shape, dtype=x.dtype)
+    previous = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        gx, _, _ = torch.ops.sparsemask.masked_conv2d_triton_backward(grad, x, weight, mask, s, p, d,
+                                                                      [True, False, False])
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.utils.deterministic.fill_uninitialized_memory = previous[1]
+    xr = x.clone().requires_grad_()
+    (gx_ref,) = torch.autograd.grad(_dense(xr, weight, bias, mask, s, p, d), (xr,), grad)
+    assert not gx.isnan().any()
+    torch.testing.assert_close(gx, gx_ref, atol=1e-10, rtol=1e-10)
+
+
+@cpu_only
+def test_interpreter_nan_and_inf_stay_in_their_neuron():
+    """The epilogue moves values by an exact gather: a NaN/Inf input reaches only the kept
+    outputs whose patch contains it, never the rest of the row (a one-hot product would)."""
+    x, weight, bias, mask, s, p, d = _case(SHAPES[0], 0.5, seed=13)
+    x[0, 1, 3, 2] = float("nan")
+    x[1, 0, 0, 0] = float("inf")
+    with torch.no_grad():
+        out = _triton(x, weight, None, mask, s, p, d)
+    ref = _dense(x, weight, None, torch.ones_like(mask), s, p, d)
+    kept = mask.expand_as(out)
+    assert (out[~kept] == 0).all()
+    torch.testing.assert_close(out[kept], ref[kept], atol=1e-10, rtol=1e-10, equal_nan=True)
+
+
+@cpu_only
+@pytest.mark.parametrize("shape,row_tile", [
+    ((2, 17, 5, 6, 7, 3, 1, 1, 1), True),   # a K tile spans (kx, c_in) runs of a kernel row
+    ((2, 17, 5, 7, 6, 3, 1, 2, 2), False),  # dilation 2: one tap's channels per K tile
+    ((2, 16, 5, 6, 1, 3, 1, 1, 1), True),   # W = 1: the column stride of a size-1 dim
+], ids=["row tile", "tap loop, dilation 2", "row tile, W=1"])
+def test_interpreter_grad_weight_k_tiles(shape, row_tile):
+    """grad_weight's K tiles: a kernel row's contiguous run (channels_last, no dilation) or one
+    tap's channel block; BLOCK_K (32 under the interpreter) splits a row of 3 x 17 mid-tap."""
+    from sparsemask.triton import masked_conv2d as module
+
+    x, *_ , d = _case(shape, 0.5)
+    assert module._grad_weight_row_tile(x.contiguous(memory_format=torch.channels_last), d[1]) is row_tile
+    _check_exact(shape, 0.5, torch.float64, "cpu", 1e-10, seed=15)
+
+
+def test_grad_weight_row_tile_needs_the_contiguous_row():
+    """A size-1 W may carry any stride in a tensor PyTorch calls channels_last: then the row
+    is not contiguous and grad_weight falls back to one tap per K tile."""
+    from sparsemask.triton import masked_conv2d as module
+
+    odd = torch.empty_strided((2, 16, 6, 1), (96, 1, 16, 999))
+    assert odd.is_contiguous(memory_format=torch.channels_last)
+    assert odd.contiguous(memory_format=torch.channels_last).stride(3) == 999
+    assert not module._grad_weight_row_tile(odd, 1)
+    assert module._grad_weight_row_tile(torch.empty(2, 16, 6, 4).contiguous(memory_format=torch.channels_last), 1)
+    assert not module._grad_weight_row_tile(torch.empty(2, 16, 6, 4).contiguous(memory_format=torch.channels_last), 2)
+    assert not module._grad_weight_row_tile(torch.empty(2, 3, 6, 4).contiguous(memory_format=torch.channels_last), 1)
 
 
 @cpu_only
@@ -199,7 +299,7 @@ def _low_precision_rule(shape, dtype, device, seed=5):
 STEM_7X7 = (8, 3, 16, 13, 13, 7, 2, 3, 1)
 REALISTIC = (33, 64, 64, 17, 15, 3, 1, 1, 1)      # realistic channels, odd batch
 STRIDED = (16, 19, 40, 12, 12, 3, 2, 1, 1)        # stride 2, C_in not a multiple of 16
-WIDE = (4, 24, 150, 9, 9, 3, 1, 1, 1)              # C_out > 128: the zero-fill + scatter forward
+WIDE = (4, 24, 150, 9, 9, 3, 1, 1, 1)              # C_out > 128: the forward splits C_out in 2 ranges
 GPU_SHAPES = SHAPES + [STEM_7X7, REALISTIC, STRIDED, WIDE]
 
 
