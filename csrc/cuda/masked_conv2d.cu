@@ -72,6 +72,12 @@ struct Geometry {
 // instructions each. The kernels call it once per patch element of a K tile, one thread per
 // element, and the staging loops read the offsets from shared memory, so none of this runs
 // per staged element.
+// The output coordinate whose tap reads input coordinate `t` = in + pad - tap * dilation, or -1
+// where stride skips it or it falls outside [0, extent): grad_input's gather over taps.
+__device__ __forceinline__ int tap_output(int t, int stride, int extent) {
+  return (t < 0 || t % stride != 0 || t / stride >= extent) ? -1 : t / stride;
+}
+
 __device__ __forceinline__ int32_t patch_offset(const Geometry& g, int k, int oy, int ox) {
   const int C = static_cast<int>(g.C), kw = static_cast<int>(g.kw);
   const int tap = k / C, c = k - tap * C;
@@ -189,13 +195,12 @@ __global__ void __launch_bounds__(kThreads, kScalarMinBlocks<Acc>) grad_input_ke
     for (int r = 0; r < kPerThread; ++r) acc[r] = Acc(0);
     const int sh = static_cast<int>(g.sh), sw = static_cast<int>(g.sw), Wo = static_cast<int>(g.Wo);
     for (int ky = 0; ky < static_cast<int>(g.kh); ++ky) {
-      const int ty = iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh);
-      if (ty < 0 || ty % sh != 0 || ty / sh >= g.Ho) continue;  // uniform over the block
-      const int oy = ty / sh;
+      const int oy = tap_output(iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh), sh, static_cast<int>(g.Ho));
+      if (oy < 0) continue;  // uniform over the block
       for (int kx = 0; kx < static_cast<int>(g.kw); ++kx) {
-        const int tx = ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw);
-        if (tx < 0 || tx % sw != 0 || tx / sw >= Wo) continue;
-        const int ox = tx / sw, q = oy * Wo + ox;
+        const int ox = tap_output(ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw), sw, Wo);
+        if (ox < 0) continue;
+        const int q = oy * Wo + ox;
         const int cnt = pos_count[q];
         for (int j0 = 0; j0 < cnt; j0 += kTile) {
           __syncthreads();  // previous readers of chs, gs, ws are done
@@ -450,13 +455,12 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) grad_input_mma_kernel
     wmma::fill_fragment(acc[1], 0.0f);
     const int sh = static_cast<int>(g.sh), sw = static_cast<int>(g.sw), Wo = static_cast<int>(g.Wo);
     for (int ky = 0; ky < static_cast<int>(g.kh); ++ky) {
-      const int ty = iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh);
-      if (ty < 0 || ty % sh != 0 || ty / sh >= g.Ho) continue;  // uniform over the block
-      const int oy = ty / sh;
+      const int oy = tap_output(iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh), sh, static_cast<int>(g.Ho));
+      if (oy < 0) continue;  // uniform over the block
       for (int kx = 0; kx < static_cast<int>(g.kw); ++kx) {
-        const int tx = ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw);
-        if (tx < 0 || tx % sw != 0 || tx / sw >= Wo) continue;
-        const int ox = tx / sw, q = oy * Wo + ox;
+        const int ox = tap_output(ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw), sw, Wo);
+        if (ox < 0) continue;
+        const int q = oy * Wo + ox;
         const int cnt = pos_count[q];
         for (int j0 = 0; j0 < cnt; j0 += BJ) {
           __syncthreads();
