@@ -4,6 +4,7 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/buffer_pool.h"
 #include "plan.h"
 
 extern "C" {
@@ -41,6 +42,11 @@ std::vector<int64_t> cache_info() {
   return {info.builds, info.hits, info.entries};
 }
 
+std::vector<int64_t> cpu_pool_info() {
+  cpu::PoolInfo info = cpu::pool_info();
+  return {info.idle_bytes, info.idle_blocks, info.live_blocks, info.hits, info.misses, info.limit_bytes};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(sparsemask, m) {
@@ -53,6 +59,10 @@ TORCH_LIBRARY(sparsemask, m) {
   // [plans built, cache hits, live entries]
   m.def("plan_cache_info() -> int[]", &cache_info);
   m.def("plan_cache_clear() -> ()", &plan_cache_clear);
+  // The CPU buffer pool of the ops' large outputs (csrc/cpu/buffer_pool.h):
+  // [idle bytes, idle blocks, live blocks, hits, misses, limit bytes]; release frees idle blocks.
+  m.def("cpu_pool_info() -> int[]", &cpu_pool_info);
+  m.def("cpu_pool_release() -> ()", &cpu::pool_release);
 }
 
 }  // namespace sparsemask

@@ -105,6 +105,29 @@ def clear_cache() -> None:
     torch.ops.sparsemask.plan_cache_clear()
 
 
+class PoolInfo(NamedTuple):
+    idle_bytes: int
+    idle_blocks: int
+    live_blocks: int
+    hits: int
+    misses: int
+    limit_bytes: int
+
+
+def cpu_pool_info() -> PoolInfo:
+    """The CPU buffer pool that keeps the ops' large outputs (forward outputs, grad_input,
+    kept-gradient buffers) for reuse across steps instead of returning them to the OS
+    (csrc/cpu/buffer_pool.h): idle bytes/blocks, blocks in use, hits and misses since start,
+    and the idle limit (``SPARSEMASK_CPU_POOL_MB``, default 1024; 0 disables the pool)."""
+    return PoolInfo(*torch.ops.sparsemask.cpu_pool_info())
+
+
+def cpu_pool_release() -> None:
+    """Return every idle block of the CPU buffer pool to the OS (blocks in use come back to
+    the pool when their tensors are freed)."""
+    torch.ops.sparsemask.cpu_pool_release()
+
+
 # The fake (meta) kernel of sparsemask::mask_plan, for torch.compile/FakeTensor.
 @torch.library.register_fake("sparsemask::mask_plan")
 def _mask_plan_fake(mask):

@@ -31,6 +31,7 @@
 
 #include "../checks.h"
 #include "../plan.h"
+#include "buffer_pool.h"
 #include "packing.h"
 #include "simd.h"
 
@@ -125,7 +126,7 @@ at::Tensor gather_kept(const at::Tensor& src_t, const MaskPlan& plan, const Geom
                        const at::Tensor* gate_t = nullptr) {
   at::Tensor go = src_t.scalar_type() == t ? src_t : src_t.to(t);
   at::Tensor gate = gate_t == nullptr ? at::Tensor() : (gate_t->scalar_type() == t ? *gate_t : gate_t->to(t));
-  at::Tensor gk = at::empty({plan.nnz, g.N}, go.options());
+  at::Tensor gk = pooled_empty({plan.nnz, g.N}, go.options());
   const T* src = go.data_ptr<T>();
   const T* gp = gate.defined() ? gate.data_ptr<T>() : nullptr;
   T* dst = gk.data_ptr<T>();
@@ -363,7 +364,7 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
   at::Tensor grad_input, grad_weight;
   if (need_input) {
     at::Tensor wp = pack_weight(weight, g, t);
-    at::Tensor gx = at::empty({g.N, g.H, g.W, g.Cp}, input.options().dtype(t));
+    at::Tensor gx = pooled_empty({g.N, g.H, g.W, g.Cp}, input.options().dtype(t));
     grad_input_kernel<T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
     // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp.
     grad_input =

@@ -124,7 +124,7 @@ inline void over_batch_tiles(int jb, int64_t N, const Body& body, const Dst& dst
 // kept2 [nnz2, N] = conv2 of act1 [nnz1, N] (both compact).
 template <typename T>
 at::Tensor compact_conv_forward(const at::Tensor& act1, const at::Tensor& w2t, const CompactConv& cc) {
-  at::Tensor kept2 = at::empty({cc.out->nnz, cc.N}, act1.options());
+  at::Tensor kept2 = pooled_empty({cc.out->nnz, cc.N}, act1.options());
   const T* a = act1.data_ptr<T>();
   const T* w = w2t.data_ptr<T>();
   T* k2 = kept2.data_ptr<T>();
@@ -171,7 +171,7 @@ at::Tensor compact_conv_forward(const at::Tensor& act1, const at::Tensor& w2t, c
 // g_act1 [nnz1, N] = dL/d act1 at mask1's kept neurons, from gk2 [nnz2, N] = dL/d conv2 out.
 template <typename T>
 at::Tensor compact_conv_grad_input(const at::Tensor& gk2, const at::Tensor& w2t, const CompactConv& cc) {
-  at::Tensor ga = at::empty({cc.in->nnz, cc.N}, gk2.options());
+  at::Tensor ga = pooled_empty({cc.in->nnz, cc.N}, gk2.options());
   const T* g = gk2.data_ptr<T>();
   const T* w = w2t.data_ptr<T>();
   T* gap = ga.data_ptr<T>();
@@ -271,7 +271,7 @@ at::Tensor compact_conv_grad_weight(const at::Tensor& gk2, const at::Tensor& act
 template <typename T>
 at::Tensor kept_activation(const at::Tensor& kept, const MaskPlan& plan, const Geometry& g, const at::Tensor& scale,
                            const at::Tensor& shift) {
-  at::Tensor act = at::empty_like(kept);
+  at::Tensor act = pooled_empty(kept.sizes(), kept.options());
   const int32_t* rc = plan.row_ch.data_ptr<int32_t>();
   const T* k = kept.data_ptr<T>();
   const T* sc = scale.data_ptr<T>();
@@ -371,7 +371,7 @@ Eight defective_block_cpu(const at::Tensor& input, const at::Tensor& w1, const a
   }
   const MaskPlan& plan1 = *b.plan1;
   const MaskPlan& plan2 = *b.plan2;
-  at::Tensor out = at::empty({N, K2, b.h2, b.w2}, input.options().memory_format(fmt));
+  at::Tensor out = pooled_empty({N, K2, b.h2, b.w2}, input.options(), fmt);
   at::Tensor kept1, act1, kept2, mean1, invstd1, mean2, invstd2;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "defective_block_cpu", [&] {
     using T = scalar_t;

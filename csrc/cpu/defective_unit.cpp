@@ -82,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> defective_unit_cpu(
     res = residual->contiguous(fmt);
   }
   const MaskPlan& plan = *pr.plan;
-  at::Tensor out = at::empty({N, K, pr.ho, pr.wo}, input.options().memory_format(fmt));
+  at::Tensor out = pooled_empty({N, K, pr.ho, pr.wo}, input.options(), fmt);
   at::Tensor kept, mean, invstd;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "defective_unit_cpu", [&] {
     using T = scalar_t;

@@ -31,6 +31,7 @@
 #include "../checks.h"
 #include "../dense_fallback.h"
 #include "../plan.h"
+#include "buffer_pool.h"
 
 // -Wpsabi: GCC notes that passing AVX/AVX-512 vectors by value has another ABI than in a
 // baseline unit; every function that does so is inside the region, so they all agree.

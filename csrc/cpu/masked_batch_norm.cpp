@@ -11,6 +11,8 @@
 
 #include <vector>
 
+#include "buffer_pool.h"
+
 namespace sparsemask {
 namespace {
 
@@ -163,7 +165,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_batch_norm_act_cpu(
   at::Tensor shift = bias.has_value() && bias->defined() ? bias->to(t) - mean * scale : -mean * scale;
   scale = scale.contiguous();
   shift = shift.contiguous();
-  at::Tensor out = at::empty_like(input);
+  at::Tensor out = cpu::pooled_empty(input.sizes(), input.options(), fmt);
   AT_DISPATCH_FLOATING_TYPES(t, "masked_batch_norm_act_cpu", [&] {
     at::Tensor mm = mask_multipliers(mask, w.cl, t);
     forward_epilogue<scalar_t>(input.data_ptr<scalar_t>(), mm.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
@@ -269,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_batch_norm_act_backward_cp
       a[c] = training ? sum_g[c] / M : T(0);                         // mean of g'
       b[c] = training ? sum_gxhat[c] / M * invstd[c] : T(0);         // mean(g' xhat) / sigma
     }
-    grad_input = at::empty_like(input);
+    grad_input = cpu::pooled_empty(input.sizes(), input.options(), fmt);
     T* gi = grad_input.data_ptr<T>();
     at::parallel_for(0, w.rows(), 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {

@@ -40,10 +40,10 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
   if (use_dense(*pr.plan, max_density)) {
     return dense_forward(input, weight, bias, mask, stride, padding, dilation);
   }
-  // (at::zeros has no memory_format argument: empty + zero_ keeps channels_last.)
-  at::Tensor out = at::empty({input.size(0), weight.size(0), pr.ho, pr.wo},
-                             input.options().memory_format(input.suggest_memory_format()))
-                       .zero_();
+  // Pooled (buffer_pool.h): a training step's outputs reuse the previous step's warm pages.
+  at::Tensor out =
+      pooled_empty({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options(), input.suggest_memory_format())
+          .zero_();
   if (out.numel() == 0 || pr.plan->nnz == 0) {
     return out;
   }
@@ -54,7 +54,7 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
     at::Tensor xp = pack_input(input, g, t);
     at::Tensor wp = pack_weight(weight, g, t);
     at::Tensor b = bias.has_value() && bias->defined() ? bias->to(t).contiguous() : at::Tensor();
-    at::Tensor res = std::is_same_v<T, scalar_t> ? out : at::zeros_like(out, out.options().dtype(t));
+    at::Tensor res = std::is_same_v<T, scalar_t> ? out : pooled_empty(out.sizes(), out.options().dtype(t), input.suggest_memory_format()).zero_();
     const T* bias_p = b.defined() ? b.data_ptr<T>() : nullptr;
     T* out_p = res.data_ptr<T>();
     const int64_t sN = res.stride(0), sC = res.stride(1), sH = res.stride(2), sW = res.stride(3);

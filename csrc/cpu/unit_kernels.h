@@ -175,7 +175,7 @@ void scatter_kept(const T* kept, const MaskPlan& plan, const Geometry& g, at::Te
 template <typename T>
 at::Tensor gate_and_gather_channels_last(const T* go, const T* out, const MaskPlan& plan, const Geometry& g,
                                          T* gres, const at::TensorOptions& opts) {
-  at::Tensor gk = at::empty({plan.nnz, g.N}, opts);
+  at::Tensor gk = pooled_empty({plan.nnz, g.N}, opts);
   T* gkp = gk.data_ptr<T>();
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
@@ -214,7 +214,7 @@ at::Tensor kept_conv(const at::Tensor& input, const at::Tensor& weight, const Ma
   const at::ScalarType t = input.scalar_type();
   if (use_dense(plan, max_density))
     return gather_kept<T>(at::conv2d(input, weight, {}, stride, padding, dilation), plan, g, t);
-  at::Tensor kept = at::empty({plan.nnz, g.N}, input.options());
+  at::Tensor kept = pooled_empty({plan.nnz, g.N}, input.options());
   if (plan.nnz > 0 && g.N > 0) {
     at::Tensor xp = pack_input(input, g, t);
     at::Tensor wp = pack_weight(weight, g, t);
@@ -297,7 +297,7 @@ std::pair<at::Tensor, at::Tensor> gated_kept_grad(const at::Tensor& grad_out, co
                                                   bool need_residual) {
   const at::MemoryFormat cl = at::MemoryFormat::ChannelsLast;
   if (need_residual && relu && grad_out.is_contiguous(cl) && out.is_contiguous(cl)) {
-    at::Tensor gres = at::empty_like(grad_out, grad_out.options().memory_format(cl));
+    at::Tensor gres = pooled_empty(grad_out.sizes(), grad_out.options(), cl);
     at::Tensor gk = gate_and_gather_channels_last<T>(grad_out.data_ptr<T>(), out.data_ptr<T>(), plan, g,
                                                      gres.data_ptr<T>(), grad_out.options());
     return {gk, gres};
