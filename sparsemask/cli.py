@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "training step); arguments after `--` are passed through.",
                        epilog="examples:\n  sparsemask bench -- --quick\n  sparsemask bench -- --out benchmarks/results\n"
                               "  sparsemask bench --what train_step -- --help")
-    p.add_argument("--what", default="masked_conv", choices=["masked_conv", "train_step"],
+    p.add_argument("--what", default="masked_conv", choices=["masked_conv", "train_step", "crossover"],
                    help="which benchmark to run (sparsemask/benchmarks/<what>.py)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
 
