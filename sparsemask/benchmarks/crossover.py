@@ -52,7 +52,9 @@ MODES = ("forward", "forward+backward")
 # percent; 3% keeps measurement noise from turning a tie into a threshold that loses.
 MARGIN = 0.97
 
-RAW_DEFAULT = "benchmarks/results/crossover_cpu_raw.json"
+# The raw sweep is committed next to the scripts (benchmarks/results/ is git-ignored) so the
+# table can always be regenerated from it (tests/ops/test_auto_crossover.py checks it is).
+RAW_DEFAULT = "benchmarks/crossover_cpu_raw.json"
 TABLE_DEFAULT = str(Path(__file__).resolve().parent.parent / "backends" / "cpu_crossover.json")
 
 
