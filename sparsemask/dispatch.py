@@ -258,7 +258,6 @@ _CPU_TABLE_PATH = Path(__file__).resolve().parent / "backends" / "cpu_crossover.
 _TABLE_DTYPES = {torch.float32: "float32", torch.float64: "float32",
                  torch.bfloat16: "bfloat16", torch.float16: "bfloat16"}
 _FEATURES = ("c_in", "c_out", "kernel_area", "stride", "out_positions")
-_cpu_table_cache: dict[str, Optional["CrossoverTable"]] = {}
 
 
 @dataclass(frozen=True)
@@ -341,23 +340,22 @@ def load_cpu_table(path: Path = _CPU_TABLE_PATH) -> Optional[CrossoverTable]:
     return _parse_table(data, path)
 
 
-@torch.compiler.disable
-def _load_once() -> None:
-    # Runs eagerly even inside torch.compile (file I/O and warnings do not trace); after the
-    # first call the cache is a plain dict lookup that dynamo guards on.
-    table = load_cpu_table()
-    if table is None:
-        warnings.warn(f"sparsemask: {_CPU_TABLE_PATH} is absent; backend 'auto' uses the hand-typed CPU "
-                      f"thresholds (dispatch._MAX_DENSITY). Run the sweep (docs/ops.md) to generate it.",
-                      stacklevel=3)
-    _cpu_table_cache["table"] = table
+# Read once, when this module is imported: file I/O cannot be traced by torch.compile, so a
+# lazy first read inside a compiled model would break its graph (fullgraph=True fails). The
+# file is a few KB; a malformed one raises here, naming the file and the fix.
+_cpu_table_cache: dict[str, object] = {"table": load_cpu_table(), "warned": False}
 
 
 def cpu_table() -> Optional[CrossoverTable]:
-    """The CPU crossover table, loaded once on first use (None, after one warning, if absent)."""
-    if "table" not in _cpu_table_cache:
-        _load_once()
-    return _cpu_table_cache["table"]
+    """The CPU crossover table, or None if the file is absent (warns once, at the first
+    eager use: a warning cannot be traced by torch.compile either)."""
+    table = _cpu_table_cache["table"]
+    if table is None and not _cpu_table_cache["warned"] and not torch.compiler.is_compiling():
+        _cpu_table_cache["warned"] = True
+        warnings.warn(f"sparsemask: {_CPU_TABLE_PATH} is absent; backend 'auto' uses the hand-typed CPU "
+                      f"thresholds (dispatch._MAX_DENSITY). Run the sweep (docs/ops.md) to generate it.",
+                      stacklevel=2)
+    return table
 
 
 def _nearest_shape(shapes: Mapping[str, tuple[int, ...]], features: tuple[float, ...]) -> str:
