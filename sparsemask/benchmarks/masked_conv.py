@@ -123,13 +123,13 @@ def make_timers(conv, x, weight, bias, mask, stride, padding, grad, need_input_g
 
 
 def dense_conv(x, weight, bias, mask, stride, padding):
-    return F.conv2d(x, weight, bias, stride, 1) * mask
+    return F.conv2d(x, weight, bias, stride, padding) * mask
 
 
 def sparse_conv_on(name):
     def conv(x, weight, bias, mask, stride, padding):
         with sparsemask.backend(name):
-            return sparsemask.masked_conv2d(x, weight, bias, mask, stride, 1)
+            return sparsemask.masked_conv2d(x, weight, bias, mask, stride, padding)
     return conv
 
 
