@@ -148,10 +148,10 @@ def measure(args, second: str) -> list[dict]:
     return rows
 
 
-def _environment(argv: Sequence[str]) -> dict:
+def _environment(command: str) -> dict:
     env = environment()
-    env.pop("dtype", None)
-    env.update(clock="wall", stat="median", command=" ".join(["python benchmarks/sweep_auto.py", *argv]))
+    env.pop("dtype", None)  # masked_conv.py's single dtype; here each row has its own
+    env.update(clock="wall", stat="median", command=command)
     return env
 
 
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # how it was run, for the provenance: the script, or `sparsemask bench` (which passes argv)
+    prefix = "python benchmarks/sweep_auto.py" if argv is None else "sparsemask bench --what crossover --"
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "generate":
@@ -270,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = _environment(argv)
+    env = _environment(" ".join([prefix, *argv]))
     if args.command == "sweep":
         rows = measure(args, "cpu")
         _write_json(args.out, {"environment": env, "reps": args.reps, "rows": rows})
