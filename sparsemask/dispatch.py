@@ -305,7 +305,7 @@ def _malformed(path: Path, why: str) -> ValueError:
 
 def _parse_table(data: object, path: Path) -> CrossoverTable:
     """Check and index a loaded cpu_crossover.json; ValueError naming ``path`` if malformed."""
-    def bad(why: str) -> ValueError:
+    def bad(why: str) -> ValueError:  # noqa: E306 (one line per check below)
         return _malformed(path, why)
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), dict) or not isinstance(data.get("rows"), list):
         raise bad("expected an object with 'shapes' and 'rows'")
