@@ -223,11 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     # bench
     p = sub.add_parser("bench", formatter_class=_Formatter, help="benchmark the masked convolution vs dense",
                        description="Run a benchmark shipped with the package: masked_conv (the op: sparse "
-                                   "kernels vs the dense conv2d * mask baseline) or train_step (a model's "
-                                   "training step); arguments after `--` are passed through.",
+                                   "kernels vs the dense conv2d * mask baseline), train_step (a model's "
+                                   "training step) or crossover (the sweep behind auto's CPU thresholds: "
+                                   "sweep/generate/verify); arguments after `--` are passed through.",
                        epilog="examples:\n  sparsemask bench -- --quick\n  sparsemask bench -- --out benchmarks/results\n"
                               "  sparsemask bench --what train_step -- --help")
-    p.add_argument("--what", default="masked_conv", choices=["masked_conv", "train_step"],
+    p.add_argument("--what", default="masked_conv", choices=["masked_conv", "train_step", "crossover"],
                    help="which benchmark to run (sparsemask/benchmarks/<what>.py)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark script")
 

@@ -12,7 +12,10 @@ Backends (see :func:`backend_names`; each registers itself from one file in
 :mod:`sparsemask.backends`):
   ``auto``    per call, the registered sparse backend with the highest measured threshold
               for the tensor's device and dtype, where the mask's kept fraction is at most
-              that threshold; else the dense reference.
+              that threshold; else the dense reference. On CPU the C++ kernel's threshold
+              comes from the generated crossover table (sparsemask/backends/cpu_crossover.json,
+              :func:`cpu_table_threshold`): per dtype, layout, mode, nearest swept shape and
+              batch size.
   ``cpu``     the C++ sparse kernel (CPU tensors only), always.
   ``cuda``    the CUDA C++ sparse kernel (CUDA tensors only), always.
   ``triton``  the Triton sparse kernels (CUDA tensors; CPU tensors under TRITON_INTERPRET=1).
@@ -25,11 +28,16 @@ block. A new backend is one file calling :func:`register_backend` (docs/architec
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
+from torch._prims_common import suggest_memory_format
 
 from .ops.common import conv_dtype, fused_math_dtype
 
@@ -54,6 +62,9 @@ BACKENDS = ("auto", "cpu", "cuda", "triton", "dense")
 # benchmarks/RESULTS.md, and rerun gpu-check: its "auto never slower than dense" line must
 # stay True. float64 stays 0.0 on CUDA (never a training dtype; the kernels exist for
 # gradcheck).
+# CPU rows: on CPU, auto reads the generated crossover table instead (see "auto on CPU" below);
+# these hand rows are only its fallback when the table file is absent (with a warning), and
+# what other callers of max_density without a ConvCall get.
 # CPU float32 (benchmarks/RESULTS.md, 2026-11-22): at keep 0.5 the sparse kernel still wins
 # forward+backward on every ResNet-18 bottom shape (1.20-1.22x) and forward alone (1.05-1.56x);
 # at keep 1.0 it loses (0.59-0.73x). float64 follows the same code; bfloat16/float16 are
@@ -71,7 +82,8 @@ _MAX_DENSITY: dict[tuple[str, str, torch.dtype], float] = {
     ("cuda", "cuda", torch.float16): 0.0,   # unmeasured (needs a GPU run)
 }
 # The sparse kernel pads C_in to whole vectors; with very few input channels (the RGB
-# stem) it does several times the useful work, so auto is stricter there: for 3->64@32 the
+# stem) it does several times the useful work, so the hand rows are stricter there (the
+# table measures the C_in=3 shapes directly and needs no such rule): for 3->64@32 the
 # sparse kernel wins forward+backward at keep 0.3 (1.43x) but loses forward at 0.5 (0.88x).
 _MAX_DENSITY_FEW_CHANNELS = 0.3
 _FEW_CHANNELS = 8
@@ -219,12 +231,181 @@ def backend(name: str) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------
+# auto on CPU: the measured crossover table.
+#
+# sparsemask/backends/cpu_crossover.json is generated (`python benchmarks/sweep_auto.py
+# generate`, sparsemask/benchmarks/crossover.py) from a sweep that times dense vs the C++
+# sparse kernel per (dtype, layout, mode, shape, N, keep); each row holds the largest keep
+# where sparse wins there and at every smaller keep. A call is matched to the row of
+# * its dtype: float32 and float64 read the float32 rows (same kernel, float64 is not
+#   swept); bfloat16 and float16 the bfloat16 rows: both are converted to float32 around
+#   the kernel, and dense float16 on CPU is slower than dense bfloat16 (a reference path),
+#   so the bfloat16 thresholds are conservative for float16;
+# * its layout: channels_last when the input is channels_last (suggest_memory_format, the
+#   format the op returns), else nchw;
+# * its mode: forward when autograd will not record it (grad mode off, or neither input nor
+#   weight requires grad), else forward+backward;
+# * the nearest swept shape: smallest Euclidean distance between the log of (C_in, C_out,
+#   kernel area, stride, H_out*W_out) — log space, because cost ratios, not differences,
+#   decide a crossover (64 vs 128 channels is as far as 3 vs 6);
+# * the batch: the thresholds at the two swept N that bracket it, the smaller one (not
+#   measured in between, so the cautious one); beyond the grid, the nearest end's.
+# Only shapes, dtypes and flags are read (no tensor data), so torch.compile traces the
+# lookup into guards. Not covered: shapes far from every swept one (dilation, groups,
+# huge images) get their nearest row anyway; thread counts other than the sweep's.
+
+_CPU_TABLE_PATH = Path(__file__).resolve().parent / "backends" / "cpu_crossover.json"
+_TABLE_DTYPES = {torch.float32: "float32", torch.float64: "float32",
+                 torch.bfloat16: "bfloat16", torch.float16: "bfloat16"}
+_FEATURES = ("c_in", "c_out", "kernel_area", "stride", "out_positions")
+
+
+@dataclass(frozen=True)
+class ConvCall:
+    """What auto's CPU table is keyed on, for one ``masked_conv2d`` call (no tensor data).
+
+    ``dtype``/``layout``/``mode``: the table's names ("float32" | "bfloat16", "nchw" |
+    "channels_last", "forward" | "forward+backward"); ``features``: (C_in, C_out, kernel
+    area, stride, H_out*W_out) as in the table's ``shapes``; ``batch``: N (may be a SymInt
+    under torch.compile: only compared, never converted).
+    """
+
+    dtype: Optional[str]
+    layout: str
+    mode: str
+    features: tuple[float, ...]
+    batch: object
+
+
+@dataclass(frozen=True)
+class CrossoverTable:
+    """The parsed cpu_crossover.json: ``shapes`` {name: features}, ``rows`` {(dtype, layout,
+    mode): {shape name: ((N, threshold), ... ascending N)}}."""
+
+    shapes: dict[str, tuple[int, ...]]
+    rows: dict[tuple[str, str, str], dict[str, tuple[tuple[int, float], ...]]]
+
+
+def conv_call(input: Tensor, weight: Tensor, mask: Tensor, stride: Sequence[int]) -> ConvCall:
+    """The :class:`ConvCall` of ``masked_conv2d(input [N, C_in, H, W], weight [C_out, C_in,
+    kh, kw], mask [C_out, H_out, W_out], stride)``; only the mask's shape is read."""
+    training = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
+    layout = "channels_last" if suggest_memory_format(input) == torch.channels_last else "nchw"
+    # a non-square stride counts as its geometric mean (the table's strides are square)
+    features = (int(weight.shape[1]), int(weight.shape[0]), int(weight.shape[2] * weight.shape[3]),
+                math.sqrt(stride[0] * stride[1]), int(mask.shape[1] * mask.shape[2]))
+    return ConvCall(_TABLE_DTYPES.get(conv_dtype(input)), layout, "forward+backward" if training else "forward",
+                    features, input.shape[0])
+
+
+def _malformed(path: Path, why: str) -> ValueError:
+    return ValueError(f"sparsemask: the CPU crossover table {path} is malformed ({why}); regenerate it "
+                      f"with `python benchmarks/sweep_auto.py generate` or delete it to use the hand rows")
+
+
+def _parse_table(data: object, path: Path) -> CrossoverTable:
+    """Check and index a loaded cpu_crossover.json; ValueError naming ``path`` if malformed."""
+    def bad(why: str) -> ValueError:  # noqa: E306 (one line per check below)
+        return _malformed(path, why)
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), dict) or not isinstance(data.get("rows"), list):
+        raise bad("expected an object with 'shapes' and 'rows'")
+    shapes = {}
+    for name, feats in data["shapes"].items():
+        if not isinstance(feats, dict) or any(not isinstance(feats.get(k), int) or feats[k] < 1 for k in _FEATURES):
+            raise bad(f"shape {name!r} needs positive ints {', '.join(_FEATURES)}")
+        shapes[name] = tuple(feats[k] for k in _FEATURES)
+    rows: dict[tuple[str, str, str], dict[str, list[tuple[int, float]]]] = {}
+    for row in data["rows"]:
+        try:
+            key, shape, n, limit = (row["dtype"], row["layout"], row["mode"]), row["shape"], row["batch"], row["threshold"]
+        except (TypeError, KeyError) as e:
+            raise bad(f"row {row!r} lacks {e}") from None
+        if shape not in shapes:
+            raise bad(f"row {row!r} names an unknown shape")
+        if not isinstance(n, int) or n < 1 or not isinstance(limit, (int, float)) or not 0.0 <= limit <= 1.0:
+            raise bad(f"row {row!r}: batch must be an int >= 1 and threshold in [0, 1]")
+        rows.setdefault(key, {}).setdefault(shape, []).append((n, float(limit)))
+    return CrossoverTable(shapes, {k: {s: tuple(sorted(v)) for s, v in by_shape.items()} for k, by_shape in rows.items()})
+
+
+def load_cpu_table(path: Path = _CPU_TABLE_PATH) -> Optional[CrossoverTable]:
+    """The CPU crossover table at ``path``, or None if the file is absent."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise _malformed(path, f"not JSON: {e}") from None
+    return _parse_table(data, path)
+
+
+# Read once, when this module is imported: file I/O cannot be traced by torch.compile, so a
+# lazy first read inside a compiled model would break its graph (fullgraph=True fails). The
+# file is a few KB; a malformed one raises here, naming the file and the fix.
+_cpu_table_cache: dict[str, object] = {"table": load_cpu_table(), "warned": False}
+
+
+def cpu_table() -> Optional[CrossoverTable]:
+    """The CPU crossover table, or None if the file is absent (warns once, at the first
+    eager use: a warning cannot be traced by torch.compile either)."""
+    table = _cpu_table_cache["table"]
+    if table is None and not _cpu_table_cache["warned"] and not torch.compiler.is_compiling():
+        _cpu_table_cache["warned"] = True
+        warnings.warn(f"sparsemask: {_CPU_TABLE_PATH} is absent; backend 'auto' uses the hand-typed CPU "
+                      f"thresholds (dispatch._MAX_DENSITY). Run the sweep (docs/ops.md) to generate it.",
+                      stacklevel=2)
+    return table
+
+
+def _nearest_shape(shapes: Mapping[str, tuple[int, ...]], features: tuple[float, ...]) -> str:
+    """The name in ``shapes`` closest to ``features`` in log space (first one on a tie)."""
+    def distance(name: str) -> float:
+        return sum((math.log(a) - math.log(b)) ** 2 for a, b in zip(shapes[name], features))
+    return min(shapes, key=distance)
+
+
+def _batch_threshold(points: tuple[tuple[int, float], ...], batch) -> float:
+    """Threshold for ``batch`` from ``points`` ((N, threshold), ascending N): the smaller of
+    the two swept N bracketing it; the end value beyond the grid. Only compares ``batch``."""
+    below = [limit for n, limit in points if n <= batch]
+    above = [limit for n, limit in points if n >= batch]
+    if not below:
+        return above[0]
+    if not above:
+        return below[-1]
+    return min(below[-1], above[0])
+
+
+def cpu_table_threshold(table: CrossoverTable, call: ConvCall) -> Optional[float]:
+    """The C++ CPU kernel's ``auto`` threshold for ``call`` from ``table`` (the rule is in the
+    comment above), or None when the table has no rows for its dtype/layout/mode."""
+    by_shape = table.rows.get((call.dtype, call.layout, call.mode)) if call.dtype else None
+    if not by_shape:
+        return None
+    shape = _nearest_shape({name: table.shapes[name] for name in by_shape}, call.features)
+    return _batch_threshold(by_shape[shape], call.batch)
+
+
+# --------------------------------------------------------------------------------------
 # The decisions.
 
-def max_density(device_type: str, dtype: torch.dtype, in_channels: int, backend_name: Optional[str] = None) -> float:
+def max_density(device_type: str, dtype: torch.dtype, in_channels: int, backend_name: Optional[str] = None,
+                call: Optional[ConvCall] = None) -> float:
     """The ``auto`` threshold of ``backend_name`` (default: the device's C++ backend): the
-    sparse kernel runs when the mask's kept fraction is at most this; 0 means never."""
-    limit = _MAX_DENSITY.get((backend_name or device_type, device_type, dtype), 0.0)
+    sparse kernel runs when the mask's kept fraction is at most this; 0 means never.
+
+    For the C++ CPU kernel with a ``call`` (:func:`conv_call`), the crossover table's value
+    (:func:`cpu_table_threshold`); without the table, or without rows for the call's
+    dtype/layout/mode, the hand rows of ``_MAX_DENSITY`` (capped for few input channels).
+    """
+    name = backend_name or device_type
+    if call is not None and name == "cpu" and device_type == "cpu":
+        table = cpu_table()
+        limit = cpu_table_threshold(table, call) if table is not None else None
+        if limit is not None:
+            return limit
+    limit = _MAX_DENSITY.get((name, device_type, dtype), 0.0)
     if in_channels < _FEW_CHANNELS:
         limit = min(limit, _MAX_DENSITY_FEW_CHANNELS)
     return limit
@@ -236,14 +417,16 @@ def fused_max_density(device_type: str, dtype: torch.dtype) -> float:
     return _FUSED_MAX_DENSITY.get((device_type, dtype), 0.0)
 
 
-def conv_backend(input: Tensor) -> tuple[Backend, float]:
-    """The backend that runs ``masked_conv2d`` on ``input`` [N, C_in, H, W] now, and the
-    ``max_density`` to pass it (1.0: always sparse; under ``auto`` the measured threshold,
-    above which the backend runs dense).
+def conv_backend(input: Tensor, weight: Tensor, mask: Tensor, stride: Sequence[int]) -> tuple[Backend, float]:
+    """The backend that runs ``masked_conv2d(input [N, C_in, H, W], weight [C_out, C_in, kh,
+    kw], mask [C_out, H_out, W_out], stride)`` now, and the ``max_density`` to pass it (1.0:
+    always sparse; under ``auto`` the measured threshold, above which the backend runs
+    dense). Reads shapes, dtypes, layouts and autograd flags only, never tensor data.
 
     ``auto`` picks, among registered sparse backends that run on the input's device, the
     one with the highest threshold for the dtype the convolution runs in (under autocast
-    the autocast dtype); none above 0 means the dense reference.
+    the autocast dtype) — on CPU, for the C++ kernel, the crossover table's threshold for
+    this call's shape, batch, layout and mode; none above 0 means the dense reference.
     """
     device = input.device.type
     if _current != "auto":
@@ -253,11 +436,12 @@ def conv_backend(input: Tensor) -> tuple[Backend, float]:
             raise RuntimeError(f"masked_conv2d: backend {impl.name!r} cannot run {device} tensors; {need}")
         return impl, 1.0
     dtype = conv_dtype(input)
+    call = conv_call(input, weight, mask, stride) if device == "cpu" else None
     best, best_limit = _REGISTRY["dense"], 0.0
     for impl in _REGISTRY.values():
         if impl.name == "dense" or not impl.can_run(device):
             continue
-        limit = max_density(device, dtype, input.shape[1], impl.name)
+        limit = max_density(device, dtype, input.shape[1], impl.name, call)
         if limit > best_limit:
             best, best_limit = impl, limit
     return best, (best_limit if best.name != "dense" else 1.0)

@@ -47,7 +47,7 @@ def toy_backend():
         dispatch.unregister_backend("toy")
 
 
-def test_a_backend_is_one_registration(toy_backend):
+def test_a_backend_is_one_registration(toy_backend, monkeypatch):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 3, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -61,11 +61,14 @@ def test_a_backend_is_one_registration(toy_backend):
     torch.testing.assert_close(out, ref)
     # auto asks the registry: the toy's row (0.9 for CPU float64) beats the C++ one (0.5);
     # with few input channels both are capped at 0.3 and the first registered (C++) wins.
+    # (The hand rows, as without the generated CPU crossover table: this is about the registry.)
+    monkeypatch.setitem(dispatch._cpu_table_cache, "table", None)
     wide = torch.randn(2, 8, 9, 8, dtype=torch.float64)
-    impl, limit = dispatch.conv_backend(wide)
+    w8, mask8 = torch.randn(5, 8, 3, 3, dtype=torch.float64), torch.ones(5, 9, 8, dtype=torch.bool)
+    impl, limit = dispatch.conv_backend(wide, w8, mask8, [1, 1])
     assert (impl.name, limit) == ("toy", 0.9)
-    assert dispatch.conv_backend(x)[0].name == "cpu"
-    impl, limit = dispatch.conv_backend(wide.float())  # no float32 row: the C++ kernel stays
+    assert dispatch.conv_backend(x, w, torch.ones(5, 9, 8, dtype=torch.bool), [1, 1])[0].name == "cpu"
+    impl, limit = dispatch.conv_backend(wide.float(), w8.float(), mask8, [1, 1])  # no float32 row: the C++ kernel stays
     assert (impl.name, limit) == ("cpu", dispatch.max_density("cpu", torch.float32, 8))
     # the CLI lists it
     args = build_parser().parse_args(["evaluate", "m.pt", "--backend", toy_backend])

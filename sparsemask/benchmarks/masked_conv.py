@@ -27,19 +27,39 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 import sparsemask
 
-# name: (C_in, C_out, H, stride); 3x3 kernels, padding 1 (ResNet-18 bottom layers, CIFAR)
+class ConvShape(NamedTuple):
+    """One benchmarked convolution: input [N, c_in, h, h], weight [c_out, c_in, kernel, kernel]."""
+    c_in: int
+    c_out: int
+    h: int
+    stride: int
+    kernel: int = 3
+    padding: int = 1
+
+    @property
+    def h_out(self) -> int:
+        return (self.h + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+# The benchmarked shapes (this file's default: the first four, the ResNet-18 bottom layers at
+# CIFAR size, 3x3 pad 1; sparsemask/benchmarks/crossover.py sweeps them all). The ImageNet
+# stem (7x7 stride 2 pad 3, 3->64 on 64x64) and a 1x1 stride-2 shortcut widen auto's table.
 SHAPES = {
-    "3-64@32": (3, 64, 32, 1),
-    "64-64@32": (64, 64, 32, 1),
-    "64-128@32s2": (64, 128, 32, 2),
-    "128-128@16": (128, 128, 16, 1),
+    "3-64@32": ConvShape(3, 64, 32, 1),
+    "64-64@32": ConvShape(64, 64, 32, 1),
+    "64-128@32s2": ConvShape(64, 128, 32, 2),
+    "128-128@16": ConvShape(128, 128, 16, 1),
+    "stem7x7-3-64@64s2": ConvShape(3, 64, 64, 2, kernel=7, padding=3),
+    "1x1-64-128@32s2": ConvShape(64, 128, 32, 2, kernel=1, padding=0),
 }
+RESNET_BOTTOM = ("3-64@32", "64-64@32", "64-128@32s2", "128-128@16")
 KEEPS = (0.05, 0.1, 0.3, 0.5, 1.0)
 MODES = ("forward", "backward", "forward+backward")
 
@@ -79,22 +99,22 @@ def median_ms(fn, reps: int, warmup: int = 1) -> float:
     return summary(times) * 1e3
 
 
-def make_timers(conv, x, weight, bias, mask, stride, grad, need_input_grad):
+def make_timers(conv, x, weight, bias, mask, stride, padding, grad, need_input_grad):
     """Callables for forward, backward (graph built outside the timing) and both."""
     leaves = [weight, bias] + ([x] if need_input_grad else [])
 
     def forward():
         with torch.no_grad():
-            conv(x, weight, bias, mask, stride)
+            conv(x, weight, bias, mask, stride, padding)
 
     def both():
-        out = conv(x, weight, bias, mask, stride)
+        out = conv(x, weight, bias, mask, stride, padding)
         torch.autograd.grad(out, leaves, grad)
 
     state = {}
 
     def backward_setup():
-        state["out"] = conv(x, weight, bias, mask, stride)
+        state["out"] = conv(x, weight, bias, mask, stride, padding)
 
     def backward():
         torch.autograd.grad(state["out"], leaves, grad, retain_graph=True)
@@ -102,32 +122,34 @@ def make_timers(conv, x, weight, bias, mask, stride, grad, need_input_grad):
     return forward, backward_setup, backward, both
 
 
-def dense_conv(x, weight, bias, mask, stride):
-    return F.conv2d(x, weight, bias, stride, 1) * mask
+def dense_conv(x, weight, bias, mask, stride, padding):
+    return F.conv2d(x, weight, bias, stride, padding) * mask
 
 
 def sparse_conv_on(name):
-    def conv(x, weight, bias, mask, stride):
+    def conv(x, weight, bias, mask, stride, padding):
         with sparsemask.backend(name):
-            return sparsemask.masked_conv2d(x, weight, bias, mask, stride, 1)
+            return sparsemask.masked_conv2d(x, weight, bias, mask, stride, padding)
     return conv
 
 
-def time_modes(conv, tensors, stride, need_input_grad, reps):
+def time_modes(conv, tensors, stride, padding, need_input_grad, reps):
     x, weight, bias, mask, grad = tensors
-    forward, backward_setup, backward, both = make_timers(conv, x, weight, bias, mask, stride, grad, need_input_grad)
+    forward, backward_setup, backward, both = make_timers(conv, x, weight, bias, mask, stride, padding, grad,
+                                                          need_input_grad)
     backward_setup()
     return {"forward": median_ms(forward, reps), "backward": median_ms(backward, reps),
             "forward+backward": median_ms(both, reps)}
 
 
 def bench_shape(name, keep, n, reps, seed=0):
-    c_in, c_out, h, stride = SHAPES[name]
+    shape = SHAPES[name]
+    c_in, c_out, h, stride, kernel, padding = shape
     g = torch.Generator().manual_seed(seed)
-    ho = (h - 1) // stride + 1
+    ho = shape.h_out
     need_input_grad = c_in != 3
     x = torch.rand(n, c_in, h, h, generator=g)
-    weight = torch.randn(c_out, c_in, 3, 3, generator=g) * 0.1
+    weight = torch.randn(c_out, c_in, kernel, kernel, generator=g) * 0.1
     bias = torch.randn(c_out, generator=g)
     mask = torch.rand(c_out, ho, ho, generator=g) < keep
     grad = torch.randn(n, c_out, ho, ho, generator=g)
@@ -136,13 +158,13 @@ def bench_shape(name, keep, n, reps, seed=0):
         xl = x.contiguous(memory_format=fmt).requires_grad_(need_input_grad)
         wl = weight.contiguous(memory_format=fmt).requires_grad_()
         tensors = (xl, wl, bias.clone().requires_grad_(), mask, grad.contiguous(memory_format=fmt))
-        results[layout] = {"dense": time_modes(dense_conv, tensors, stride, need_input_grad, reps)}
+        results[layout] = {"dense": time_modes(dense_conv, tensors, stride, padding, need_input_grad, reps)}
         results[layout]["tensors"] = tensors
     rows = []
     best_layout = min(("nchw", "cl"), key=lambda k: results[k]["dense"]["forward+backward"])
     tensors = results[best_layout]["tensors"]
-    sparse = time_modes(sparse_conv_on("cpu"), tensors, stride, need_input_grad, reps)
-    auto = time_modes(sparse_conv_on("auto"), tensors, stride, need_input_grad, reps)
+    sparse = time_modes(sparse_conv_on("cpu"), tensors, stride, padding, need_input_grad, reps)
+    auto = time_modes(sparse_conv_on("auto"), tensors, stride, padding, need_input_grad, reps)
     for mode in MODES:
         d_nchw, d_cl = results["nchw"]["dense"][mode], results["cl"]["dense"][mode]
         dense = min(d_nchw, d_cl)
@@ -175,7 +197,7 @@ def environment() -> dict:
 
 def markdown(rows: list[Row], env: dict, n: int) -> str:
     lines = [
-        f"CPU masked conv2d, N={n}, float32, 3x3 pad 1 — {env['machine']}, {env['threads']} threads, "
+        f"CPU masked conv2d, N={n}, float32, 3x3 pad 1 unless the shape says — {env['machine']}, {env['threads']} threads, "
         f"torch {env['torch']}, CPU kernels {env['cpu_capability']}, {env['date']}; {env['stat']} of {env['clock']}-clock times",
         "",
         "| shape | keep | mode | dense NCHW ms | dense CL ms | sparse ms | auto ms | speedup | auto speedup | of ideal 1/keep |",
@@ -190,7 +212,7 @@ def markdown(rows: list[Row], env: dict, n: int) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=list(RESNET_BOTTOM), choices=list(SHAPES))
     parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS))
     parser.add_argument("--batch", type=int, default=128, help="N (default 128)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement (median)")

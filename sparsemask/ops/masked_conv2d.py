@@ -56,7 +56,7 @@ def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: T
     """
     stride, padding, dilation = conv_geometry(stride, padding, dilation)
     check_conv_args(input, weight, bias, mask, stride, padding, dilation, groups)
-    impl, limit = dispatch.conv_backend(input)
+    impl, limit = dispatch.conv_backend(input, weight, mask, stride)
     return impl.conv(input, weight, bias, mask, stride, padding, dilation, limit)
 
 

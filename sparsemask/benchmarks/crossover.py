@@ -1,0 +1,291 @@
+"""CPU crossover sweep: where the sparse masked convolution stops beating dense — the table
+behind backend ``auto`` on CPU (sparsemask/backends/cpu_crossover.json, read by
+sparsemask/dispatch.py).
+
+Subcommands:
+  sweep     time dense (``F.conv2d(x, w, b, stride, padding) * mask`` on the input's layout,
+            what a user runs) vs sparse (backend ``cpu``) over a grid of shape x keep x N x
+            layout x dtype x mode; writes the raw rows and the environment to a JSON file.
+  generate  turn a raw JSON into the threshold table that ``auto`` reads (never typed by hand).
+  verify    time dense vs backend ``auto`` over the same grid (or a subset): per-config
+            speedup dense_ms / auto_ms and its minimum; writes markdown + JSON.
+
+Each measurement is the median of --reps wall-clock repetitions after one warmup, dense and
+sparse (or auto) interleaved rep by rep so both see the same machine state. Modes: forward
+(under torch.no_grad) and forward+backward (weight and bias gradients, and the input
+gradient except for C_in=3, whose input is the image).
+
+    python benchmarks/sweep_auto.py sweep                        # the full grid (hours)
+    python benchmarks/sweep_auto.py generate                     # -> sparsemask/backends/cpu_crossover.json
+    python benchmarks/sweep_auto.py verify --out benchmarks/results/crossover_cpu_verify
+    python benchmarks/sweep_auto.py sweep --batch 8 --keeps 0.1 1.0 --reps 1 --shapes 128-128@16 \\
+        --out /tmp/smoke.json                                    # a smoke run in seconds
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import sparsemask
+
+from .masked_conv import SHAPES, environment
+
+KEEPS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+BATCHES = (1, 8, 32, 128)
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MODES = ("forward", "forward+backward")
+
+# A sparse win counts only when sparse_ms <= dense_ms * MARGIN: a near-tie goes dense. The
+# dense path is the reference (bit-for-bit what the papers run) and its time is stable across
+# oneDNN versions, while one median of a few reps on a shared machine wobbles by a few
+# percent; 3% keeps measurement noise from turning a tie into a threshold that loses.
+MARGIN = 0.97
+
+# The raw sweep is committed next to the scripts (benchmarks/results/ is git-ignored) so the
+# table can always be regenerated from it (tests/ops/test_auto_crossover.py checks it is).
+RAW_DEFAULT = "benchmarks/crossover_cpu_raw.json"
+TABLE_DEFAULT = str(Path(__file__).resolve().parent.parent / "backends" / "cpu_crossover.json")
+
+
+# --------------------------------------------------------------------------------------
+# Timing.
+
+def interleaved_medians(fns: Sequence[Callable[[], object]], reps: int, warmup: int = 1) -> list[float]:
+    """Median wall-clock ms of each of ``fns``, run in turn rep by rep (fn0, fn1, fn0, ...),
+    so a change in machine state (another job, frequency) hits all of them alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) * 1e3 for t in times]
+
+
+def _dense(x, weight, bias, mask, stride, padding):
+    return F.conv2d(x, weight, bias, stride, padding) * mask
+
+
+def _on_backend(name: str):
+    def conv(x, weight, bias, mask, stride, padding):
+        with sparsemask.backend(name):
+            return sparsemask.masked_conv2d(x, weight, bias, mask, stride, padding)
+    return conv
+
+
+def make_case(shape_name: str, keep: float, n: int, layout: str, dtype: str, seed: int = 0):
+    """Tensors of one grid point: x [n, C_in, h, h], weight [C_out, C_in, k, k], bias [C_out],
+    mask bool [C_out, h_out, h_out] (kept fraction ~keep), grad [n, C_out, h_out, h_out]; x,
+    weight and grad in ``layout``, all floating tensors in ``dtype``."""
+    s = SHAPES[shape_name]
+    g = torch.Generator().manual_seed(seed)
+    fmt, dt = LAYOUTS[layout], DTYPES[dtype]
+    x = torch.rand(n, s.c_in, s.h, s.h, generator=g).to(dt).contiguous(memory_format=fmt)
+    weight = (torch.randn(s.c_out, s.c_in, s.kernel, s.kernel, generator=g) * 0.1).to(dt)
+    weight = weight.contiguous(memory_format=fmt)
+    bias = torch.randn(s.c_out, generator=g).to(dt)
+    mask = torch.rand(s.c_out, s.h_out, s.h_out, generator=g) < keep
+    grad = torch.randn(n, s.c_out, s.h_out, s.h_out, generator=g).to(dt).contiguous(memory_format=fmt)
+    return x, weight, bias, mask, grad
+
+
+def timer(conv, case, shape_name: str, mode: str) -> Callable[[], object]:
+    """A callable running ``conv`` once on ``case`` in ``mode`` (see the module docstring)."""
+    s = SHAPES[shape_name]
+    x, weight, bias, mask, grad = case
+    if mode == "forward":
+        def forward():
+            with torch.no_grad():
+                conv(x, weight, bias, mask, s.stride, s.padding)
+        return forward
+    need_input_grad = s.c_in != 3  # the stem's input is the image
+    x = x.detach().requires_grad_(need_input_grad)
+    weight, bias = weight.detach().requires_grad_(), bias.detach().requires_grad_()
+    leaves = [weight, bias] + ([x] if need_input_grad else [])
+
+    def both():
+        out = conv(x, weight, bias, mask, s.stride, s.padding)
+        torch.autograd.grad(out, leaves, grad)
+    return both
+
+
+def grid(args) -> Iterable[tuple[str, str, str, int, str, float]]:
+    """The grid points (dtype, layout, shape, N, mode, keep), keep innermost so that a
+    progress line's neighbours are one threshold's measurements."""
+    return itertools.product(args.dtypes, args.layouts, args.shapes, args.batch, args.modes, args.keeps)
+
+
+def measure(args, second: str) -> list[dict]:
+    """Rows {dtype, layout, mode, shape, batch, keep, dense_ms, <second>_ms} over the grid,
+    dense vs backend ``second`` ("cpu" for the sweep, "auto" for verify)."""
+    points = list(grid(args))
+    rows, conv, t_start = [], _on_backend(second), time.perf_counter()
+    for i, (dtype, layout, shape, n, mode, keep) in enumerate(points, 1):
+        case = make_case(shape, keep, n, layout, dtype)
+        dense_ms, other_ms = interleaved_medians([timer(_dense, case, shape, mode), timer(conv, case, shape, mode)],
+                                                 args.reps)
+        row = {"dtype": dtype, "layout": layout, "mode": mode, "shape": shape, "batch": n, "keep": keep,
+               "dense_ms": round(dense_ms, 4), f"{second}_ms": round(other_ms, 4)}
+        rows.append(row)
+        elapsed = time.perf_counter() - t_start
+        print(f"[{i}/{len(points)} {elapsed:6.0f}s, ~{elapsed / i * (len(points) - i):6.0f}s left] {dtype:8s} "
+              f"{layout:13s} {mode:16s} {shape:18s} N={n:<3d} keep {keep:<4} dense {dense_ms:8.2f} ms  "
+              f"{second} {other_ms:8.2f} ms ({dense_ms / other_ms:5.2f}x)", flush=True)
+    return rows
+
+
+def _environment(command: str) -> dict:
+    env = environment()
+    env.pop("dtype", None)  # masked_conv.py's single dtype; here each row has its own
+    env.update(clock="wall", stat="median", command=command)
+    return env
+
+
+def _write_json(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+        f.write("\n")
+
+
+# --------------------------------------------------------------------------------------
+# generate: raw rows -> the table auto reads.
+
+def threshold(points: Iterable[tuple[float, float, float]], margin: float = MARGIN) -> float:
+    """The largest measured keep k such that the sparse kernel wins (sparse_ms <= dense_ms *
+    margin) at k and at every measured keep below k; 0.0 if it loses at the smallest.
+    ``points``: (keep, dense_ms, sparse_ms). A win above a loss does not count: auto's rule is
+    one threshold (sparse at or below it), so it must hold all the way down."""
+    best = 0.0
+    for keep, dense_ms, sparse_ms in sorted(points):
+        if sparse_ms > dense_ms * margin:
+            break
+        best = keep
+    return best
+
+
+def shape_features(name: str) -> dict:
+    """What dispatch's nearest-shape lookup compares (see dispatch._nearest_shape)."""
+    s = SHAPES[name]
+    return {"c_in": s.c_in, "c_out": s.c_out, "kernel_area": s.kernel * s.kernel, "stride": s.stride,
+            "out_positions": s.h_out * s.h_out}
+
+
+def generate_table(raw: dict, raw_path: str, margin: float = MARGIN) -> dict:
+    """The table of sparsemask/backends/cpu_crossover.json from a sweep's raw JSON: one
+    threshold per (dtype, layout, mode, shape, batch), with the shapes' features and the
+    sweep's provenance."""
+    groups: dict[tuple, list[tuple[float, float, float]]] = {}
+    for r in raw["rows"]:
+        key = (r["dtype"], r["layout"], r["mode"], r["shape"], r["batch"])
+        groups.setdefault(key, []).append((r["keep"], r["dense_ms"], r["cpu_ms"]))
+    env = raw["environment"]
+    return {
+        "about": "Generated by `python benchmarks/sweep_auto.py generate` from a measured sweep; do not edit. "
+                 "threshold = largest kept fraction where sparse_ms <= dense_ms * margin at it and every "
+                 "measured keep below it (sparsemask/benchmarks/crossover.py).",
+        "provenance": {"raw": raw_path, "date": env.get("date"), "machine": env.get("machine"),
+                       "threads": env.get("threads"), "torch": env.get("torch"),
+                       "cpu_capability": env.get("cpu_capability"), "command": env.get("command"),
+                       "margin": margin, "reps": raw.get("reps")},
+        "shapes": {name: shape_features(name) for name in sorted({k[3] for k in groups}, key=list(SHAPES).index)},
+        "rows": [{"dtype": d, "layout": l, "mode": m, "shape": s, "batch": n, "threshold": threshold(points, margin)}
+                 for (d, l, m, s, n), points in sorted(groups.items(), key=lambda kv: (
+                     kv[0][0], kv[0][1], kv[0][2], list(SHAPES).index(kv[0][3]), kv[0][4]))],
+    }
+
+
+# --------------------------------------------------------------------------------------
+# verify: markdown of auto vs dense.
+
+def verify_markdown(rows: list[dict], env: dict) -> str:
+    worst = min(rows, key=lambda r: r["dense_ms"] / r["auto_ms"])
+    lines = [f"`{env['command']}` — {env['date']}, {env['machine']}, {env['threads']} threads, torch {env['torch']}, "
+             f"CPU kernels {env['cpu_capability']}; median of wall-clock reps, dense and auto interleaved.",
+             "",
+             f"Minimum auto speedup (dense_ms / auto_ms) over {len(rows)} configs: "
+             f"**{worst['dense_ms'] / worst['auto_ms']:.2f}x** ({worst['dtype']} {worst['layout']} {worst['mode']} "
+             f"{worst['shape']} N={worst['batch']} keep {worst['keep']}).",
+             "",
+             "| dtype | layout | mode | shape | N | keep | dense ms | auto ms | auto speedup |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dtype']} | {r['layout']} | {r['mode']} | {r['shape']} | {r['batch']} | {r['keep']} | "
+                     f"{r['dense_ms']:.2f} | {r['auto_ms']:.2f} | {r['dense_ms'] / r['auto_ms']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------
+# The command line.
+
+def _grid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS))
+    p.add_argument("--batch", nargs="+", type=int, default=list(BATCHES), help="batch sizes N")
+    p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per measurement (median)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sweep", help="time dense vs sparse over the grid, write the raw JSON")
+    _grid_args(p)
+    p.add_argument("--out", default=RAW_DEFAULT, help="raw JSON to write")
+    p = sub.add_parser("generate", help="raw JSON -> the threshold table auto reads")
+    p.add_argument("--raw", default=RAW_DEFAULT, help="raw JSON written by sweep")
+    p.add_argument("--out", default=TABLE_DEFAULT, help="table to write")
+    p.add_argument("--margin", type=float, default=MARGIN, help="a win needs sparse_ms <= dense_ms * margin")
+    p = sub.add_parser("verify", help="time dense vs auto over the grid, write markdown + JSON")
+    _grid_args(p)
+    p.add_argument("--out", default="benchmarks/results/crossover_cpu_verify", help="output prefix (.json/.md)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    # how it was run, for the provenance: the script, or `sparsemask bench` (which passes argv)
+    prefix = "python benchmarks/sweep_auto.py" if argv is None else "sparsemask bench --what crossover --"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        with open(args.raw) as f:
+            raw = json.load(f)
+        _write_json(args.out, generate_table(raw, args.raw, args.margin))
+        print(f"wrote {args.out}")
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    env = _environment(" ".join([prefix, *argv]))
+    if args.command == "sweep":
+        rows = measure(args, "cpu")
+        _write_json(args.out, {"environment": env, "reps": args.reps, "rows": rows})
+        print(f"wrote {args.out}")
+        return 0
+    rows = measure(args, "auto")
+    _write_json(args.out + ".json", {"environment": env, "reps": args.reps, "rows": rows})
+    table = verify_markdown(rows, env)
+    with open(args.out + ".md", "w") as f:
+        f.write(table)
+    print(table.split("\n\n")[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
