@@ -120,16 +120,12 @@ void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geomet
 // ---------------------------------------------------------------------------------------
 // Backward, step 1: gk[r, n] = src[n, ch(r), q(r)] for kept neurons r only; with a gate,
 // gk[r, n] = 0 where gate[n, ch(r), q(r)] <= 0 (the ReLU's derivative, gate = its output).
-// src and gate may have any strides (channels_last reads best).
-template <typename T>
-at::Tensor gather_kept(const at::Tensor& src_t, const MaskPlan& plan, const Geometry& g, at::ScalarType t,
-                       const at::Tensor* gate_t = nullptr) {
-  at::Tensor go = src_t.scalar_type() == t ? src_t : src_t.to(t);
-  at::Tensor gate = gate_t == nullptr ? at::Tensor() : (gate_t->scalar_type() == t ? *gate_t : gate_t->to(t));
-  at::Tensor gk = pooled_empty({plan.nnz, g.N}, go.options());
-  const T* src = go.data_ptr<T>();
-  const T* gp = gate.defined() ? gate.data_ptr<T>() : nullptr;
-  T* dst = gk.data_ptr<T>();
+// src and gate may have any strides (channels_last reads best) and be of a 16-bit type S,
+// converted element by element (no float32 copy of the whole gradient first).
+template <typename T, typename S>
+void gather_kept_from(const at::Tensor& go, const at::Tensor& gate, const MaskPlan& plan, const Geometry& g, T* dst) {
+  const S* src = go.data_ptr<S>();
+  const S* gp = gate.defined() ? gate.data_ptr<S>() : nullptr;
   const int64_t sN = go.stride(0), sC = go.stride(1), sH = go.stride(2), sW = go.stride(3);
   const int64_t gN = gp ? gate.stride(0) : 0, gC = gp ? gate.stride(1) : 0, gH = gp ? gate.stride(2) : 0,
                 gW = gp ? gate.stride(3) : 0;
@@ -143,26 +139,45 @@ at::Tensor gather_kept(const at::Tensor& src_t, const MaskPlan& plan, const Geom
     for (int64_t n0 = c0 * kChunk; n0 < std::min(g.N, c1 * kChunk); n0 += kChunk) {
       const int64_t n1 = std::min(g.N, n0 + kChunk);
       for (int64_t q = 0; q < g.Q; ++q) {
-        const T* s = src + (q / g.Wo) * sH + (q % g.Wo) * sW;
-        const T* gq = gp ? gp + (q / g.Wo) * gH + (q % g.Wo) * gW : nullptr;
+        const S* s = src + (q / g.Wo) * sH + (q % g.Wo) * sW;
+        const S* gq = gp ? gp + (q / g.Wo) * gH + (q % g.Wo) * gW : nullptr;
         const int32_t* chs = pos_ch + q * g.K;
         for (int64_t j = 0; j < pos_count[q]; ++j) {
-          const T* sj = s + chs[j] * sC;
+          const S* sj = s + chs[j] * sC;
           T* d = dst + (pos_start[q] + j) * g.N;
           if (gq) {
-            const T* gj = gq + chs[j] * gC;
+            const S* gj = gq + chs[j] * gC;
             for (int64_t n = n0; n < n1; ++n) {
               // Both loads unconditional: a select, not a branch (the gate is ~50% random).
-              const T v = sj[n * sN], gate_v = gj[n * gN];
+              const T v = static_cast<T>(sj[n * sN]), gate_v = static_cast<T>(gj[n * gN]);
               d[n] = gate_v > T(0) ? v : T(0);
             }
           } else {
-            for (int64_t n = n0; n < n1; ++n) d[n] = sj[n * sN];
+            for (int64_t n = n0; n < n1; ++n) d[n] = static_cast<T>(sj[n * sN]);
           }
         }
       }
     }
   });
+}
+
+// gk [nnz, N] in T from src (and gate) of dtype T, bfloat16 or float16.
+template <typename T>
+at::Tensor gather_kept(const at::Tensor& src_t, const MaskPlan& plan, const Geometry& g, at::ScalarType t,
+                       const at::Tensor* gate_t = nullptr) {
+  const at::ScalarType s = src_t.scalar_type();
+  const bool direct = s == t || s == at::kBFloat16 || s == at::kHalf;
+  at::Tensor go = direct ? src_t : src_t.to(t);
+  at::Tensor gate = gate_t == nullptr ? at::Tensor() : gate_t->to(go.scalar_type());
+  at::Tensor gk = pooled_empty({plan.nnz, g.N}, go.options().dtype(t));
+  T* dst = gk.data_ptr<T>();
+  if (go.scalar_type() == at::kBFloat16 && t != at::kBFloat16) {
+    gather_kept_from<T, c10::BFloat16>(go, gate, plan, g, dst);
+  } else if (go.scalar_type() == at::kHalf && t != at::kHalf) {
+    gather_kept_from<T, c10::Half>(go, gate, plan, g, dst);
+  } else {
+    gather_kept_from<T, T>(go, gate, plan, g, dst);
+  }
   return gk;
 }
 
@@ -177,9 +192,9 @@ struct Tap {
   int64_t woff;   // (ky * kw + kx) * Cp
 };
 
-template <typename T, int NB, int CV>
+template <typename T, typename O, int NB, int CV>
 inline void grad_input_tile(const std::vector<Tap>& taps, const T* gk, const int32_t* pos_ch, const T* wp,
-                            const Geometry& g, int64_t n0, int64_t c0, T* gx_row, int64_t gx_img_stride) {
+                            const Geometry& g, int64_t n0, int64_t c0, O* gx_row, int64_t gx_img_stride) {
   constexpr int64_t L = kLanes<T>;
   Vec<T> acc[NB][CV];
   for (int n = 0; n < NB; ++n)
@@ -198,23 +213,24 @@ inline void grad_input_tile(const std::vector<Tap>& taps, const T* gk, const int
     }
   }
   for (int n = 0; n < NB; ++n)
-    for (int v = 0; v < CV; ++v) storeu(gx_row + n * gx_img_stride + c0 + v * L, acc[n][v]);
+    for (int v = 0; v < CV; ++v) store_as<O, T>(gx_row + n * gx_img_stride + c0 + v * L, acc[n][v]);
 }
 
-template <typename T, int NB>
+template <typename T, typename O, int NB>
 inline void grad_input_tile_cv(int cv, const std::vector<Tap>& taps, const T* gk, const int32_t* pos_ch, const T* wp,
-                               const Geometry& g, int64_t n0, int64_t c0, T* gx_row, int64_t gx_img_stride) {
+                               const Geometry& g, int64_t n0, int64_t c0, O* gx_row, int64_t gx_img_stride) {
   switch (cv) {
-    case 1: return grad_input_tile<T, NB, 1>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
-    case 2: return grad_input_tile<T, NB, 2>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
-    case 3: return grad_input_tile<T, NB, 3>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
-    default: return grad_input_tile<T, NB, 4>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    case 1: return grad_input_tile<T, O, NB, 1>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    case 2: return grad_input_tile<T, O, NB, 2>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    case 3: return grad_input_tile<T, O, NB, 3>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
+    default: return grad_input_tile<T, O, NB, 4>(taps, gk, pos_ch, wp, g, n0, c0, gx_row, gx_img_stride);
   }
 }
 
-// gx [N, H, W, Cp] (channel padding is written too and dropped by the caller).
-template <typename T>
-void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geometry& g, T* gx) {
+// gx [N, H, W, Cp] in the input's dtype O (computed in T; channel padding is written too
+// and dropped by the caller).
+template <typename T, typename O>
+void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geometry& g, O* gx) {
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
@@ -236,9 +252,9 @@ void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geo
           if (pos_count[q] > 0) taps.push_back({pos_start[q], pos_count[q], q, (ky * g.kw + kx) * g.Cp});
         }
       }
-      T* gx_pix = gx + pix * g.Cp;
+      O* gx_pix = gx + pix * g.Cp;
       if (taps.empty()) {
-        for (int64_t n = 0; n < g.N; ++n) std::fill_n(gx_pix + n * gx_img_stride, g.Cp, T(0));
+        for (int64_t n = 0; n < g.N; ++n) std::fill_n(gx_pix + n * gx_img_stride, g.Cp, O(0));
         continue;
       }
       for (int64_t n0 = 0; n0 < g.N; n0 += kRowBlock) {
@@ -246,11 +262,11 @@ void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geo
         for (int64_t c0 = 0; c0 < g.Cp; c0 += kColBlock * L) {
           const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.Cp - c0) / L));
           if (nb == kRowBlock) {
-            grad_input_tile_cv<T, kRowBlock>(cv, taps, gk, pos_ch, wp, g, n0, c0, gx_pix + n0 * gx_img_stride,
+            grad_input_tile_cv<T, O, kRowBlock>(cv, taps, gk, pos_ch, wp, g, n0, c0, gx_pix + n0 * gx_img_stride,
                                              gx_img_stride);
           } else {
             for (int64_t n = n0; n < n0 + nb; ++n)
-              grad_input_tile_cv<T, 1>(cv, taps, gk, pos_ch, wp, g, n, c0, gx_pix + n * gx_img_stride,
+              grad_input_tile_cv<T, O, 1>(cv, taps, gk, pos_ch, wp, g, n, c0, gx_pix + n * gx_img_stride,
                                        gx_img_stride);
           }
         }
@@ -364,11 +380,21 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
   at::Tensor grad_input, grad_weight;
   if (need_input) {
     at::Tensor wp = pack_weight(weight, g, t);
-    at::Tensor gx = pooled_empty({g.N, g.H, g.W, g.Cp}, input.options().dtype(t));
-    grad_input_kernel<T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
-    // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp.
-    grad_input =
-        gx.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(input.scalar_type()).contiguous(input.suggest_memory_format());
+    // Written in the input's dtype by the kernel (16-bit inputs: no float32 copy to convert).
+    at::Tensor gx = pooled_empty({g.N, g.H, g.W, g.Cp}, input.options());
+    const at::ScalarType out_t = input.scalar_type();
+    if (out_t == at::kBFloat16 && t != out_t) {
+      grad_input_kernel<T, c10::BFloat16>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::BFloat16>());
+    } else if (out_t == at::kHalf && t != out_t) {
+      grad_input_kernel<T, c10::Half>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::Half>());
+    } else {
+      grad_input_kernel<T, T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
+    }
+    // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp; otherwise one
+    // copy into a pooled tensor of the input's layout.
+    at::Tensor view = gx.narrow(3, 0, g.C).permute({0, 3, 1, 2});
+    const at::MemoryFormat fmt = input.suggest_memory_format();
+    grad_input = view.is_contiguous(fmt) ? view : pooled_empty(input.sizes(), input.options(), fmt).copy_(view);
   }
   if (need_weight) {
     at::Tensor xp = pack_input(input, g, t);

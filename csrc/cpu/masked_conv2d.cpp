@@ -54,15 +54,14 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
     at::Tensor xp = pack_input(input, g, t);
     at::Tensor wp = pack_weight(weight, g, t);
     at::Tensor b = bias.has_value() && bias->defined() ? bias->to(t).contiguous() : at::Tensor();
-    at::Tensor res = std::is_same_v<T, scalar_t> ? out : pooled_empty(out.sizes(), out.options().dtype(t), input.suggest_memory_format()).zero_();
     const T* bias_p = b.defined() ? b.data_ptr<T>() : nullptr;
-    T* out_p = res.data_ptr<T>();
-    const int64_t sN = res.stride(0), sC = res.stride(1), sH = res.stride(2), sW = res.stride(3);
+    scalar_t* out_p = out.data_ptr<scalar_t>();  // 16-bit outputs rounded once, as they are stored
+    const int64_t sN = out.stride(0), sC = out.stride(1), sH = out.stride(2), sW = out.stride(3);
     forward_kernel<T>(xp.data_ptr<T>(), wp.data_ptr<T>(), *pr.plan, g,
                       [&](int64_t n, int64_t, int64_t co, int64_t q, T v) {
-                        out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] = v + (bias_p ? bias_p[co] : T(0));
+                        out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
+                            static_cast<scalar_t>(v + (bias_p ? bias_p[co] : T(0)));
                       });
-    if (!std::is_same_v<T, scalar_t>) out.copy_(res);
   });
   return out;
 }

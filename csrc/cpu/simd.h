@@ -5,6 +5,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
 #ifndef SPARSEMASK_CPU_LEVEL
 #error "the CPU kernels are compiled once per ISA level: include them through csrc/cpu/isa/*.cpp (isa.h)"
 #endif
@@ -80,6 +84,28 @@ inline auto tree_sum(V v) {
 template <typename T>
 inline T hsum(Vec<T> v) {
   return tree_sum(v);
+}
+
+// Stores a float vector as O: float as is, bfloat16 rounded to nearest even in registers
+// (NaN kept NaN, as c10::BFloat16 does), float16 element by element. Lets a kernel that
+// computes in float32 write a 16-bit tensor directly instead of a float32 copy converted
+// afterwards (a whole extra pass over a gradient the size of the input).
+template <typename O, typename T>
+inline void store_as(O* p, Vec<T> v) {
+  if constexpr (std::is_same_v<O, T>) {
+    storeu(p, v);
+  } else if constexpr (std::is_same_v<O, c10::BFloat16> && std::is_same_v<T, float>) {
+    typedef uint32_t U32 __attribute__((vector_size(kVecBytes)));
+    typedef uint16_t U16 __attribute__((vector_size(kVecBytes / 2)));
+    U32 u;
+    std::memcpy(&u, &v, sizeof(u));
+    const U32 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+    const U32 is_nan = (U32)(v != v);
+    const U16 bits = __builtin_convertvector((rounded & ~is_nan) | (U32{} + 0x7FC0u & is_nan), U16);
+    std::memcpy(p, &bits, sizeof(bits));
+  } else {
+    for (int64_t i = 0; i < kLanes<T>; ++i) p[i] = static_cast<O>(v[i]);
+  }
 }
 
 }  // namespace SPARSEMASK_CPU_NS
