@@ -2,7 +2,7 @@
 // level's kernels for the CPU dispatch key (see isa.h). Compiled for baseline x86-64.
 //
 //   SPARSEMASK_CPU_CAPABILITY   unset/empty: the best level this CPU supports;
-//                               avx512 | avx2 | baseline: that level, which must be one the
+//                               avx512_bf16 | avx512 | avx2 | baseline: that level, which must be one the
 //                               CPU supports (a lower one than the best is fine, to test or
 //                               compare levels); anything else is refused.
 // A refused value cannot throw here (static initialisation); the ops' CPU kernels then
@@ -29,12 +29,13 @@ void register_kernels(torch::Library& m);
 }
 namespace avx512 {
 void register_kernels(torch::Library& m);
+void enable_bf16_dot();
 }
 #endif
 
 namespace {
 
-const char* const kLevelNames[] = {"baseline", "avx2", "avx512"};
+const char* const kLevelNames[] = {"baseline", "avx2", "avx512", "avx512_bf16"};
 
 // The best level this CPU (and its OS: __builtin_cpu_supports reports AVX/AVX-512 only when
 // the OS saves their registers) supports, with the features SPARSEMASK_TARGET_* enable.
@@ -46,7 +47,11 @@ int best_supported_level() {
                     __builtin_cpu_supports("popcnt");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  return avx512 ? SPARSEMASK_CPU_AVX512 : avx2 ? SPARSEMASK_CPU_AVX2 : SPARSEMASK_CPU_BASELINE;
+  const bool avx512_bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+  return avx512_bf16 ? SPARSEMASK_CPU_AVX512_BF16
+         : avx512    ? SPARSEMASK_CPU_AVX512
+         : avx2      ? SPARSEMASK_CPU_AVX2
+                     : SPARSEMASK_CPU_BASELINE;
 #else
   return SPARSEMASK_CPU_BASELINE;
 #endif
@@ -67,7 +72,7 @@ Choice choose() {
   for (char& ch : want) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   std::string supported;
   for (int l = best; l >= 0; --l) supported += std::string(supported.empty() ? "" : ", ") + kLevelNames[l];
-  for (int l = 0; l <= SPARSEMASK_CPU_AVX512; ++l) {
+  for (int l = 0; l <= SPARSEMASK_CPU_AVX512_BF16; ++l) {
     if (want != kLevelNames[l]) continue;
     if (l > best) {
       c.error = std::string("SPARSEMASK_CPU_CAPABILITY=") + env + " asks for " + kLevelNames[l] +
@@ -79,7 +84,7 @@ Choice choose() {
     return c;
   }
   c.error = std::string("SPARSEMASK_CPU_CAPABILITY=") + env +
-            " is not a CPU capability; use one of avx512, avx2, baseline (this CPU supports: " + supported +
+            " is not a CPU capability; use one of avx512_bf16, avx512, avx2, baseline (this CPU supports: " + supported +
             "), or unset it to use the best one.";
   return c;
 }
@@ -103,7 +108,7 @@ void refused_kernel(const c10::OperatorHandle& op, torch::jit::Stack*) {
 }  // namespace cpu
 
 TORCH_LIBRARY_FRAGMENT(sparsemask, m) {
-  // The ISA level of the CPU kernels: "avx512", "avx2" or "baseline" (csrc/cpu/isa.h).
+  // The ISA level of the CPU kernels: "avx512_bf16", "avx512", "avx2" or "baseline" (csrc/cpu/isa.h).
   m.def("cpu_capability() -> str", &cpu::cpu_capability);
 }
 
@@ -117,6 +122,10 @@ TORCH_LIBRARY_IMPL(sparsemask, CPU, m) {
   }
   switch (c.level) {
 #if SPARSEMASK_ISA_DISPATCH
+    case SPARSEMASK_CPU_AVX512_BF16:
+      cpu::avx512::enable_bf16_dot();
+      cpu::avx512::register_kernels(m);
+      break;
     case SPARSEMASK_CPU_AVX512: cpu::avx512::register_kernels(m); break;
     case SPARSEMASK_CPU_AVX2: cpu::avx2::register_kernels(m); break;
 #endif

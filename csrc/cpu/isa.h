@@ -20,6 +20,8 @@
 #define SPARSEMASK_CPU_BASELINE 0
 #define SPARSEMASK_CPU_AVX2 1
 #define SPARSEMASK_CPU_AVX512 2
+// Not a unit of its own: the avx512 unit's kernels with the native bfloat16 forward on.
+#define SPARSEMASK_CPU_AVX512_BF16 3
 
 // The AVX2/AVX-512 levels need GCC's target pragmas on x86-64; elsewhere (other
 // architectures, other compilers) only the baseline level is built.
@@ -31,6 +33,8 @@
 
 // The ISA of each level (the target pragmas in kernels_at_level.h; dispatch.cpp checks
 // the same features with __builtin_cpu_supports before choosing a level):
+//   avx512_bf16  the avx512 kernels + avx512bf16 for the bfloat16 forward tile only
+//           (a target attribute on that function: csrc/cpu/conv_kernels.h)
 //   avx512  avx512f, avx512bw, avx512dq, avx512vl + the avx2 set — x86-64-v4 minus CD,
 //           which the kernels do not use
 //   avx2    avx2, fma, bmi, bmi2, popcnt — x86-64-v3's vector part

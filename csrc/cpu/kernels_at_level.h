@@ -28,6 +28,10 @@
 #include <utility>
 #include <vector>
 
+#if SPARSEMASK_ISA_DISPATCH
+#include <immintrin.h>  // the AVX512-BF16 forward tile (conv_kernels.h)
+#endif
+
 #include "../checks.h"
 #include "../dense_fallback.h"
 #include "../plan.h"
@@ -59,6 +63,11 @@
 namespace sparsemask {
 namespace cpu {
 inline namespace SPARSEMASK_CPU_NS {
+
+#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
+// Level "avx512_bf16": the avx512 kernels with the native bfloat16 forward turned on.
+void enable_bf16_dot() { bf16_dot_enabled() = true; }
+#endif
 
 void register_kernels(torch::Library& m) {
   register_masked_conv2d(m);

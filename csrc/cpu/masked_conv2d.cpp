@@ -33,6 +33,27 @@ Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const std::o
   return {p, ho, wo, get_plan(mask)};
 }
 
+#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
+// bfloat16 operands packed as bfloat16 (Cp a multiple of 32) and multiplied by the native
+// AVX512-BF16 tile; float32 sums rounded once into the bfloat16 output `out` (zeroed).
+void forward_bf16(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  const Prepared& pr, at::Tensor& out) {
+  using B = c10::BFloat16;
+  Geometry g = make_geometry<B>(input, weight, pr.p, pr.ho, pr.wo);
+  at::Tensor xp = pack_input(input, g, at::kBFloat16);
+  at::Tensor wp = pack_weight(weight, g, at::kBFloat16);
+  at::Tensor b = bias.has_value() && bias->defined() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+  const float* bias_p = b.defined() ? b.data_ptr<float>() : nullptr;
+  B* out_p = out.data_ptr<B>();
+  const int64_t sN = out.stride(0), sC = out.stride(1), sH = out.stride(2), sW = out.stride(3);
+  forward_kernel<B>(xp.data_ptr<B>(), wp.data_ptr<B>(), *pr.plan, g,
+                    [&](int64_t n, int64_t, int64_t co, int64_t q, float v) {
+                      out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
+                          static_cast<B>(v + (bias_p ? bias_p[co] : 0.0f));
+                    });
+}
+#endif
+
 at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                              const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
                              at::IntArrayRef dilation, double max_density) {
@@ -47,6 +68,12 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
   if (out.numel() == 0 || pr.plan->nnz == 0) {
     return out;
   }
+#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
+  if (input.scalar_type() == at::kBFloat16 && bf16_dot_enabled()) {
+    forward_bf16(input, weight, bias, pr, out);
+    return out;
+  }
+#endif
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "masked_conv2d_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const at::ScalarType t = c10::CppTypeToScalarType<T>::value;

@@ -16,7 +16,7 @@ import pytest
 
 import sparsemask
 
-LEVELS = ("avx512", "avx2", "baseline")
+LEVELS = ("avx512_bf16", "avx512", "avx2", "baseline")
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent.parent
 
@@ -27,6 +27,7 @@ REFERENCE_TESTS = [
     "test_masked_conv2d.py::test_layouts",
     "test_masked_conv2d.py::test_float32_tolerance",
     "test_masked_conv2d.py::test_low_precision_error_at_most_twice_dense",
+    "test_masked_conv2d.py::test_bfloat16_forward_within_rounding_of_exact_products",
     "test_defective_unit.py::test_matches_composite_float64",
     "test_defective_block.py::test_matches_composite",
     "test_defective_block.py::test_float32_and_empty_masks",
@@ -54,6 +55,8 @@ def _cpuinfo_best() -> str:
     flags = set(line.split(":", 1)[1].split())
     avx2 = {"avx2", "fma", "bmi1", "bmi2", "popcnt"} <= flags
     avx512 = avx2 and {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    if avx512 and "avx512_bf16" in flags:
+        return "avx512_bf16"
     return "avx512" if avx512 else "avx2" if avx2 else "baseline"
 
 
@@ -97,12 +100,12 @@ def test_level_matches_reference(level):
 def test_unknown_level_is_refused():
     r = _run("import sparsemask", "sse9")
     assert r.returncode != 0
-    assert "SPARSEMASK_CPU_CAPABILITY=sse9 is not a CPU capability; use one of avx512, avx2, baseline" in r.stderr
+    assert "SPARSEMASK_CPU_CAPABILITY=sse9 is not a CPU capability; use one of avx512_bf16, avx512, avx2, baseline" in r.stderr
 
 
 def test_level_the_cpu_lacks_is_refused():
     best = _best()
-    if best == "avx512":
+    if best == LEVELS[0]:
         pytest.skip("this CPU supports every level")
     higher = LEVELS[LEVELS.index(best) - 1]
     r = _run("import sparsemask", higher)
@@ -155,3 +158,14 @@ def test_wide_vector_instructions_only_in_their_levels():
     ymm_elsewhere = sorted(f for f, c in counts.items()
                            if c[1] and "cpu::avx512::" not in f and "cpu::avx2::" not in f)
     assert not ymm_elsewhere, f"AVX code outside the avx2/avx512 levels: {ymm_elsewhere[:10]}"
+    # AVX512-BF16 only in the bfloat16 forward tiles, which run at level avx512_bf16 only: the
+    # rest of the avx512 level must load and run on AVX-512 CPUs without BF16.
+    bf16_users, name = set(), None
+    for line in r.stdout.splitlines():
+        if line.endswith(">:") and "<" in line:
+            name = line[line.index("<") + 1:-2]
+        elif "vdpbf16ps" in line:
+            bf16_users.add(name)
+    assert bf16_users, "no AVX512-BF16 dot products in the library"
+    outside = sorted(f for f in bf16_users if "cpu::avx512::" not in f or "forward_tile_bf16" not in f)
+    assert not outside, f"AVX512-BF16 code outside the bfloat16 forward tiles: {outside[:10]}"

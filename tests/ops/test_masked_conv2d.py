@@ -161,6 +161,34 @@ def test_low_precision_error_at_most_twice_dense(dtype):
     assert err_ours <= 2 * err_dense + 1e-12, (err_ours, err_dense)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s[:6])))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bfloat16_forward_within_rounding_of_exact_products(shape, channels_last):
+    """The bfloat16 forward (native AVX512-BF16 dot products at level avx512_bf16, float32
+    elsewhere) sums exact products of the bfloat16 operands in float32 and rounds once: so
+    it is within one bfloat16 rounding (plus float32 summation error) of the float64 result
+    of the same bfloat16 inputs, at every channel count (padding to 32-wide pairs), stride,
+    dilation and layout; masked outputs are exactly 0 and NaN stays in its own neuron."""
+    x, weight, bias, mask, s, p, d = _case(shape, 0.5)
+    xb, wb, bb = (t.to(torch.bfloat16) for t in (x, weight, bias))
+    if channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    exact = _reference(xb.double(), wb.double(), bb.double(), mask, s, p, d)
+    with sparsemask.backend("cpu"):
+        ours = sparsemask.masked_conv2d(xb, wb, bb, mask, s, p, d)
+    assert ours.dtype == torch.bfloat16
+    scale = (xb.double().abs().amax() * wb.double().abs().sum(dim=(1, 2, 3)).amax()).item()
+    tol = exact.abs() * 2.0 ** -8 + scale * 2.0 ** -20
+    assert ((ours.double() - exact).abs() <= tol).all()
+    assert (ours.masked_select(~mask.expand_as(ours)) == 0).all()
+    xn = xb.clone()
+    xn[0, 0, 0, 0] = float("nan")
+    with sparsemask.backend("cpu"):
+        out_nan = sparsemask.masked_conv2d(xn, wb, bb, mask, s, p, d)
+    touched = F.conv2d(xn.double(), wb.double(), bb.double(), s, p, d).isnan() & mask  # masked: exactly 0
+    assert torch.equal(out_nan.isnan(), touched)
+
+
 def test_float32_tolerance():
     x, weight, bias, mask, s, p, d = _case(SHAPES[1], 0.5)
     with sparsemask.backend("cpu"):
