@@ -32,17 +32,25 @@ inline Grads empty_grads(const at::Tensor& input, const at::Tensor& weight) {
   return {at::empty({0}, input.options()), at::empty({0}, weight.options()), at::empty({0}, weight.options())};
 }
 
-inline Grads dense_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
-                            const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
+// The dense backward from a grad_output whose masked entries are already exactly 0.
+inline Grads dense_backward_masked(const at::Tensor& masked_grad_output, const at::Tensor& input,
+                                   const at::Tensor& weight, at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
   const int64_t bias_size[1] = {weight.size(0)};
-  auto [gi, gw, gb] = at::convolution_backward(grad_output.masked_fill(mask.logical_not(), 0), input, weight, at::IntArrayRef(bias_size), stride,
+  auto [gi, gw, gb] = at::convolution_backward(masked_grad_output, input, weight, at::IntArrayRef(bias_size), stride,
                                                padding, dilation, false, {0, 0}, 1, output_mask);
   auto [grad_input, grad_weight, grad_bias] = empty_grads(input, weight);
   if (output_mask[0]) grad_input = gi.contiguous(input.suggest_memory_format());
   if (output_mask[1]) grad_weight = gw.contiguous();
   if (output_mask[2]) grad_bias = gb;
   return {grad_input, grad_weight, grad_bias};
+}
+
+inline Grads dense_backward(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
+                            const at::Tensor& mask, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
+  return dense_backward_masked(grad_output.masked_fill(mask.logical_not(), 0), input, weight, stride, padding,
+                               dilation, output_mask);
 }
 
 // Gradients when nothing is kept (or the batch is empty): zeros of the right shapes.

@@ -33,6 +33,10 @@ std::shared_ptr<MaskPlan> build_plan(const at::Tensor& mask) {
   // nonzero() lists (q, c) in row-major order: q ascending, then c — the kept rows' order.
   plan->row_ch = by_pos.nonzero().select(1, 1).to(at::kInt).contiguous();
   plan->nnz = plan->pos_start[Q].item<int64_t>();  // one device-to-host read per plan
+  if (mask.device().is_cpu()) {
+    plan->keep_cq = by_ch.contiguous();
+    plan->keep_qc = by_pos;
+  }
   plan->density = mask.numel() > 0 ? static_cast<double>(plan->nnz) / static_cast<double>(mask.numel()) : 0.0;
   return plan;
 }

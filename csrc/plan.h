@@ -5,6 +5,9 @@
 //   pos_ch    [Q, C]   int32  their ids, ascending, first pos_count[q] entries valid
 //   pos_start [Q + 1]  int64  prefix sum of pos_count: row of (q, j) in a kept-only buffer
 //   row_ch    [nnz]    int32  channel of each kept row (q, j), in pos_start order
+//   keep_cq   [C, Q]   bool   the mask, contiguous: one NCHW image's layout    } CPU masks only:
+//   keep_qc   [Q, C]   bool   the mask transposed: one channels_last image's   } the dense path
+//                             layout (csrc/cpu/dense_path.h masks outputs in one pass with them)
 // All shapes but row_ch's depend only on the mask's shape, so fake kernels and torch.compile need no
 // data-dependent sizes. The plan lives on the mask's device.
 //
@@ -25,6 +28,7 @@ struct MaskPlan {
   int64_t nnz = 0;       // kept neurons
   double density = 0.0;  // nnz / mask.numel()
   at::Tensor pos_count, pos_ch, pos_start, row_ch;
+  at::Tensor keep_cq, keep_qc;  // undefined for masks on other devices
 };
 
 // Builds (or fetches from the cache) the plan of `mask`. The cache is keyed by the mask's

@@ -142,6 +142,10 @@ class Backend:
 
 _REGISTRY: dict[str, Backend] = {}
 _current = "auto"
+# conv_backend's memo of auto's decisions (cleared whenever the registry or thresholds change).
+_decisions: dict[tuple, tuple[tuple["Backend", float], object]] = {}
+# The dtypes the C++ CPU op computes (its dense path included).
+_CPU_OP_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def register_backend(name: str, conv: ConvKernel, *, devices: Sequence[str], description: str = "",
@@ -164,6 +168,7 @@ def register_backend(name: str, conv: ConvKernel, *, devices: Sequence[str], des
         raise TypeError(f"register_backend: conv must be callable, got {type(conv).__name__}")
     entry = Backend(name, conv, tuple(devices), description, runs_on, fused, requirement)
     _REGISTRY[name] = entry
+    _decisions.clear()
     for (device_type, dtype), limit in (max_density or {}).items():
         if not 0.0 <= float(limit) <= 1.0:
             raise ValueError(f"register_backend: max_density values must be in [0, 1], got {limit!r}")
@@ -178,6 +183,7 @@ def unregister_backend(name: str) -> None:
     if _current == name:
         raise RuntimeError(f"unregister_backend: backend {name!r} is the current backend")
     del _REGISTRY[name]
+    _decisions.clear()
     for key in [k for k in _MAX_DENSITY if k[0] == name]:
         del _MAX_DENSITY[key]
 
@@ -437,6 +443,18 @@ def conv_backend(input: Tensor, weight: Tensor, mask: Tensor, stride: Sequence[i
         return impl, 1.0
     dtype = conv_dtype(input)
     call = conv_call(input, weight, mask, stride) if device == "cpu" else None
+    # The decision depends only on what `call` holds (plus the device, dtype and registry), so
+    # eager calls memoise it: a model calls each layer with the same shapes every step, and
+    # the lookup (~8 us) would be a tenth of a small layer's time. Not under torch.compile,
+    # which traces the lookup once into guards anyway (and whose shapes may be symbolic).
+    # Only decisions read from the crossover table are memoised (keyed on the table object,
+    # which a test or a reload may replace); the hand rows are a dict lookup anyway.
+    key, table = None, _cpu_table_cache["table"] if device == "cpu" else None
+    if call is not None and table is not None and not torch.compiler.is_compiling():
+        key = (device, dtype, input.shape[1], call)
+        hit = _decisions.get(key)
+        if hit is not None and hit[1] is table:
+            return hit[0]
     best, best_limit = _REGISTRY["dense"], 0.0
     for impl in _REGISTRY.values():
         if impl.name == "dense" or not impl.can_run(device):
@@ -444,7 +462,16 @@ def conv_backend(input: Tensor, weight: Tensor, mask: Tensor, stride: Sequence[i
         limit = max_density(device, dtype, input.shape[1], impl.name, call)
         if limit > best_limit:
             best, best_limit = impl, limit
-    return best, (best_limit if best.name != "dense" else 1.0)
+    if best.name == "dense" and device == "cpu" and "cpu" in _REGISTRY and dtype in _CPU_OP_DTYPES:
+        # Dense on CPU still goes through the C++ op, told never to run sparse (max_density 0):
+        # its dense path masks the convolution in one pass with the plan's byte masks and
+        # pools the backward's masked gradient (csrc/cpu/dense_path.h), so it is faster than
+        # F.conv2d(...) * mask — which keeps `auto` at or above dense where sparse loses.
+        best, best_limit = _REGISTRY["cpu"], 0.0
+    decision = best, (best_limit if best.name != "dense" else 1.0)
+    if key is not None:
+        _decisions[key] = (decision, table)
+    return decision
 
 
 def fused_bn(input: Tensor) -> bool:

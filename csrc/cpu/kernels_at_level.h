@@ -54,6 +54,7 @@
 #include "simd.h"
 #include "packing.h"
 #include "conv_kernels.h"
+#include "dense_path.h"
 #include "unit_kernels.h"
 
 #include "masked_conv2d.cpp"

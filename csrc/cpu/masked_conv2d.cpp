@@ -10,6 +10,7 @@
 #include "../dense_fallback.h"
 #include "../plan.h"
 #include "conv_kernels.h"
+#include "dense_path.h"
 
 namespace sparsemask {
 namespace cpu {
@@ -59,7 +60,7 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
                              at::IntArrayRef dilation, double max_density) {
   Prepared pr = prepare(input, weight, bias, mask, stride, padding, dilation);
   if (use_dense(*pr.plan, max_density)) {
-    return dense_forward(input, weight, bias, mask, stride, padding, dilation);
+    return dense_forward_cpu(input, weight, bias, *pr.plan, stride, padding, dilation);
   }
   // Pooled (buffer_pool.h): a training step's outputs reuse the previous step's warm pages.
   at::Tensor out =
@@ -120,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward_cpu(
   Prepared pr = prepare(input, weight, std::nullopt, mask, stride, padding, dilation);
   check_grad_output(grad_output, input, weight, pr.ho, pr.wo);
   if (use_dense(*pr.plan, max_density))
-    return dense_backward(grad_output, input, weight, mask, stride, padding, dilation, output_mask);
+    return dense_backward_cpu(grad_output, input, weight, *pr.plan, stride, padding, dilation, output_mask);
   if (input.numel() == 0 || pr.plan->nnz == 0) return zero_grads(input, weight, output_mask);
   const auto [need_input, need_weight, need_bias] = output_mask;
   auto [grad_input, grad_weight, grad_bias] = empty_grads(input, weight);
