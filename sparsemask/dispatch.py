@@ -244,8 +244,8 @@ def backend(name: str) -> Iterator[None]:
 # sparse kernel per (dtype, layout, mode, shape, N, keep); each row holds the largest keep
 # where sparse wins there and at every smaller keep. A call is matched to the row of
 # * its dtype: float32 and float64 read the float32 rows (same kernel, float64 is not
-#   swept); bfloat16 and float16 the bfloat16 rows: both are converted to float32 around
-#   the kernel, and dense float16 on CPU is slower than dense bfloat16 (a reference path),
+#   swept); bfloat16 and float16 the bfloat16 rows: float16 computes through float32
+#   (bfloat16's forward is native), but dense float16 on CPU is a slow reference path,
 #   so the bfloat16 thresholds are conservative for float16;
 # * its layout: channels_last when the input is channels_last (suggest_memory_format, the
 #   format the op returns), else nchw;

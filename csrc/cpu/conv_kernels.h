@@ -143,8 +143,16 @@ constexpr int64_t kPosChunk = 64;
 // store(n, row, co, q, value) receives every kept neuron once: image n, channel co, output
 // position q, and row = its row in a kept-only [nnz, N] buffer (the plan's pos_start order);
 // value is a ForwardResult<T> (float for bfloat16 operands).
-template <typename T, typename Store>
-void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geometry& g, const Store& store) {
+// row_begin(n0, nb, q) is called for every position q of every block of nb images before
+// its kept neurons are stored: a caller writing channels_last outputs zeroes the block's
+// rows there, in cache, so each output line is written once (no zero-fill pass first).
+struct NoRowBegin {
+  void operator()(int64_t, int, int64_t) const {}
+};
+
+template <typename T, typename Store, typename RowBegin = NoRowBegin>
+void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geometry& g, const Store& store,
+                    const RowBegin& row_begin = RowBegin{}) {
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
@@ -158,6 +166,7 @@ void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geomet
       const int64_t n0 = (t / qchunks) * kRowBlock, qbegin = (t % qchunks) * kPosChunk;
       const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, g.N - n0));
       for (int64_t q = qbegin; q < std::min(g.Q, qbegin + kPosChunk); ++q) {
+        row_begin(n0, nb, q);
         const int64_t cnt = pos_count[q];
         if (cnt == 0) continue;
         const int32_t* chs = pos_ch + q * g.K;

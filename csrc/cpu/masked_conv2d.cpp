@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cstring>
+
 #include "../checks.h"
 #include "../dense_fallback.h"
 #include "../plan.h"
@@ -34,6 +36,36 @@ Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const std::o
   return {p, ho, wo, get_plan(mask)};
 }
 
+// Where the forward's zeros come from. channels_last (channel stride 1): the K outputs of
+// one image at one position are a contiguous row, zeroed by forward_kernel's row_begin just
+// before that position's kept values are stored — each output line written once. Other
+// layouts: the whole output zeroed first, then the kept values scattered into it.
+struct ZeroRows {
+  char* base = nullptr;  // null: the output was zeroed up front
+  int64_t sN = 0, sH = 0, sW = 0, Wo = 1, row_bytes = 0;
+  void operator()(int64_t n0, int nb, int64_t q) const {
+    if (base == nullptr) return;
+    char* row = base + ((q / Wo) * sH + (q % Wo) * sW);
+    for (int n = 0; n < nb; ++n) std::memset(row + (n0 + n) * sN, 0, row_bytes);
+  }
+};
+
+ZeroRows zero_rows(at::Tensor& out) {
+  ZeroRows z;
+  if (out.stride(1) != 1 || out.size(1) == 1) {  // not a channels_last row per position
+    out.zero_();
+    return z;
+  }
+  const int64_t es = out.element_size();
+  z.base = static_cast<char*>(out.data_ptr());
+  z.sN = out.stride(0) * es;
+  z.sH = out.stride(2) * es;
+  z.sW = out.stride(3) * es;
+  z.Wo = out.size(3);
+  z.row_bytes = out.size(1) * es;
+  return z;
+}
+
 #if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
 // bfloat16 operands packed as bfloat16 (Cp a multiple of 32) and multiplied by the native
 // AVX512-BF16 tile; float32 sums rounded once into the bfloat16 output `out` (zeroed).
@@ -51,7 +83,8 @@ void forward_bf16(const at::Tensor& input, const at::Tensor& weight, const std::
                     [&](int64_t n, int64_t, int64_t co, int64_t q, float v) {
                       out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
                           static_cast<B>(v + (bias_p ? bias_p[co] : 0.0f));
-                    });
+                    },
+                    zero_rows(out));
 }
 #endif
 
@@ -63,11 +96,11 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
     return dense_forward_cpu(input, weight, bias, *pr.plan, stride, padding, dilation);
   }
   // Pooled (buffer_pool.h): a training step's outputs reuse the previous step's warm pages.
+  // Not zeroed here: the kernels write every element (ZeroRows).
   at::Tensor out =
-      pooled_empty({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options(), input.suggest_memory_format())
-          .zero_();
+      pooled_empty({input.size(0), weight.size(0), pr.ho, pr.wo}, input.options(), input.suggest_memory_format());
   if (out.numel() == 0 || pr.plan->nnz == 0) {
-    return out;
+    return out.zero_();
   }
 #if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
   if (input.scalar_type() == at::kBFloat16 && bf16_dot_enabled()) {
@@ -89,7 +122,8 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
                       [&](int64_t n, int64_t, int64_t co, int64_t q, T v) {
                         out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
                             static_cast<scalar_t>(v + (bias_p ? bias_p[co] : T(0)));
-                      });
+                      },
+                      zero_rows(out));
   });
   return out;
 }

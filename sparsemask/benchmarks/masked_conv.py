@@ -83,7 +83,37 @@ class Row:
 # user waits for. "thread" is the calling thread's CPU time (use with --threads 1): on a
 # machine shared with other jobs it excludes the time other processes hold the core.
 CLOCK = {"wall": time.perf_counter, "thread": time.thread_time}
-SETTINGS = {"clock": "wall", "stat": "median"}
+SETTINGS = {"clock": "wall", "stat": "median", "dtype": "float32", "malloc": "default"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+# How large tensors get their memory. glibc (PyTorch's CPU allocator on Linux) mmaps an
+# allocation above its dynamic threshold (at most 32 MiB) and unmaps it on free, so such a
+# dense output faults its pages in on every call; below the threshold whether pages come
+# back warm depends on the heap's history (trimming, fragmentation). Measured: the same
+# dense 1x1 forward took 28.6 ms in one run and 5.7 ms in another. The sparse kernels' outputs
+# come from sparsemask's own pool (always warm), so that history would decide comparisons.
+#   default  glibc as the process finds it (what a user's training loop gets);
+#   warm     mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=INT_MAX): every allocation from the heap,
+#            never returned — dense at its best, sparse unchanged (the conservative baseline).
+MALLOC_MODES = ("default", "warm")
+
+
+def set_malloc(mode: str) -> str:
+    """Apply ``mode`` (MALLOC_MODES) to this process; returns what was applied ("default"
+    where glibc's mallopt is not available)."""
+    if mode == "default":
+        return "default"
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "default"
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's <malloc.h>
+    ok = mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return "warm" if ok else "default"
 
 
 def median_ms(fn, reps: int, warmup: int = 1) -> float:
@@ -153,6 +183,9 @@ def bench_shape(name, keep, n, reps, seed=0):
     bias = torch.randn(c_out, generator=g)
     mask = torch.rand(c_out, ho, ho, generator=g) < keep
     grad = torch.randn(n, c_out, ho, ho, generator=g)
+    # Every operand in the benchmark's dtype: bfloat16 is compared with oneDNN's bfloat16
+    # convolution (not with float32), the baseline a bfloat16 user has.
+    x, weight, bias, grad = (t.to(DTYPES[SETTINGS["dtype"]]) for t in (x, weight, bias, grad))
     results = {}
     for layout, fmt in (("nchw", torch.contiguous_format), ("cl", torch.channels_last)):
         xl = x.contiguous(memory_format=fmt).requires_grad_(need_input_grad)
@@ -189,16 +222,18 @@ def environment() -> dict:
         "cpu_capability": sparsemask.cpu_capability(),
         "python": sys.version.split()[0],
         "sparsemask": sparsemask.__version__,
-        "dtype": "float32",
+        "dtype": SETTINGS["dtype"],
         "clock": SETTINGS["clock"],
+        "malloc": SETTINGS["malloc"],
         "stat": SETTINGS["stat"],
     }
 
 
 def markdown(rows: list[Row], env: dict, n: int) -> str:
     lines = [
-        f"CPU masked conv2d, N={n}, float32, 3x3 pad 1 unless the shape says — {env['machine']}, {env['threads']} threads, "
-        f"torch {env['torch']}, CPU kernels {env['cpu_capability']}, {env['date']}; {env['stat']} of {env['clock']}-clock times",
+        f"CPU masked conv2d, N={n}, {env['dtype']}, 3x3 pad 1 unless the shape says — {env['machine']}, {env['threads']} threads, "
+        f"torch {env['torch']}, CPU kernels {env['cpu_capability']}, {env['date']}; {env['stat']} of {env['clock']}-clock times; "
+        f"malloc {env['malloc']}",
         "",
         "| shape | keep | mode | dense NCHW ms | dense CL ms | sparse ms | auto ms | speedup | auto speedup | of ideal 1/keep |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -220,12 +255,16 @@ def main(argv=None) -> int:
     parser.add_argument("--clock", choices=list(CLOCK), default="wall",
                         help="wall (default) or thread CPU time (with --threads 1, for shared machines)")
     parser.add_argument("--stat", choices=["median", "min"], default="median", help="summary of the repetitions")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="operands' dtype (bfloat16: vs oneDNN's bfloat16 convolution)")
+    parser.add_argument("--malloc", choices=MALLOC_MODES, default="default",
+                        help="default: glibc as found (what users get); warm: no mmap/trim, dense at its best")
     parser.add_argument("--quick", action="store_true", help="N=8, 2 keeps, 1 rep: a smoke run in seconds")
     parser.add_argument("--out", default="benchmarks/results/cpu", help="output path prefix (.json/.csv/.md)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    SETTINGS.update(clock=args.clock, stat=args.stat)
+    SETTINGS.update(clock=args.clock, stat=args.stat, dtype=args.dtype, malloc=set_malloc(args.malloc))
     if args.quick:
         args.batch, args.keeps, args.reps = 8, [0.1, 1.0], 1
     env = environment()

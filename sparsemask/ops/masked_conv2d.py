@@ -15,7 +15,7 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from .. import dispatch
-from .autograd import register_masked_conv_autograd
+from .autograd import EagerMaskedConv, register_masked_conv_autograd
 from .common import IntPair, check_conv_args, conv_geometry, conv_output_size
 
 __all__ = ["masked_conv2d", "dense_masked_conv2d", "cpp_masked_conv2d"]
@@ -63,7 +63,14 @@ def masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: T
 def cpp_masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Tensor, stride: list[int],
                       padding: list[int], dilation: list[int], max_density: float = 1.0) -> Tensor:
     """The C++/CUDA kernel (``sparsemask::masked_conv2d``) for validated arguments; above
-    ``max_density`` kept fraction it runs the dense convolution inside (csrc/dense_fallback.h)."""
+    ``max_density`` kept fraction it runs the dense convolution inside (csrc/dense_fallback.h).
+
+    Eager calls that autograd records go through :class:`EagerMaskedConv` (same formula,
+    less Python per call); torch.compile and autocast use the op's registered autograd."""
+    if (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad
+                                     or (bias is not None and bias.requires_grad))
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(input.device.type)):
+        return EagerMaskedConv.apply(input, weight, bias, mask, stride, padding, dilation, max_density)
     return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation, max_density)
 
 
