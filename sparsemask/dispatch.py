@@ -37,7 +37,6 @@ from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch._prims_common import suggest_memory_format
 
 from .ops.common import conv_dtype, fused_math_dtype
 
@@ -247,8 +246,8 @@ def backend(name: str) -> Iterator[None]:
 #   swept); bfloat16 and float16 the bfloat16 rows: float16 computes through float32
 #   (bfloat16's forward is native), but dense float16 on CPU is a slow reference path,
 #   so the bfloat16 thresholds are conservative for float16;
-# * its layout: channels_last when the input is channels_last (suggest_memory_format, the
-#   format the op returns), else nchw;
+# * its layout: channels_last when the input is channels_last-contiguous (the format the op
+#   returns), else nchw;
 # * its mode: forward when autograd will not record it (grad mode off, or neither input nor
 #   weight requires grad), else forward+backward;
 # * the nearest swept shape: smallest Euclidean distance between the log of (C_in, C_out,
@@ -292,11 +291,18 @@ class CrossoverTable:
     rows: dict[tuple[str, str, str], dict[str, tuple[tuple[int, float], ...]]]
 
 
+def _is_channels_last(input: Tensor) -> bool:
+    """channels_last-contiguous and not also NCHW-contiguous (C == 1 or H*W == 1): the two
+    stride checks are C++ calls, where torch._prims_common.suggest_memory_format costs ~10 us
+    of Python per call."""
+    return input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+
+
 def conv_call(input: Tensor, weight: Tensor, mask: Tensor, stride: Sequence[int]) -> ConvCall:
     """The :class:`ConvCall` of ``masked_conv2d(input [N, C_in, H, W], weight [C_out, C_in,
     kh, kw], mask [C_out, H_out, W_out], stride)``; only the mask's shape is read."""
     training = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
-    layout = "channels_last" if suggest_memory_format(input) == torch.channels_last else "nchw"
+    layout = "channels_last" if _is_channels_last(input) else "nchw"
     # a non-square stride counts as its geometric mean (the table's strides are square)
     features = (int(weight.shape[1]), int(weight.shape[0]), int(weight.shape[2] * weight.shape[3]),
                 math.sqrt(stride[0] * stride[1]), int(mask.shape[1] * mask.shape[2]))
@@ -442,19 +448,20 @@ def conv_backend(input: Tensor, weight: Tensor, mask: Tensor, stride: Sequence[i
             raise RuntimeError(f"masked_conv2d: backend {impl.name!r} cannot run {device} tensors; {need}")
         return impl, 1.0
     dtype = conv_dtype(input)
-    call = conv_call(input, weight, mask, stride) if device == "cpu" else None
-    # The decision depends only on what `call` holds (plus the device, dtype and registry), so
-    # eager calls memoise it: a model calls each layer with the same shapes every step, and
-    # the lookup (~8 us) would be a tenth of a small layer's time. Not under torch.compile,
-    # which traces the lookup once into guards anyway (and whose shapes may be symbolic).
+    # The decision depends only on shapes, dtype, layout and whether autograd records (what
+    # conv_call reads), so eager calls memoise it: a model calls each layer with the same
+    # shapes every step, and the lookup would be a tenth of a small layer's time. Not under
+    # torch.compile, which traces the lookup once into guards anyway (shapes may be symbolic).
     # Only decisions read from the crossover table are memoised (keyed on the table object,
     # which a test or a reload may replace); the hand rows are a dict lookup anyway.
     key, table = None, _cpu_table_cache["table"] if device == "cpu" else None
-    if call is not None and table is not None and not torch.compiler.is_compiling():
-        key = (device, dtype, input.shape[1], call)
+    if table is not None and not torch.compiler.is_compiling():
+        training = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
+        key = (dtype, training, _is_channels_last(input), input.shape, weight.shape, mask.shape, tuple(stride))
         hit = _decisions.get(key)
         if hit is not None and hit[1] is table:
             return hit[0]
+    call = conv_call(input, weight, mask, stride) if device == "cpu" else None
     best, best_limit = _REGISTRY["dense"], 0.0
     for impl in _REGISTRY.values():
         if impl.name == "dense" or not impl.can_run(device):

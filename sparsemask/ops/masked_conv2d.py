@@ -67,11 +67,14 @@ def cpp_masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mas
 
     Eager calls that autograd records go through :class:`EagerMaskedConv` (same formula,
     less Python per call); torch.compile and autocast use the op's registered autograd."""
-    if (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad
-                                     or (bias is not None and bias.requires_grad))
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(input.device.type)):
+    if torch.compiler.is_compiling() or torch.is_autocast_enabled(input.device.type):
+        return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation, max_density)
+    if torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
         return EagerMaskedConv.apply(input, weight, bias, mask, stride, padding, dilation, max_density)
-    return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation, max_density)
+    # Nothing to record: skip the registered autograd kernel (Python, even under no_grad).
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation, max_density)
 
 
 # --------------------------------------------------------------------------------------
