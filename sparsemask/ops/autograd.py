@@ -28,6 +28,29 @@ def differentiable_conv_backward(grad_output: Tensor, input: Tensor, weight: Ten
         list(dilation), False, [0, 0], 1, need)
 
 
+def _save_conv_context(ctx, inputs: Sequence) -> None:
+    """What the masked convolution's backward needs from its inputs ``(input, weight, bias,
+    mask, stride, padding, dilation, *extra)``."""
+    input, weight, bias, mask, stride, padding, dilation, *extra = inputs
+    ctx.save_for_backward(input, weight, mask)
+    ctx.conv_args = (stride, padding, dilation)
+    ctx.extra = tuple(extra)
+    ctx.has_bias = bias is not None
+
+
+def _conv_backward(ctx, grad_output: Tensor, backward_op: Callable) -> tuple:
+    """The gradients for the inputs saved by :func:`_save_conv_context`: ``backward_op``'s
+    sparse kernels, or the differentiable dense formula under ``create_graph=True``."""
+    input, weight, mask = ctx.saved_tensors
+    need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]),
+            bool(ctx.needs_input_grad[2] and ctx.has_bias)]
+    if torch.is_grad_enabled():  # create_graph=True: the backward must itself be differentiable
+        grads = differentiable_conv_backward(grad_output, input, weight, mask, *ctx.conv_args, need)
+    else:
+        grads = backward_op(grad_output, input, weight, mask, *ctx.conv_args, *ctx.extra, need)
+    return tuple(g if n else None for g, n in zip(grads, need)) + (None,) * (4 + len(ctx.extra))
+
+
 def register_masked_conv_autograd(op, backward_op: Callable) -> None:
     """Register the gradient of a masked-convolution op ``op`` (a name or an op object)
     whose arguments are ``(input, weight, bias, mask, stride, padding, dilation, *extra)``.
@@ -38,21 +61,10 @@ def register_masked_conv_autograd(op, backward_op: Callable) -> None:
     formula runs instead (:func:`differentiable_conv_backward`).
     """
     def setup_context(ctx, inputs, output):
-        input, weight, bias, mask, stride, padding, dilation, *extra = inputs
-        ctx.save_for_backward(input, weight, mask)
-        ctx.conv_args = (stride, padding, dilation)
-        ctx.extra = tuple(extra)
-        ctx.has_bias = bias is not None
+        _save_conv_context(ctx, inputs)
 
     def backward(ctx, grad_output):
-        input, weight, mask = ctx.saved_tensors
-        need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]),
-                bool(ctx.needs_input_grad[2] and ctx.has_bias)]
-        if torch.is_grad_enabled():  # create_graph=True: the backward must itself be differentiable
-            grads = differentiable_conv_backward(grad_output, input, weight, mask, *ctx.conv_args, need)
-        else:
-            grads = backward_op(grad_output, input, weight, mask, *ctx.conv_args, *ctx.extra, need)
-        return tuple(g if n else None for g, n in zip(grads, need)) + (None,) * (4 + len(ctx.extra))
+        return _conv_backward(ctx, grad_output, backward_op)
 
     torch.library.register_autograd(op, backward, setup_context=setup_context)
 
@@ -72,25 +84,14 @@ class EagerMaskedConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, mask, stride, padding, dilation, max_density):
-        ctx.save_for_backward(input, weight, mask)
-        ctx.conv_args = (stride, padding, dilation)
-        ctx.max_density = max_density
-        ctx.has_bias = bias is not None
+        _save_conv_context(ctx, (input, weight, bias, mask, stride, padding, dilation, max_density))
         with torch._C._AutoDispatchBelowAutograd():
             return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation,
                                                       max_density)
 
     @staticmethod
     def backward(ctx, grad_output):
-        input, weight, mask = ctx.saved_tensors
-        need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]),
-                bool(ctx.needs_input_grad[2] and ctx.has_bias)]
-        if torch.is_grad_enabled():  # create_graph=True: the backward must itself be differentiable
-            grads = differentiable_conv_backward(grad_output, input, weight, mask, *ctx.conv_args, need)
-        else:
-            grads = torch.ops.sparsemask.masked_conv2d_backward(grad_output, input, weight, mask, *ctx.conv_args,
-                                                                ctx.max_density, need)
-        return tuple(g if n else None for g, n in zip(grads, need)) + (None,) * 5
+        return _conv_backward(ctx, grad_output, torch.ops.sparsemask.masked_conv2d_backward)
 
 
 def running_for_backward(training: bool, running_mean: Optional[Tensor], running_var: Optional[Tensor]) -> tuple:
