@@ -189,6 +189,28 @@ def test_bfloat16_forward_within_rounding_of_exact_products(shape, channels_last
     assert torch.equal(out_nan.isnan(), touched)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("c_in", [16, 32, 7])
+def test_bfloat16_gradients_match_float64_of_the_same_inputs(channels_last, c_in):
+    """bfloat16 backward: grad_input/grad_weight computed in float32 from bfloat16 read
+    directly (the channels_last input widened while it is packed, whole vectors of channels
+    or not), each rounded once to bfloat16."""
+    x, weight, bias, mask, s, p, d = _case((4, c_in, 24, 12, 12, 3, 1, 1, 1), 0.3)
+    xb, wb = x.to(torch.bfloat16), weight.to(torch.bfloat16)
+    if channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    go = torch.randn(4, 24, 12, 12, dtype=torch.float64).to(torch.bfloat16)
+    xe, we = xb.double().requires_grad_(), wb.double().requires_grad_()
+    (_reference(xe, we, None, mask, s, p, d) * go.double()).sum().backward()
+    xs, ws = xb.clone().requires_grad_(), wb.clone().requires_grad_()
+    with sparsemask.backend("cpu"):
+        (sparsemask.masked_conv2d(xs, ws, None, mask, s, p, d) * go).float().sum().backward()
+    for got, exact in ((xs.grad, xe.grad), (ws.grad, we.grad)):
+        assert got.dtype == torch.bfloat16
+        scale = exact.abs().amax().item()
+        assert ((got.double() - exact).abs() <= exact.abs() * 2.0 ** -7 + scale * 2.0 ** -12).all()
+
+
 def test_float32_tolerance():
     x, weight, bias, mask, s, p, d = _case(SHAPES[1], 0.5)
     with sparsemask.backend("cpu"):
