@@ -34,16 +34,17 @@ mc.SETTINGS["clock"] = clock
 level = sparsemask.cpu_capability() if hasattr(sparsemask, "cpu_capability") else "native (no dispatch)"
 out = {"level": level, "times": {}}
 for name, keep, n in cases:
-    c_in, c_out, h, stride = mc.SHAPES[name]
+    shape = mc.SHAPES[name]
+    c_in, c_out, h, stride, kernel, padding = shape
     g = torch.Generator().manual_seed(0)
-    ho = (h - 1) // stride + 1
+    ho = shape.h_out
     fmt = torch.channels_last
     x = torch.rand(n, c_in, h, h, generator=g).contiguous(memory_format=fmt).requires_grad_(c_in != 3)
-    w = (torch.randn(c_out, c_in, 3, 3, generator=g) * 0.1).contiguous(memory_format=fmt).requires_grad_()
+    w = (torch.randn(c_out, c_in, kernel, kernel, generator=g) * 0.1).contiguous(memory_format=fmt).requires_grad_()
     b = torch.randn(c_out, generator=g).requires_grad_()
     mask = torch.rand(c_out, ho, ho, generator=g) < keep
     grad = torch.randn(n, c_out, ho, ho, generator=g).contiguous(memory_format=fmt)
-    t = mc.time_modes(mc.sparse_conv_on("cpu"), (x, w, b, mask, grad), stride, c_in != 3, reps)
+    t = mc.time_modes(mc.sparse_conv_on("cpu"), (x, w, b, mask, grad), stride, padding, c_in != 3, reps)
     for mode in ("forward", "forward+backward"):
         out["times"][f"{name} keep {keep} N={n} {mode}"] = t[mode]
 print(json.dumps(out))
