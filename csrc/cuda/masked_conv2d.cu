@@ -78,6 +78,23 @@ __device__ __forceinline__ int tap_output(int t, int stride, int extent) {
   return (t < 0 || t % stride != 0 || t / stride >= extent) ? -1 : t / stride;
 }
 
+// grad_input's walk over the kernel taps of input pixel (iy, ix): calls
+// tap(ky, kx, oy, ox, q) for each tap that lands on output position q = oy * Wo + ox and
+// skips the others. Every thread of a block walks the same taps (the pixel is the block's),
+// so `tap` may __syncthreads().
+template <typename Tap>
+__device__ __forceinline__ void for_each_landing_tap(const Geometry& g, int iy, int ix, Tap&& tap) {
+  const int sh = static_cast<int>(g.sh), sw = static_cast<int>(g.sw), Wo = static_cast<int>(g.Wo);
+  for (int ky = 0; ky < static_cast<int>(g.kh); ++ky) {
+    const int oy = tap_output(iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh), sh, static_cast<int>(g.Ho));
+    if (oy < 0) continue;
+    for (int kx = 0; kx < static_cast<int>(g.kw); ++kx) {
+      const int ox = tap_output(ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw), sw, Wo);
+      if (ox >= 0) tap(ky, kx, oy, ox, oy * Wo + ox);
+    }
+  }
+}
+
 __device__ __forceinline__ int32_t patch_offset(const Geometry& g, int k, int oy, int ox) {
   const int C = static_cast<int>(g.C), kw = static_cast<int>(g.kw);
   const int tap = k / C, c = k - tap * C;
@@ -193,45 +210,37 @@ __global__ void __launch_bounds__(kThreads, kScalarMinBlocks<Acc>) grad_input_ke
     Acc acc[kPerThread];
 #pragma unroll
     for (int r = 0; r < kPerThread; ++r) acc[r] = Acc(0);
-    const int sh = static_cast<int>(g.sh), sw = static_cast<int>(g.sw), Wo = static_cast<int>(g.Wo);
-    for (int ky = 0; ky < static_cast<int>(g.kh); ++ky) {
-      const int oy = tap_output(iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh), sh, static_cast<int>(g.Ho));
-      if (oy < 0) continue;  // uniform over the block
-      for (int kx = 0; kx < static_cast<int>(g.kw); ++kx) {
-        const int ox = tap_output(ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw), sw, Wo);
-        if (ox < 0) continue;
-        const int q = oy * Wo + ox;
-        const int cnt = pos_count[q];
-        for (int j0 = 0; j0 < cnt; j0 += kTile) {
-          __syncthreads();  // previous readers of chs, gs, ws are done
-          if (tid < kTile) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
-          __syncthreads();
-          for (int e = tid; e < kTile * kTile; e += kThreads) {
-            const int jj = e % kTile, nn = e / kTile;
-            const int32_t ch = chs[jj];
-            const int64_t ni = n0 + nn;
-            gs[jj][nn] = ch >= 0 && ni < g.N
-                             ? static_cast<Acc>(go[ni * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]])
-                             : Acc(0);
-          }
-          for (int e = tid; e < kTile * kTile; e += kThreads) {
-            const int cc = e % kTile, jj = e / kTile;
-            const int32_t ch = chs[jj];
-            const int64_t c = c0 + cc;
-            ws[jj][cc] = ch >= 0 && c < g.C
-                             ? static_cast<Acc>(w[ch * g.w[0] + c * g.w[1] + ky * g.w[2] + kx * g.w[3]])
-                             : Acc(0);
-          }
-          __syncthreads();
+    for_each_landing_tap(g, iy, ix, [&](int ky, int kx, int oy, int ox, int q) {
+      const int cnt = pos_count[q];
+      for (int j0 = 0; j0 < cnt; j0 += kTile) {
+        __syncthreads();  // previous readers of chs, gs, ws are done
+        if (tid < kTile) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+        __syncthreads();
+        for (int e = tid; e < kTile * kTile; e += kThreads) {
+          const int jj = e % kTile, nn = e / kTile;
+          const int32_t ch = chs[jj];
+          const int64_t ni = n0 + nn;
+          gs[jj][nn] = ch >= 0 && ni < g.N
+                           ? static_cast<Acc>(go[ni * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]])
+                           : Acc(0);
+        }
+        for (int e = tid; e < kTile * kTile; e += kThreads) {
+          const int cc = e % kTile, jj = e / kTile;
+          const int32_t ch = chs[jj];
+          const int64_t c = c0 + cc;
+          ws[jj][cc] = ch >= 0 && c < g.C
+                           ? static_cast<Acc>(w[ch * g.w[0] + c * g.w[1] + ky * g.w[2] + kx * g.w[3]])
+                           : Acc(0);
+        }
+        __syncthreads();
 #pragma unroll 8
-          for (int jj = 0; jj < kTile; ++jj) {
-            const Acc gv = gs[jj][tn];
+        for (int jj = 0; jj < kTile; ++jj) {
+          const Acc gv = gs[jj][tn];
 #pragma unroll
-            for (int r = 0; r < kPerThread; ++r) acc[r] += gv * ws[jj][tc + kRows * r];
-          }
+          for (int r = 0; r < kPerThread; ++r) acc[r] += gv * ws[jj][tc + kRows * r];
         }
       }
-    }
+    });
     if (n < g.N) {
 #pragma unroll
       for (int r = 0; r < kPerThread; ++r) {
@@ -453,45 +462,37 @@ __global__ void __launch_bounds__(kMmaThreads, kMinBlocks) grad_input_mma_kernel
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
-    const int sh = static_cast<int>(g.sh), sw = static_cast<int>(g.sw), Wo = static_cast<int>(g.Wo);
-    for (int ky = 0; ky < static_cast<int>(g.kh); ++ky) {
-      const int oy = tap_output(iy + static_cast<int>(g.ph) - ky * static_cast<int>(g.dh), sh, static_cast<int>(g.Ho));
-      if (oy < 0) continue;  // uniform over the block
-      for (int kx = 0; kx < static_cast<int>(g.kw); ++kx) {
-        const int ox = tap_output(ix + static_cast<int>(g.pw) - kx * static_cast<int>(g.dw), sw, Wo);
-        if (ox < 0) continue;
-        const int q = oy * Wo + ox;
-        const int cnt = pos_count[q];
-        for (int j0 = 0; j0 < cnt; j0 += BJ) {
-          __syncthreads();
-          if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
-          __syncthreads();
-          for (int e = tid; e < BN * BJ; e += kMmaThreads) {
-            const int jj = e % BJ, nn = e / BJ;
-            const int32_t ch = chs[jj];
-            const int64_t n = n0 + nn;
-            a_s[nn][jj] = ch >= 0 && n < g.N ? go[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]].x
-                                             : uint16_t(0);
-          }
-          for (int e = tid; e < BJ * BC; e += kMmaThreads) {
-            const int cc = e % BC, jj = e / BC;
-            const int32_t ch = chs[jj];
-            const int64_t c = c0 + cc;
-            b_s[jj][cc] = ch >= 0 && c < g.C ? w[ch * g.w[0] + c * g.w[1] + ky * g.w[2] + kx * g.w[3]].x
-                                             : uint16_t(0);
-          }
-          __syncthreads();
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, WT, wmma::row_major> af;
-          wmma::load_matrix_sync(af, reinterpret_cast<const WT*>(&a_s[warp * 16][0]), BJ + kPadH);
+    for_each_landing_tap(g, iy, ix, [&](int ky, int kx, int oy, int ox, int q) {
+      const int cnt = pos_count[q];
+      for (int j0 = 0; j0 < cnt; j0 += BJ) {
+        __syncthreads();
+        if (tid < BJ) chs[tid] = j0 + tid < cnt ? pos_ch[q * g.K + j0 + tid] : -1;
+        __syncthreads();
+        for (int e = tid; e < BN * BJ; e += kMmaThreads) {
+          const int jj = e % BJ, nn = e / BJ;
+          const int32_t ch = chs[jj];
+          const int64_t n = n0 + nn;
+          a_s[nn][jj] = ch >= 0 && n < g.N ? go[n * g.o[0] + ch * g.o[1] + oy * g.o[2] + ox * g.o[3]].x
+                                           : uint16_t(0);
+        }
+        for (int e = tid; e < BJ * BC; e += kMmaThreads) {
+          const int cc = e % BC, jj = e / BC;
+          const int32_t ch = chs[jj];
+          const int64_t c = c0 + cc;
+          b_s[jj][cc] = ch >= 0 && c < g.C ? w[ch * g.w[0] + c * g.w[1] + ky * g.w[2] + kx * g.w[3]].x
+                                           : uint16_t(0);
+        }
+        __syncthreads();
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, WT, wmma::row_major> af;
+        wmma::load_matrix_sync(af, reinterpret_cast<const WT*>(&a_s[warp * 16][0]), BJ + kPadH);
 #pragma unroll
-          for (int f = 0; f < 2; ++f) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, WT, wmma::row_major> bf;
-            wmma::load_matrix_sync(bf, reinterpret_cast<const WT*>(&b_s[0][f * 16]), BC + kPadH);
-            wmma::mma_sync(acc[f], af, bf, acc[f]);
-          }
+        for (int f = 0; f < 2; ++f) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, WT, wmma::row_major> bf;
+          wmma::load_matrix_sync(bf, reinterpret_cast<const WT*>(&b_s[0][f * 16]), BC + kPadH);
+          wmma::mma_sync(acc[f], af, bf, acc[f]);
         }
       }
-    }
+    });
     wmma::store_matrix_sync(&c_s[warp * 16][0], acc[0], BC + kPadF, wmma::mem_row_major);
     wmma::store_matrix_sync(&c_s[warp * 16][16], acc[1], BC + kPadF, wmma::mem_row_major);
     __syncthreads();
