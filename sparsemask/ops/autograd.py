@@ -83,11 +83,16 @@ class EagerMaskedConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, mask, stride, padding, dilation, max_density):
-        _save_conv_context(ctx, (input, weight, bias, mask, stride, padding, dilation, max_density))
+    def forward(input, weight, bias, mask, stride, padding, dilation, max_density):
         with torch._C._AutoDispatchBelowAutograd():
             return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation,
                                                       max_density)
+
+    # setup_context separate from forward: the style torch.func transforms (grad, jacrev)
+    # require of an autograd.Function.
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save_conv_context(ctx, inputs)
 
     @staticmethod
     def backward(ctx, grad_output):

@@ -366,3 +366,17 @@ def test_random_mask_kinds_and_seed():
     assert (channel.flatten(1).all(1) | ~channel.flatten(1).any(1)).all()
     with pytest.raises(ValueError, match="unknown mask kind 'pixel'"):
         sparsemask.random_mask(8, 6, 6, 0.5, kind="pixel")
+
+
+def test_torch_func_grad_matches_dense():
+    """torch.func.grad through the op's eager autograd path equals the dense reference's."""
+    x, weight, bias, mask, s, p, d = _case(SHAPES[0], 0.5)
+
+    def sparse(w):
+        with sparsemask.backend("cpu"):
+            return (sparsemask.masked_conv2d(x, w, bias, mask, s, p, d) ** 2).sum()
+
+    def dense(w):
+        return (_reference(x, w, bias, mask, s, p, d) ** 2).sum()
+
+    torch.testing.assert_close(torch.func.grad(sparse)(weight), torch.func.grad(dense)(weight))
