@@ -94,6 +94,7 @@ def _extension():
     sources += sorted(glob.glob(os.path.join("csrc", "ops", "*.cpp")))
     sources += _cpu_sources()
     sources += sorted(glob.glob(os.path.join("csrc", "autocast", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "autograd", "*.cpp")))
     include_dirs = [os.path.join(HERE, "csrc")]
     extra = {"cxx": _cxx_flags()}
     if not with_cuda:

@@ -68,7 +68,7 @@ inline Grads dense_backward_cpu(const at::Tensor& grad_output, const at::Tensor&
                                 at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
   const at::MemoryFormat fmt = input.suggest_memory_format();
   const at::Tensor go = grad_output.contiguous(fmt);
-  at::Tensor masked = pooled_empty(go.sizes(), go.options(), fmt);
+  at::Tensor masked = at::empty(go.sizes(), go.options().memory_format(fmt));
   select_kept(go, masked, plan, fmt);
   return dense_backward_masked(masked, input, weight, stride, padding, dilation, output_mask);
 }

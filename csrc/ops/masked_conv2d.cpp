@@ -1,6 +1,6 @@
 // The schema of sparsemask::masked_conv2d and its backward.
 // Kernels: csrc/cpu/masked_conv2d.cpp, csrc/cuda/masked_conv2d.cu; autocast: csrc/autocast/masked_conv2d.cpp;
-// fake kernels and autograd: sparsemask/ops/masked_conv2d.py.
+// autograd: csrc/autograd/masked_conv2d.cpp; fake kernels: sparsemask/ops/masked_conv2d.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(sparsemask, m) {

@@ -1,5 +1,6 @@
-"""Autograd glue shared by the ops: the masked convolution's formula (one factory for the
-C++ and the Triton implementation) and the second-order rule of the fused ops.
+"""Autograd glue shared by the ops: the masked convolution's formula for the Triton op (the
+C++/CUDA op's is the same formula in C++: csrc/autograd/masked_conv2d.cpp) and the
+second-order rule of the fused ops.
 
 Second order. The kernels' backward ops are not differentiable themselves; when autograd
 records the backward (``create_graph=True``, i.e. grad mode is on inside backward), the
@@ -67,36 +68,6 @@ def register_masked_conv_autograd(op, backward_op: Callable) -> None:
         return _conv_backward(ctx, grad_output, backward_op)
 
     torch.library.register_autograd(op, backward, setup_context=setup_context)
-
-
-class EagerMaskedConv(torch.autograd.Function):
-    """The C++ op's gradient for eager calls: the same formula as the one
-    :func:`register_masked_conv_autograd` registers on the op, as a plain
-    ``autograd.Function`` around the op below its Autograd key.
-
-    Why a second door: the op's registered (torch.library) autograd costs ~190 us of Python
-    per forward+backward (measured, 64->128 1x1 N=8: 1279 us vs 1125 us this way; the dense
-    ``F.conv2d * mask`` takes 1130 us), which made ``auto`` slower than dense on small layers.
-    torch.compile and direct ``torch.ops.sparsemask.masked_conv2d`` calls keep the registered
-    formula; autocast too (its C++ kernel casts before the Autograd key, so autograd must see
-    the cast tensors), see :func:`sparsemask.ops.masked_conv2d.cpp_masked_conv2d`.
-    """
-
-    @staticmethod
-    def forward(input, weight, bias, mask, stride, padding, dilation, max_density):
-        with torch._C._AutoDispatchBelowAutograd():
-            return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation,
-                                                      max_density)
-
-    # setup_context separate from forward: the style torch.func transforms (grad, jacrev)
-    # require of an autograd.Function.
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _save_conv_context(ctx, inputs)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        return _conv_backward(ctx, grad_output, torch.ops.sparsemask.masked_conv2d_backward)
 
 
 def running_for_backward(training: bool, running_mean: Optional[Tensor], running_var: Optional[Tensor]) -> tuple:

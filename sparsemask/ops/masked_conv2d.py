@@ -1,9 +1,10 @@
-"""``masked_conv2d``: the public op, its fake (meta) kernels and its autograd formula.
+"""``masked_conv2d``: the public op and its fake (meta) kernels.
 
 The kernels are C++/CUDA ops in the ``sparsemask`` namespace (csrc/); this module adds what the dispatcher needs from Python —
-``register_fake`` for torch.compile/FakeTensor and ``register_autograd`` — and the
+``register_fake`` for torch.compile/FakeTensor — and the
 user-facing :func:`masked_conv2d`, which validates its arguments and asks
-:mod:`sparsemask.dispatch` which backend runs it.
+:mod:`sparsemask.dispatch` which backend runs it. Its autograd kernel is C++
+(csrc/autograd/masked_conv2d.cpp), so that no Python runs per call below this module.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from .. import dispatch
-from .autograd import EagerMaskedConv, register_masked_conv_autograd
 from .common import IntPair, check_conv_args, conv_geometry, conv_output_size
 
 __all__ = ["masked_conv2d", "dense_masked_conv2d", "cpp_masked_conv2d"]
@@ -64,17 +64,12 @@ def cpp_masked_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], mas
                       padding: list[int], dilation: list[int], max_density: float = 1.0) -> Tensor:
     """The C++/CUDA kernel (``sparsemask::masked_conv2d``) for validated arguments; above
     ``max_density`` kept fraction it runs the dense convolution inside (csrc/dense_fallback.h).
+    Its autograd formula is a C++ kernel too (csrc/autograd/masked_conv2d.cpp): no Python
+    runs per call between here and the kernels, forward or backward."""
+    return _masked_conv2d_op(input, weight, bias, mask, stride, padding, dilation, max_density)
 
-    Eager calls that autograd records go through :class:`EagerMaskedConv` (same formula,
-    less Python per call); torch.compile and autocast use the op's registered autograd."""
-    if torch.compiler.is_compiling() or torch.is_autocast_enabled(input.device.type):
-        return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation, max_density)
-    if torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
-        return EagerMaskedConv.apply(input, weight, bias, mask, stride, padding, dilation, max_density)
-    # Nothing to record: skip the registered autograd kernel (Python, even under no_grad).
-    with torch._C._AutoDispatchBelowAutograd():
-        return torch.ops.sparsemask.masked_conv2d(input, weight, bias, mask, stride, padding, dilation, max_density)
+
+_masked_conv2d_op = torch.ops.sparsemask.masked_conv2d.default
 
 
 # --------------------------------------------------------------------------------------
@@ -95,9 +90,3 @@ def _masked_conv2d_backward_fake(grad_output, input, weight, mask, stride, paddi
     return (torch.empty_like(input, memory_format=suggest_memory_format(input)) if need_input else input.new_empty(0),
             torch.empty_like(weight, memory_format=torch.contiguous_format) if need_weight else weight.new_empty(0),
             weight.new_empty((weight.shape[0],)) if need_bias else weight.new_empty(0))
-
-
-# --------------------------------------------------------------------------------------
-# Autograd: gradients of conv2d(...) * mask; only kept outputs contribute.
-
-register_masked_conv_autograd("sparsemask::masked_conv2d", torch.ops.sparsemask.masked_conv2d_backward)

@@ -369,7 +369,8 @@ def test_random_mask_kinds_and_seed():
 
 
 def test_torch_func_grad_matches_dense():
-    """torch.func.grad through the op's eager autograd path equals the dense reference's."""
+    """torch.func.grad through the op's C++ autograd kernel equals the dense reference's (a
+    torch::autograd::Function would be refused under torch.func transforms)."""
     x, weight, bias, mask, s, p, d = _case(SHAPES[0], 0.5)
 
     def sparse(w):
@@ -380,3 +381,44 @@ def test_torch_func_grad_matches_dense():
         return (_reference(x, w, bias, mask, s, p, d) ** 2).sum()
 
     torch.testing.assert_close(torch.func.grad(sparse)(weight), torch.func.grad(dense)(weight))
+
+
+def test_cpp_autograd_node_saves_version_checked_tensors():
+    """The C++ autograd kernel records MaskedConv2dBackward, whose saved input, weight and
+    mask are version-checked like PyTorch's own (an in-place change before backward raises
+    instead of giving gradients of other values) and freed after a backward."""
+    x, weight, bias, mask, s, p, d = _case(SHAPES[0], 0.5)
+    x.requires_grad_()
+    with sparsemask.backend("cpu"):
+        out = sparsemask.masked_conv2d(x, weight, bias, mask, s, p, d)
+    assert out.grad_fn.name() == "MaskedConv2dBackward"
+    assert out.grad_fn.next_functions[1] == (None, 0) and out.grad_fn.next_functions[2] == (None, 0)
+    out.sum().backward()
+    with pytest.raises(RuntimeError, match="freed|second time"):
+        out.sum().backward()
+    for name in ("x", "mask"):
+        x2, mask2 = x.detach().clone().requires_grad_(), mask.clone()
+        with sparsemask.backend("cpu"):
+            out = sparsemask.masked_conv2d(x2, weight, bias, mask2, s, p, d)
+        with torch.no_grad():
+            if name == "x":
+                x2.mul_(2)
+            else:
+                mask2.logical_not_()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            out.sum().backward()
+
+
+def test_cpp_autograd_no_grad_and_partial_requires_grad():
+    """Under no_grad nothing is recorded; with only the bias requiring grad, only the bias
+    gets a gradient, equal to the reference's."""
+    x, weight, bias, mask, s, p, d = _case(SHAPES[2], 0.5)
+    with sparsemask.backend("cpu"), torch.no_grad():
+        assert sparsemask.masked_conv2d(x, weight.requires_grad_(), bias, mask, s, p, d).grad_fn is None
+    weight.requires_grad_(False)
+    b1, b2 = bias.clone().requires_grad_(), bias.clone().requires_grad_()
+    g = torch.randn(_reference(x, weight, bias, mask, s, p, d).shape, dtype=x.dtype)
+    with sparsemask.backend("cpu"):
+        (got,) = torch.autograd.grad(sparsemask.masked_conv2d(x, weight, b1, mask, s, p, d), [b1], g)
+    (want,) = torch.autograd.grad(_reference(x, weight, b2, mask, s, p, d), [b2], g)
+    torch.testing.assert_close(got, want)
