@@ -72,6 +72,29 @@ def test_generate_table_groups_rows_and_keeps_provenance():
     dispatch._parse_table(table, Path("generated.json"))  # what generate writes, dispatch reads
 
 
+def test_sweep_measures_again_only_narrow_sparse_wins():
+    row = lambda cpu_ms: {"dense_ms": 10.0, "cpu_ms": cpu_ms}  # noqa: E731
+    assert [crossover.narrow_win(row(ms)) for ms in (5.0, 8.4, 8.6, 9.7, 9.8, 12.0)] == \
+        [False, False, True, True, False, False]
+
+
+def test_remeasure_replaces_doubtful_rows_and_keeps_the_first_pass():
+    """A real (tiny) second measurement: the doubtful row holds it, with the first pass kept;
+    the other row is untouched."""
+    base = {"dtype": "float32", "layout": "nchw", "mode": "forward", "shape": "1x1-64-128@32s2", "batch": 1}
+    rows = [dict(base, keep=0.1, dense_ms=1.0, auto_ms=9.0), dict(base, keep=1.0, dense_ms=1.0, auto_ms=1.0)]
+    out = crossover.remeasure(rows, "auto", 1, lambda r: crossover._speedup(r) < 0.95)
+    assert out[0]["first_dense_ms"] == 1.0 and out[0]["first_auto_ms"] == 9.0
+    assert out[0]["dense_ms"] > 0 and out[0]["auto_ms"] > 0 and out[0]["auto_ms"] != 9.0
+    assert out[1] == dict(base, keep=1.0, dense_ms=1.0, auto_ms=1.0)
+    env = {"command": "c", "date": "d", "machine": "m", "threads": 2, "torch": "t", "cpu_capability": "x",
+           "confirm_below": 0.95, "confirm_reps": 1}
+    md = crossover.verify_markdown([dict(out[0], dense_ms=2.0, auto_ms=1.0), out[1]], env)
+    assert "First pass: all (2 configs): minimum auto speedup (dense_ms / auto_ms) **0.11x**" in md
+    assert "The 1 configs below 0.95x were measured again" in md
+    assert "| 2.00 | 1.00 | 2.00x | 0.11x |" in md
+
+
 def test_sweep_shapes_include_the_stem_and_the_shortcut():
     stem, shortcut = crossover.SHAPES["stem7x7-3-64@64s2"], crossover.SHAPES["1x1-64-128@32s2"]
     assert (stem.kernel, stem.stride, stem.padding, stem.h_out) == (7, 2, 3, 32)
