@@ -396,25 +396,29 @@ inline void grad_weight_tile_dispatch(int jb, int cv, const T* const* grows, con
 // that these images' input rows stay in L2 while the positions advance.
 constexpr int64_t kImageChunk = 16;
 
-// Returns gw [K, kh, kw, Cp] in dtype T.
-template <typename T>
-at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, const Geometry& g,
-                              const at::TensorOptions& opts) {
+// The loops of grad_weight, shared by the float tiles and the native bfloat16 ones: returns
+// the float/double accumulators gw [K, kh, kw, Cp] (dtype of acc_opts, summed over threads).
+// tile(jb, cv, rows, offset, n0, n1, gws) accumulates into gws[0..jb) (weight rows of the
+// kept channels, at a run of cv * lanes elements) the outer product over images [n0, n1)
+// of the kept-gradient rows rows[0..jb) and the packed input at element `offset` of each
+// image (patch origin + run + k0).
+template <typename Acc, typename Tile>
+at::Tensor grad_weight_loops(const MaskPlan& plan, const Geometry& g, int64_t lanes, const at::TensorOptions& acc_opts,
+                             const Tile& tile) {
   const int64_t nthreads = at::get_num_threads();
-  at::Tensor gw_all = at::zeros({nthreads, g.K, g.kh, g.kw, g.Cp}, opts);
-  T* gw_base = gw_all.data_ptr<T>();
+  at::Tensor gw_all = at::zeros({nthreads, g.K, g.kh, g.kw, g.Cp}, acc_opts);
+  Acc* gw_base = gw_all.data_ptr<Acc>();
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
-  constexpr int64_t L = kLanes<T>;
   const int64_t nchunks = (g.N + kImageChunk - 1) / kImageChunk;
   const int64_t qchunks = (g.Q + kPosChunk - 1) / kPosChunk;
   at::parallel_for(0, nchunks * qchunks, 1, [&](int64_t t0, int64_t t1) {
     const int64_t tid = at::get_thread_num();
     TORCH_CHECK(tid < nthreads, "masked_conv2d: thread id ", tid, " out of range ", nthreads);
-    T* gw = gw_base + tid * g.K * g.krow;
-    const T* grows[kColBlock];
-    T* gws[kColBlock];
+    Acc* gw = gw_base + tid * g.K * g.krow;
+    int64_t rows[kColBlock];
+    Acc* gws[kColBlock];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = (t / qchunks) * kImageChunk, n1 = std::min(g.N, n0 + kImageChunk);
       const int64_t qbegin = (t % qchunks) * kPosChunk;
@@ -425,12 +429,12 @@ at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, co
         const int64_t org = g.origin(q);
         for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
           const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
-          for (int j = 0; j < jb; ++j) grows[j] = gk + (pos_start[q] + j0 + j) * g.N;
+          for (int j = 0; j < jb; ++j) rows[j] = pos_start[q] + j0 + j;
           for (int64_t s = 0; s < g.nseg; ++s) {
-            for (int64_t k0 = 0; k0 < g.seglen; k0 += kColBlock * L) {
-              const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.seglen - k0) / L));
+            for (int64_t k0 = 0; k0 < g.seglen; k0 += kColBlock * lanes) {
+              const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.seglen - k0) / lanes));
               for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + g.seg_w[s] + k0;
-              grad_weight_tile_dispatch<T>(jb, cv, grows, xp + org + g.seg_x[s] + k0, g, n0, n1, gws);
+              tile(jb, cv, rows, org + g.seg_x[s] + k0, n0, n1, gws);
             }
           }
         }
@@ -439,6 +443,114 @@ at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, co
   });
   return nthreads == 1 ? gw_all[0] : gw_all.sum(0);
 }
+
+// Returns gw [K, kh, kw, Cp] in dtype T.
+template <typename T>
+at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, const Geometry& g,
+                              const at::TensorOptions& opts) {
+  return grad_weight_loops<T>(plan, g, kLanes<T>, opts,
+                              [&](int jb, int cv, const int64_t* rows, int64_t offset, int64_t n0, int64_t n1,
+                                  T* const* gws) {
+                                const T* grows[kColBlock];
+                                for (int j = 0; j < jb; ++j) grows[j] = gk + rows[j] * g.N;
+                                grad_weight_tile_dispatch<T>(jb, cv, grows, xp + offset, g, n0, n1, gws);
+                              });
+}
+
+#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
+// Native bfloat16 grad_weight (AVX512-BF16; the forward's tile has the same target and
+// reasons). grad_weight reduces over images, so vdpbf16ps takes its pairs along the batch:
+// xq [ceil(N/2), Hp, Wp, Cp, 2] is the packed input with images 2p and 2p+1 interleaved
+// element by element, gk2 [nnz, Np] the kept gradient with Np = N rounded up to even (a pair
+// of images is one 32-bit word, broadcast to all lanes), padding image and gradient zero.
+// One instruction: 16 weights += 2 images' products each, float32 sums of exact products.
+template <int JB, int CV>
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2,popcnt,avx512bf16"), noinline)) void
+grad_weight_tile_bf16(const c10::BFloat16* const* grows, const c10::BFloat16* xq, int64_t pair_stride, int64_t p0,
+                      int64_t p1, float* const* gw) {
+  __m512 acc[JB][CV];
+  for (int j = 0; j < JB; ++j)
+    for (int v = 0; v < CV; ++v) acc[j][v] = _mm512_loadu_ps(gw[j] + v * 16);
+  for (int64_t p = p0; p < p1; ++p) {
+    const c10::BFloat16* x = xq + p * pair_stride;
+    __m512bh xv[CV];
+    for (int v = 0; v < CV; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(x + v * 32);
+    for (int j = 0; j < JB; ++j) {
+      int32_t pair;
+      std::memcpy(&pair, grows[j] + 2 * p, sizeof(pair));
+      const __m512bh gj = (__m512bh)_mm512_set1_epi32(pair);
+      for (int v = 0; v < CV; ++v) acc[j][v] = _mm512_dpbf16_ps(acc[j][v], xv[v], gj);
+    }
+  }
+  for (int j = 0; j < JB; ++j)
+    for (int v = 0; v < CV; ++v) _mm512_storeu_ps(gw[j] + v * 16, acc[j][v]);
+}
+
+template <int JB>
+inline void grad_weight_tile_bf16_cv(int cv, const c10::BFloat16* const* grows, const c10::BFloat16* xq,
+                                     int64_t pair_stride, int64_t p0, int64_t p1, float* const* gw) {
+  switch (cv) {
+    case 1: return grad_weight_tile_bf16<JB, 1>(grows, xq, pair_stride, p0, p1, gw);
+    case 2: return grad_weight_tile_bf16<JB, 2>(grows, xq, pair_stride, p0, p1, gw);
+    case 3: return grad_weight_tile_bf16<JB, 3>(grows, xq, pair_stride, p0, p1, gw);
+    default: return grad_weight_tile_bf16<JB, 4>(grows, xq, pair_stride, p0, p1, gw);
+  }
+}
+
+// xq [ceil(N/2), Hp, Wp, Cp, 2] from xp [N, Hp, Wp, Cp] (bfloat16): pairs of images
+// interleaved element by element (image 2p in the low half of each 32-bit word); a missing
+// last image is zeros.
+inline at::Tensor interleave_image_pairs(const at::Tensor& xp, const Geometry& g) {
+  const int64_t pairs = (g.N + 1) / 2;
+  at::Tensor xq = scratch(1, {pairs, g.Hp, g.Wp, g.Cp, 2}, xp.options());
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(xp.const_data_ptr());
+  uint32_t* dst = reinterpret_cast<uint32_t*>(xq.data_ptr());
+  constexpr int64_t kBlock = 4096;  // words per task
+  const int64_t blocks = (g.img_stride + kBlock - 1) / kBlock;
+  at::parallel_for(0, pairs * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t p = t / blocks, e0 = (t % blocks) * kBlock, e1 = std::min(g.img_stride, e0 + kBlock);
+      const uint16_t* a = src + 2 * p * g.img_stride;
+      uint32_t* d = dst + p * g.img_stride;
+      if (2 * p + 1 < g.N) {
+        const uint16_t* b = a + g.img_stride;
+        for (int64_t e = e0; e < e1; ++e) d[e] = uint32_t(a[e]) | (uint32_t(b[e]) << 16);
+      } else {
+        for (int64_t e = e0; e < e1; ++e) d[e] = uint32_t(a[e]);
+      }
+    }
+  });
+  return xq;
+}
+
+// grad_weight [K, C, kh, kw] in bfloat16 for a bfloat16 input, from the float32 kept
+// gradient gk [nnz, N] (exact bfloat16 values: gathered from a bfloat16 grad_output).
+inline at::Tensor grad_weight_bf16(const at::Tensor& gk, const at::Tensor& input, const at::Tensor& weight,
+                                   const MaskPlan& plan, const Geometry& g_float) {
+  using B = c10::BFloat16;
+  const Geometry g = make_geometry<B>(input, weight, g_float.p, g_float.Ho, g_float.Wo);
+  const at::Tensor xq = interleave_image_pairs(pack_input(input, g, at::kBFloat16), g);
+  const int64_t Np = (g.N + 1) / 2 * 2;
+  const at::Tensor gk2 = (Np == g.N ? gk : at::constant_pad_nd(gk, {0, Np - g.N})).to(at::kBFloat16).contiguous();
+  const B* gk2_p = gk2.const_data_ptr<B>();
+  const B* xq_p = xq.const_data_ptr<B>();
+  at::Tensor gw = grad_weight_loops<float>(
+      plan, g, 16, gk.options().dtype(at::kFloat),
+      [&](int jb, int cv, const int64_t* rows, int64_t offset, int64_t n0, int64_t n1, float* const* gws) {
+        const B* grows[kColBlock];
+        for (int j = 0; j < jb; ++j) grows[j] = gk2_p + rows[j] * Np;
+        const B* x = xq_p + 2 * offset;
+        const int64_t p0 = n0 / 2, p1 = (n1 + 1) / 2;  // n0 is a multiple of kImageChunk: even
+        switch (jb) {
+          case 1: return grad_weight_tile_bf16_cv<1>(cv, grows, x, 2 * g.img_stride, p0, p1, gws);
+          case 2: return grad_weight_tile_bf16_cv<2>(cv, grows, x, 2 * g.img_stride, p0, p1, gws);
+          case 3: return grad_weight_tile_bf16_cv<3>(cv, grows, x, 2 * g.img_stride, p0, p1, gws);
+          default: return grad_weight_tile_bf16_cv<4>(cv, grows, x, 2 * g.img_stride, p0, p1, gws);
+        }
+      });
+  return gw.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();
+}
+#endif
 
 // ---------------------------------------------------------------------------------------
 // grad_input (input's dtype and memory format) and grad_weight (contiguous) from the kept
@@ -468,6 +580,11 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
     grad_input = view.is_contiguous(fmt) ? view : pooled_empty(input.sizes(), input.options(), fmt).copy_(view);
   }
   if (need_weight) {
+#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
+    if (std::is_same_v<T, float> && input.scalar_type() == at::kBFloat16 && bf16_dot_enabled()) {
+      return {grad_input, grad_weight_bf16(gk, input, weight, plan, g)};
+    }
+#endif
     at::Tensor xp = pack_input(input, g, t);
     at::Tensor gw = grad_weight_kernel<T>(gk.data_ptr<T>(), xp.data_ptr<T>(), plan, g, xp.options());
     grad_weight = gw.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();

@@ -158,8 +158,9 @@ def test_wide_vector_instructions_only_in_their_levels():
     ymm_elsewhere = sorted(f for f, c in counts.items()
                            if c[1] and "cpu::avx512::" not in f and "cpu::avx2::" not in f)
     assert not ymm_elsewhere, f"AVX code outside the avx2/avx512 levels: {ymm_elsewhere[:10]}"
-    # AVX512-BF16 only in the bfloat16 forward tiles, which run at level avx512_bf16 only: the
-    # rest of the avx512 level must load and run on AVX-512 CPUs without BF16.
+    # AVX512-BF16 only in the bfloat16 register tiles (forward, grad_weight), which run at
+    # level avx512_bf16 only: the rest of the avx512 level must load and run on AVX-512 CPUs
+    # without BF16.
     bf16_users, name = set(), None
     for line in r.stdout.splitlines():
         if line.endswith(">:") and "<" in line:
@@ -167,5 +168,6 @@ def test_wide_vector_instructions_only_in_their_levels():
         elif "vdpbf16ps" in line:
             bf16_users.add(name)
     assert bf16_users, "no AVX512-BF16 dot products in the library"
-    outside = sorted(f for f in bf16_users if "cpu::avx512::" not in f or "forward_tile_bf16" not in f)
-    assert not outside, f"AVX512-BF16 code outside the bfloat16 forward tiles: {outside[:10]}"
+    tiles = ("forward_tile_bf16<", "grad_weight_tile_bf16<")
+    outside = sorted(f for f in bf16_users if "cpu::avx512::" not in f or not any(t in f for t in tiles))
+    assert not outside, f"AVX512-BF16 code outside the bfloat16 tiles: {outside[:10]}"
