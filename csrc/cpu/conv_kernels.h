@@ -573,11 +573,18 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
     } else {
       grad_input_kernel<T, T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
     }
-    // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp; otherwise one
-    // copy into a pooled tensor of the input's layout.
+    // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp; NCHW is one
+    // tiled transpose (transpose.h), a channels_last input with C < Cp one strided copy.
     at::Tensor view = gx.narrow(3, 0, g.C).permute({0, 3, 1, 2});
     const at::MemoryFormat fmt = input.suggest_memory_format();
-    grad_input = view.is_contiguous(fmt) ? view : pooled_empty(input.sizes(), input.options(), fmt).copy_(view);
+    if (view.is_contiguous(fmt)) {
+      grad_input = view;
+    } else if (fmt == at::MemoryFormat::Contiguous) {
+      grad_input = pooled_empty(input.sizes(), input.options(), fmt);
+      nhwc_to_nchw(gx.const_data_ptr(), g.Cp, grad_input.data_ptr(), g.N, g.C, g.H * g.W, gx.element_size());
+    } else {
+      grad_input = pooled_empty(input.sizes(), input.options(), fmt).copy_(view);
+    }
   }
   if (need_weight) {
 #if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512

@@ -13,10 +13,7 @@
 
 #include "../checks.h"
 #include "simd.h"
-
-#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
-#include <immintrin.h>
-#endif
+#include "transpose.h"
 
 namespace sparsemask {
 namespace cpu {
@@ -96,48 +93,10 @@ inline at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptio
 // xp [N, Hp, Wp, Cp] in dtype T from input [N, C, H, W] of any layout and float dtype. Only
 // the padding ring and the padded channels are zeroed; the interior is overwritten.
 // One padded row of xp (`d`: Wp * Cp elements) from image row y of an NCHW-contiguous input
-// (`image`: that image's C planes of H * W): 16x16 register transposes where float32 tiles
-// fit (AVX-512), else channel by channel (each plane's W elements read contiguously, stored
-// Cp apart into the row, which stays in L1). A transposing TensorIterator copy of the whole
-// tensor instead cost 54% of a keep-0.05 forward (64->64@32, N=32: ~1.5 of 2.7 ms).
-#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
-// dst[j * dst_stride + i] = src[i * src_stride + j] for a 16x16 float block.
-inline void transpose16x16(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * src_stride);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int h = 0; h < 16; h += 8)
-    for (int i = 0; i < 4; ++i) {
-      t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-      t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
-    }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-  }
-  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * dst_stride, r[i]);
-}
-#endif
-
-// Copies channels [c_begin, C) x positions [x_begin, W) scalar (what 16x16 tiles leave over).
-template <typename S, typename D>
-void pack_rest_from_nchw(const S* image, D* body, const Geometry& g, int64_t y, int64_t c_begin, int64_t x_begin,
-                         int64_t c_end) {
-  for (int64_t c = c_begin; c < c_end; ++c) {
-    const S* s = image + c * g.H * g.W + y * g.W;
-    D* dc = body + c;
-    for (int64_t x = x_begin; x < g.W; ++x) dc[x * g.Cp] = static_cast<D>(s[x]);
-  }
-}
+// (`image`: that image's C planes of H * W): the [C, W] slab transposed into the row
+// (transpose.h), or channel by channel where the dtype widens. A transposing TensorIterator
+// copy of the whole tensor instead cost 54% of a keep-0.05 forward (64->64@32, N=32: ~1.5 of
+// 2.7 ms).
 
 template <typename S, typename D>
 void pack_row_from_nchw(const S* image, D* d, const Geometry& g, int64_t y) {
@@ -147,18 +106,16 @@ void pack_row_from_nchw(const S* image, D* d, const Geometry& g, int64_t y) {
   D* body = d + pad;
   if (g.Cp > g.C)
     for (int64_t x = 0; x < g.W; ++x) std::memset(body + x * g.Cp + g.C, 0, (g.Cp - g.C) * sizeof(D));
-  int64_t c16 = 0, x16 = 0;  // the part done in 16x16 register transposes (float, AVX-512)
-#if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
-  if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
-    c16 = g.C / 16 * 16;
-    x16 = g.W / 16 * 16;
-    for (int64_t c0 = 0; c0 < c16; c0 += 16)
-      for (int64_t x0 = 0; x0 < x16; x0 += 16)
-        transpose16x16(image + c0 * plane + y * g.W + x0, plane, body + x0 * g.Cp + c0, g.Cp);
+  if constexpr (sizeof(S) == sizeof(D)) {  // same dtype: move bits, 16x16 tiles
+    using U = Bits<sizeof(D)>;
+    transpose(reinterpret_cast<const U*>(image + y * g.W), plane, reinterpret_cast<U*>(body), g.Cp, g.C, g.W);
+  } else {  // widening (16-bit to float32): element by element, one plane row at a time
+    for (int64_t c = 0; c < g.C; ++c) {
+      const S* s = image + c * plane + y * g.W;
+      D* dc = body + c;
+      for (int64_t x = 0; x < g.W; ++x) dc[x * g.Cp] = static_cast<D>(s[x]);
+    }
   }
-#endif
-  pack_rest_from_nchw(image, body, g, y, 0, x16, c16);    // tiled channels, the last W % 16 positions
-  pack_rest_from_nchw(image, body, g, y, c16, 0, g.C);  // the last C % 16 channels, every position
 }
 
 template <typename S, typename D>

@@ -427,21 +427,24 @@ def test_cpp_autograd_no_grad_and_partial_requires_grad():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("c_in, width", [(37, 35), (16, 16), (5, 40)])
 def test_nchw_packing_matches_float64_of_the_same_inputs(dtype, c_in, width):
-    """The NCHW input packing (16x16 register transposes for float32 on AVX-512, the channel
-    loop elsewhere and for the leftover channels/positions): forward and weight gradient,
-    which both read the packed input, against float64 of the same rounded inputs."""
+    """NCHW in and out of the kernels' channels-innermost layouts (csrc/cpu/transpose.h: 16x16
+    register tiles for 16- and 32-bit elements on AVX-512, element loops for the leftover
+    channels/positions and elsewhere): forward and weight gradient (which read the packed
+    input) and input gradient (transposed back to NCHW), against float64 of the same inputs."""
     g = torch.Generator().manual_seed(5)
     x = torch.randn(3, c_in, 6, width, generator=g).to(dtype)
     weight = (torch.randn(9, c_in, 3, 3, generator=g) * 0.2).to(dtype)
     mask = torch.rand(9, 6, width, generator=g) < 0.5
     grad = torch.randn(3, 9, 6, width, generator=g).to(dtype)
-    w = weight.clone().requires_grad_()
+    x1, w = x.clone().requires_grad_(), weight.clone().requires_grad_()
     with sparsemask.backend("cpu"):
-        out = sparsemask.masked_conv2d(x, w, None, mask, 1, 1)
-    (gw,) = torch.autograd.grad(out, [w], grad)
-    w64 = weight.double().requires_grad_()
-    ref = _reference(x.double(), w64, None, mask, [1, 1], [1, 1], [1, 1])
-    (gw_ref,) = torch.autograd.grad(ref, [w64], grad.double())
+        out = sparsemask.masked_conv2d(x1, w, None, mask, 1, 1)
+    gx, gw = torch.autograd.grad(out, [x1, w], grad)
+    assert out.is_contiguous() and gx.is_contiguous()
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    ref = _reference(x64, w64, None, mask, [1, 1], [1, 1], [1, 1])
+    gx_ref, gw_ref = torch.autograd.grad(ref, [x64, w64], grad.double())
     tol = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 3e-3}[dtype]
     torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * 10)
+    torch.testing.assert_close(gx.double(), gx_ref, rtol=tol, atol=tol * 10)
     torch.testing.assert_close(gw.double(), gw_ref, rtol=tol, atol=tol * 30)
