@@ -3,7 +3,7 @@
 // masked_fill_(mask.logical_not(), 0), whose inverted-mask allocation, broadcast and thread
 // fork cost about as much as a small convolution itself (N=1, 3->64@32: 30 us of masking
 // after a 37 us conv, measured 2026-12-02). The masked grad_output of the backward is a
-// fresh heap tensor, not a pooled one (buffer_pool.h): it lives only for the backward, so
+// fresh heap tensor, not a pooled one (csrc/cpu/buffer_pool.h): it lives only for the backward, so
 // the heap hands back the block the last same-sized temporary used, still in cache; a pool
 // block is cold whenever other layers ran in between (3->64@32 N=32: 941 vs 572 us).
 // Compiled per ISA level (the select loops vectorise with the level's instructions).
@@ -17,7 +17,6 @@
 
 #include "../dense_fallback.h"
 #include "../plan.h"
-#include "buffer_pool.h"
 
 namespace sparsemask {
 namespace cpu {

@@ -253,8 +253,8 @@ def generate_table(raw: dict, raw_path: str, margin: float = MARGIN) -> dict:
 # verify: markdown of auto vs dense.
 
 # Calls whose dense time is below this are dominated by fixed per-call costs (the op's
-# Python layer: argument checks, the backend lookup, the autograd wrapper, ~15-60 us), not by
-# the kernels; verify reports their minimum separately.
+# Python layer: argument checks and the backend lookup, ~7 us; the dispatcher and autograd
+# in C++), not by the kernels; verify reports their minimum separately.
 SMALL_CALL_MS = 1.0
 
 
