@@ -76,6 +76,34 @@ def test_sweep_measures_again_only_narrow_sparse_wins():
     row = lambda cpu_ms: {"dense_ms": 10.0, "cpu_ms": cpu_ms}  # noqa: E731
     assert [crossover.narrow_win(row(ms)) for ms in (5.0, 8.4, 8.6, 9.7, 9.8, 12.0)] == \
         [False, False, True, True, False, False]
+    # against auto's dense path when that is the faster dense
+    assert crossover.narrow_win({"dense_ms": 10.0, "dense_path_ms": 6.0, "cpu_ms": 5.5})
+    assert not crossover.narrow_win({"dense_ms": 10.0, "dense_path_ms": 6.0, "cpu_ms": 8.6})
+
+
+def test_sparse_must_beat_autos_dense_path_too():
+    """The bar is the faster dense: a sparse time between auto's dense path and the reference
+    is a loss (auto would have been faster dense); rows without dense_path_ms (older sweeps)
+    compare with the reference alone."""
+    rows = [{"dtype": "bfloat16", "layout": "channels_last", "mode": "forward+backward", "shape": "64-64@32",
+             "batch": 8, "keep": k, "dense_ms": 10.0, "dense_path_ms": 5.0, "cpu_ms": ms}
+            for k, ms in ((0.05, 3.0), (0.1, 7.0), (0.2, 2.0))]
+    table = crossover.generate_table({"environment": {}, "rows": rows}, "raw.json")
+    assert [r["threshold"] for r in table["rows"]] == [0.05]
+    assert crossover.bar_ms(rows[1]) == 5.0
+    assert crossover.bar_ms({"dense_ms": 10.0, "dense_path_ms": 12.0}) == 10.0
+    assert crossover.bar_ms({"dense_ms": 10.0}) == 10.0
+
+
+def test_sweep_point_times_the_dense_path_as_auto_runs_it():
+    """measure_point (one real, tiny measurement) returns the three times of the sweep, and
+    the dense path it times is the C++ op's: the masked output equals the reference."""
+    point = ("float32", "nchw", "1x1-64-128@32s2", 1, "forward", 0.3)
+    times = crossover.measure_point(point, "cpu", 1)
+    assert set(times) == {"dense_ms", "cpu_ms", "dense_path_ms"} and all(t > 0 for t in times.values())
+    assert set(crossover.measure_point(point, "auto", 1)) == {"dense_ms", "auto_ms"}
+    x, w, b, mask, _ = crossover.make_case("1x1-64-128@32s2", 0.3, 2, "nchw", "float32")
+    torch.testing.assert_close(crossover._dense_path(x, w, b, mask, 2, 0), crossover._dense(x, w, b, mask, 2, 0))
 
 
 def test_remeasure_replaces_doubtful_rows_and_keeps_the_first_pass():
