@@ -50,6 +50,22 @@ def test_outputs_are_reused_and_poisoned_memory_never_shows(dtype, fmt):
     torch.testing.assert_close(again, ref, atol=0.05 if dtype == torch.bfloat16 else 1e-7, rtol=0.02)
 
 
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "nchw"])
+def test_poisoned_memory_never_shows_at_odd_sizes(fmt):
+    """Zeroing row by row covers the tails too: N not a multiple of the image block,
+    H_out*W_out (900) not a multiple of the position chunk (64)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(13, C, 30, 30, generator=g, dtype=torch.float64).contiguous(memory_format=fmt)
+    w = torch.randn(K, C, 3, 3, generator=g, dtype=torch.float64) * 0.1
+    mask = torch.rand(K, 30, 30, generator=g) < 0.1
+    ref = F.conv2d(x, w, padding=1).masked_fill(~mask, 0)
+    for _ in range(2):
+        out = _sparse(x, w, mask)
+        torch.testing.assert_close(out, ref)
+        out.fill_(float("nan"))
+        del out
+
+
 def test_grad_input_from_reused_memory_is_exact():
     x, w, mask = _case(1)
     go = torch.randn(N, K, HW, HW, dtype=x.dtype).contiguous(memory_format=torch.channels_last)
