@@ -5,11 +5,14 @@
 // mask is shared by the whole batch, so at one position q the kept channels C_q form a
 // small dense GEMM  out[n, C_q] = patch[n, :] . W[C_q, :]  with the batch as its M side.
 //
-// Layouts (all built per call from the user's tensors, in the compute type T):
+// Layouts (built per call from the user's tensors, in the compute type T):
 //   xp  [N, Hp, Wp, Cp]   input, zero padded spatially by `padding` and in channels to
 //                         Cp = C rounded up to whole vectors. With the padding in memory a
 //                         patch is always nseg contiguous runs of seglen elements (kh runs
 //                         of kw*Cp when dilation_w == 1), so no bounds checks and no tails.
+//                         A channels_last input of type T with C = Cp is read as it is
+//                         instead ([N, H, W, C], Geometry::direct): a patch crossing its
+//                         border is then fewer, shorter runs (Geometry::patch).
 //   wp  [K, kh, kw, Cp]   weight, same channel padding (zeros contribute nothing).
 //   gk  [nnz, N]          grad_output at kept neurons only, rows ordered by (q, j) as in
 //                         the plan's pos_start: contiguous over the batch.
@@ -43,14 +46,14 @@ inline namespace SPARSEMASK_CPU_NS {  // one per ISA level (isa.h)
 // ---------------------------------------------------------------------------------------
 // Forward: res[n][j] = <patch of image n at q, weight row of channel j>
 template <typename T, int NB, int JB>
-inline void forward_tile(const T* const* xs, const T* const* ws, const Geometry& g, T (*res)[kColBlock]) {
+inline void forward_tile(const T* const* xs, const T* const* ws, const Segments& sg, T (*res)[kColBlock]) {
   constexpr int64_t L = kLanes<T>;
   Vec<T> acc[NB][JB];
   for (int n = 0; n < NB; ++n)
     for (int j = 0; j < JB; ++j) acc[n][j] = Vec<T>{};
-  for (int64_t s = 0; s < g.nseg; ++s) {
-    const int64_t xo = g.seg_x[s], wo = g.seg_w[s];
-    for (int64_t k = 0; k < g.seglen; k += L) {
+  for (int64_t s = 0; s < sg.n; ++s) {
+    const int64_t xo = sg.x[s], wo = sg.w[s];
+    for (int64_t k = 0; k < sg.len; k += L) {
       Vec<T> xv[NB];
       for (int n = 0; n < NB; ++n) xv[n] = loadu(xs[n] + xo + k);
       for (int j = 0; j < JB; ++j) {
@@ -64,12 +67,13 @@ inline void forward_tile(const T* const* xs, const T* const* ws, const Geometry&
 }
 
 template <typename T, int NB>
-inline void forward_tile_jb(int jb, const T* const* xs, const T* const* ws, const Geometry& g, T (*res)[kColBlock]) {
+inline void forward_tile_jb(int jb, const T* const* xs, const T* const* ws, const Segments& sg,
+                            T (*res)[kColBlock]) {
   switch (jb) {
-    case 1: return forward_tile<T, NB, 1>(xs, ws, g, res);
-    case 2: return forward_tile<T, NB, 2>(xs, ws, g, res);
-    case 3: return forward_tile<T, NB, 3>(xs, ws, g, res);
-    default: return forward_tile<T, NB, 4>(xs, ws, g, res);
+    case 1: return forward_tile<T, NB, 1>(xs, ws, sg, res);
+    case 2: return forward_tile<T, NB, 2>(xs, ws, sg, res);
+    case 3: return forward_tile<T, NB, 3>(xs, ws, sg, res);
+    default: return forward_tile<T, NB, 4>(xs, ws, sg, res);
   }
 }
 
@@ -88,14 +92,14 @@ inline bool& bf16_dot_enabled() {
 
 template <int NB, int JB>
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2,popcnt,avx512bf16"), noinline)) void
-forward_tile_bf16(const c10::BFloat16* const* xs, const c10::BFloat16* const* ws, const Geometry& g,
+forward_tile_bf16(const c10::BFloat16* const* xs, const c10::BFloat16* const* ws, const Segments& sg,
                   float (*res)[kColBlock]) {
   __m512 acc[NB][JB];
   for (int n = 0; n < NB; ++n)
     for (int j = 0; j < JB; ++j) acc[n][j] = _mm512_setzero_ps();
-  for (int64_t s = 0; s < g.nseg; ++s) {
-    const int64_t xo = g.seg_x[s], wo = g.seg_w[s];
-    for (int64_t k = 0; k < g.seglen; k += 32) {
+  for (int64_t s = 0; s < sg.n; ++s) {
+    const int64_t xo = sg.x[s], wo = sg.w[s];
+    for (int64_t k = 0; k < sg.len; k += 32) {
       __m512bh xv[NB];
       for (int n = 0; n < NB; ++n) xv[n] = (__m512bh)_mm512_loadu_si512(xs[n] + xo + k);
       for (int j = 0; j < JB; ++j) {
@@ -115,21 +119,21 @@ template <typename T>
 using ForwardResult = std::conditional_t<std::is_same_v<T, c10::BFloat16>, float, T>;
 
 template <typename T, int NB>
-inline void forward_tile_any(int jb, const T* const* xs, const T* const* ws, const Geometry& g,
+inline void forward_tile_any(int jb, const T* const* xs, const T* const* ws, const Segments& sg,
                              ForwardResult<T> (*res)[kColBlock]) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
 #if SPARSEMASK_CPU_LEVEL == SPARSEMASK_CPU_AVX512
     switch (jb) {
-      case 1: return forward_tile_bf16<NB, 1>(xs, ws, g, res);
-      case 2: return forward_tile_bf16<NB, 2>(xs, ws, g, res);
-      case 3: return forward_tile_bf16<NB, 3>(xs, ws, g, res);
-      default: return forward_tile_bf16<NB, 4>(xs, ws, g, res);
+      case 1: return forward_tile_bf16<NB, 1>(xs, ws, sg, res);
+      case 2: return forward_tile_bf16<NB, 2>(xs, ws, sg, res);
+      case 3: return forward_tile_bf16<NB, 3>(xs, ws, sg, res);
+      default: return forward_tile_bf16<NB, 4>(xs, ws, sg, res);
     }
 #else
     static_assert(!std::is_same_v<T, T>, "native bfloat16 tiles exist in the avx512 level only");
 #endif
   } else {
-    forward_tile_jb<T, NB>(jb, xs, ws, g, res);
+    forward_tile_jb<T, NB>(jb, xs, ws, sg, res);
   }
 }
 
@@ -162,6 +166,8 @@ void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geomet
     const T* xs[kRowBlock];
     const T* ws[kColBlock];
     ForwardResult<T> res[kRowBlock][kColBlock];
+    Segments sg;
+    ClippedRuns clipped;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = (t / qchunks) * kRowBlock, qbegin = (t % qchunks) * kPosChunk;
       const int nb = static_cast<int>(std::min<int64_t>(kRowBlock, g.N - n0));
@@ -170,15 +176,15 @@ void forward_kernel(const T* xp, const T* wp, const MaskPlan& plan, const Geomet
         const int64_t cnt = pos_count[q];
         if (cnt == 0) continue;
         const int32_t* chs = pos_ch + q * g.K;
-        const int64_t org = g.origin(q);
+        const int64_t org = g.patch(q, sg, clipped);
         for (int n = 0; n < nb; ++n) xs[n] = xp + (n0 + n) * g.img_stride + org;
         for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
           const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
           for (int j = 0; j < jb; ++j) ws[j] = wp + chs[j0 + j] * g.krow;
           if (nb == kRowBlock) {
-            forward_tile_any<T, kRowBlock>(jb, xs, ws, g, res);
+            forward_tile_any<T, kRowBlock>(jb, xs, ws, sg, res);
           } else {
-            for (int n = 0; n < nb; ++n) forward_tile_any<T, 1>(jb, xs + n, ws, g, res + n);
+            for (int n = 0; n < nb; ++n) forward_tile_any<T, 1>(jb, xs + n, ws, sg, res + n);
           }
           for (int n = 0; n < nb; ++n)
             for (int j = 0; j < jb; ++j) store(n0 + n, pos_start[q] + j0 + j, chs[j0 + j], q, res[n][j]);
@@ -419,6 +425,8 @@ at::Tensor grad_weight_loops(const MaskPlan& plan, const Geometry& g, int64_t la
     Acc* gw = gw_base + tid * g.K * g.krow;
     int64_t rows[kColBlock];
     Acc* gws[kColBlock];
+    Segments sg;
+    ClippedRuns clipped;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = (t / qchunks) * kImageChunk, n1 = std::min(g.N, n0 + kImageChunk);
       const int64_t qbegin = (t % qchunks) * kPosChunk;
@@ -426,15 +434,15 @@ at::Tensor grad_weight_loops(const MaskPlan& plan, const Geometry& g, int64_t la
         const int64_t cnt = pos_count[q];
         if (cnt == 0) continue;
         const int32_t* chs = pos_ch + q * g.K;
-        const int64_t org = g.origin(q);
+        const int64_t org = g.patch(q, sg, clipped);
         for (int64_t j0 = 0; j0 < cnt; j0 += kColBlock) {
           const int jb = static_cast<int>(std::min<int64_t>(kColBlock, cnt - j0));
           for (int j = 0; j < jb; ++j) rows[j] = pos_start[q] + j0 + j;
-          for (int64_t s = 0; s < g.nseg; ++s) {
-            for (int64_t k0 = 0; k0 < g.seglen; k0 += kColBlock * lanes) {
-              const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.seglen - k0) / lanes));
-              for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + g.seg_w[s] + k0;
-              tile(jb, cv, rows, org + g.seg_x[s] + k0, n0, n1, gws);
+          for (int64_t s = 0; s < sg.n; ++s) {
+            for (int64_t k0 = 0; k0 < sg.len; k0 += kColBlock * lanes) {
+              const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (sg.len - k0) / lanes));
+              for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + sg.w[s] + k0;
+              tile(jb, cv, rows, org + sg.x[s] + k0, n0, n1, gws);
             }
           }
         }

@@ -448,3 +448,40 @@ def test_nchw_packing_matches_float64_of_the_same_inputs(dtype, c_in, width):
     torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * 10)
     torch.testing.assert_close(gx.double(), gx_ref, rtol=tol, atol=tol * 10)
     torch.testing.assert_close(gw.double(), gw_ref, rtol=tol, atol=tol * 30)
+
+
+# (N, C_in, C_out, H, W, kernel, stride, padding, dilation), C_in a whole number of vectors
+DIRECT_SHAPES = [
+    (5, 16, 7, 9, 7, 3, 1, 1, 1),            # odd sizes, N not a multiple of the image block
+    (2, 16, 6, 13, 11, 7, 2, 3, 1),          # 7x7 stride 2: patches clipped by up to 3 rows/columns
+    (3, 32, 5, 6, 8, 3, 1, 4, 1),            # padding wider than the kernel: patches wholly outside
+    (2, 16, 9, 10, 9, 3, 1, 2, (2, 1)),      # row dilation (dilation_w 1)
+    (2, 16, 4, 8, 9, 5, (1, 2), (2, 1), 1),  # asymmetric stride and padding
+    (3, 16, 8, 6, 6, 1, 2, 0, 1),            # 1x1 stride 2
+    (2, 16, 5, 7, 7, 3, 1, 1, (1, 2)),       # dilation_w 2: packed, the path the others skip
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", DIRECT_SHAPES, ids=lambda s: "x".join(map(str, s[:6])))
+def test_channels_last_input_read_in_place_matches_float64(shape, dtype):
+    """A channels_last input whose channels fill whole vectors is read by the kernels as it
+    is (no padded copy; csrc/cpu/packing.h, Geometry::direct): patches at the border are
+    clipped to the rows and columns inside the image. Forward, input and weight gradients
+    against float64 of the same inputs, every border case in the shapes above."""
+    x, weight, bias, mask, s, p, d = _case(shape, 0.6, seed=3)
+    x, weight, bias = (t.to(dtype) for t in (x, weight * 0.3, bias))
+    x = x.contiguous(memory_format=torch.channels_last)
+    xs, ws = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    with sparsemask.backend("cpu"):
+        out = sparsemask.masked_conv2d(xs, ws, bias, mask, s, p, d)
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
+    gx, gw = torch.autograd.grad(out, [xs, ws], grad)
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    ref = _reference(x64, w64, bias.double(), mask, s, p, d)
+    gx_ref, gw_ref = torch.autograd.grad(ref, [x64, w64], grad.double())
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 3e-2}[dtype]
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol * 10)
+    assert (out[:, ~mask] == 0).all()
+    torch.testing.assert_close(gx.double(), gx_ref, rtol=tol, atol=tol * 10)
+    torch.testing.assert_close(gw.double(), gw_ref, rtol=tol, atol=tol * 30)
