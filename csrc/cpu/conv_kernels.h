@@ -6,13 +6,13 @@
 // small dense GEMM  out[n, C_q] = patch[n, :] . W[C_q, :]  with the batch as its M side.
 //
 // Layouts (built per call from the user's tensors, in the compute type T):
-//   xp  [N, Hp, Wp, Cp]   input, zero padded spatially by `padding` and in channels to
-//                         Cp = C rounded up to whole vectors. With the padding in memory a
-//                         patch is always nseg contiguous runs of seglen elements (kh runs
-//                         of kw*Cp when dilation_w == 1), so no bounds checks and no tails.
-//                         A channels_last input of type T with C = Cp is read as it is
-//                         instead ([N, H, W, C], Geometry::direct): a patch crossing its
-//                         border is then fewer, shorter runs (Geometry::patch).
+//   xp  [N, Hp, Wp, Cp]   input, channels padded to Cp = C rounded up to whole vectors.
+//                         With dilation_w == 1 (Geometry::unpadded) not padded spatially
+//                         (Hp = H, Wp = W): a patch is kh runs of kw*Cp elements, fewer and
+//                         shorter where it crosses the border (Geometry::patch), and a
+//                         channels_last input of type T with C = Cp is read as it is, no
+//                         copy. Otherwise zero padded by `padding`, so that every patch is
+//                         nseg runs of seglen elements: no bounds checks and no tails.
 //   wp  [K, kh, kw, Cp]   weight, same channel padding (zeros contribute nothing).
 //   gk  [nnz, N]          grad_output at kept neurons only, rows ordered by (q, j) as in
 //                         the plan's pos_start: contiguous over the batch.

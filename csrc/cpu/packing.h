@@ -27,10 +27,11 @@ struct Segments {
   const int64_t* w;
 };
 
-// Where Geometry::patch writes the runs of a patch clipped at the image border.
-constexpr int64_t kMaxDirectRows = 16;
+// Where Geometry::patch writes the runs of a patch clipped at the image border (one per
+// kernel row: an unpadded geometry has at most this many kernel rows).
+constexpr int64_t kMaxClippedRuns = 16;
 struct ClippedRuns {
-  int64_t x[kMaxDirectRows], w[kMaxDirectRows];
+  int64_t x[kMaxClippedRuns], w[kMaxClippedRuns];
 };
 
 struct Geometry {
@@ -38,21 +39,25 @@ struct Geometry {
   int64_t K, Ho, Wo, Q;    // output channels and size, Q = Ho * Wo positions
   int64_t kh, kw;
   ConvParams p;
-  // direct: the kernels read the caller's channels_last input itself ([N, H, W, C], no
-  // padding, no copy; see reads_directly), so Hp == H and Wp == W; else the packed xp.
-  bool direct = false;
+  // unpadded: the input is read as [N, H, W, Cp] without the padding ring (Hp == H, Wp ==
+  // W), patches crossing the border clipped (patch()) — the caller's channels_last tensor
+  // itself where it has that layout (reads_in_place), else a copy; see make_geometry.
+  bool unpadded = false;
   int64_t Hp, Wp, img_stride, krow;  // (padded) input size, elements per image, per weight row
   int64_t nseg, seglen;              // a whole patch = nseg runs of seglen contiguous elements
   std::vector<int64_t> seg_x, seg_w;  // run offsets in the input (from the patch origin) and in wp rows
 
+  int64_t pad_y() const { return (Hp - H) / 2; }
+  int64_t pad_x() const { return (Wp - W) / 2; }
+
   // The patch of output position q: its runs (into `runs`, or `clipped` for a patch that
-  // crosses the border of a direct input: only the rows and columns inside the image, the
-  // padding's zeros contributing nothing), and the offset within one image that their x
-  // offsets start from.
+  // crosses the border of an unpadded input: only the rows and columns inside the image,
+  // the padding's zeros contributing nothing), and the offset within one image that their
+  // x offsets start from.
   int64_t patch(int64_t q, Segments& runs, ClippedRuns& clipped) const {
     const int64_t oy = q / Wo, ox = q % Wo;
     runs = {nseg, seglen, seg_x.data(), seg_w.data()};
-    if (!direct) return (oy * p.sh * Wp + ox * p.sw) * Cp;
+    if (!unpadded) return (oy * p.sh * Wp + ox * p.sw) * Cp;
     const int64_t iy0 = oy * p.sh - p.ph, ix0 = ox * p.sw - p.pw;  // may be negative
     if (iy0 >= 0 && iy0 + (kh - 1) * p.dh < H && ix0 >= 0 && ix0 + kw - 1 < W) return (iy0 * W + ix0) * Cp;
     const int64_t kx0 = std::max<int64_t>(0, -ix0), kx1 = std::min<int64_t>(kw, W - ix0);
@@ -69,15 +74,13 @@ struct Geometry {
   }
 };
 
-// Whether the kernels can read `input` as it is, for compute type T: channels_last, already
-// of type T, channels a whole number of vectors, kernel taps of a row adjacent (dilation_w 1)
-// and at most kMaxDirectRows kernel rows. Then no packed copy is made: that copy was 10% of
-// a channels_last forward and 1.2-1.8 ms of each backward (64->64@32, N=128, fp32).
-template <typename T>
-bool reads_directly(const at::Tensor& input, const at::Tensor& weight, const ConvParams& p) {
-  return input.device().is_cpu() && input.scalar_type() == c10::CppTypeToScalarType<T>::value &&
-         input.size(1) % kLanes<T> == 0 && input.is_contiguous(at::MemoryFormat::ChannelsLast) && p.dw == 1 &&
-         weight.size(2) <= kMaxDirectRows;
+// Whether the kernels can read `input` itself as the unpadded [N, H, W, Cp] of geometry g,
+// in compute type t: channels_last, already of type t, channels a whole number of vectors.
+// Then no copy is made: that copy was 10% of a channels_last forward and 1.2-1.8 ms of each
+// backward (64->64@32, N=128, fp32).
+inline bool reads_in_place(const at::Tensor& input, const Geometry& g, at::ScalarType t) {
+  return g.unpadded && input.scalar_type() == t && input.size(1) == g.Cp &&
+         input.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 template <typename T>
@@ -95,9 +98,11 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const 
   g.Wo = wo;
   g.Q = ho * wo;
   g.p = p;
-  g.direct = reads_directly<T>(input, weight, p);
-  g.Hp = g.direct ? g.H : g.H + 2 * p.ph;
-  g.Wp = g.direct ? g.W : g.W + 2 * p.pw;
+  // Unpadded wherever a patch row is one run (dilation_w 1) and the clipped runs fit
+  // ClippedRuns; the padded layout (no clipping at all) for the rest.
+  g.unpadded = p.dw == 1 && g.kh <= kMaxClippedRuns;
+  g.Hp = g.unpadded ? g.H : g.H + 2 * p.ph;
+  g.Wp = g.unpadded ? g.W : g.W + 2 * p.pw;
   g.img_stride = g.Hp * g.Wp * g.Cp;
   g.krow = g.kh * g.kw * g.Cp;
   if (p.dw == 1) {  // the kw taps of a kernel row are adjacent in memory: one run per row
@@ -146,7 +151,7 @@ inline at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptio
 
 template <typename S, typename D>
 void pack_row_from_nchw(const S* image, D* d, const Geometry& g, int64_t y) {
-  const int64_t plane = g.H * g.W, pad = g.p.pw * g.Cp;
+  const int64_t plane = g.H * g.W, pad = g.pad_x() * g.Cp;
   std::memset(d, 0, pad * sizeof(D));
   std::memset(d + pad + g.W * g.Cp, 0, (g.Wp * g.Cp - pad - g.W * g.Cp) * sizeof(D));
   D* body = d + pad;
@@ -171,7 +176,7 @@ void pack_from_nchw(const at::Tensor& input, at::Tensor& xp, const Geometry& g) 
   const int64_t row = g.Wp * g.Cp;
   at::parallel_for(0, g.N * g.Hp, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = r / g.Hp, y = r % g.Hp - g.p.ph;
+      const int64_t n = r / g.Hp, y = r % g.Hp - g.pad_y();
       if (y < 0 || y >= g.H) {
         std::memset(dst + r * row, 0, row * sizeof(D));
         continue;
@@ -195,13 +200,9 @@ inline bool pack_nchw_fast(const at::Tensor& input, at::Tensor& xp, const Geomet
   return true;
 }
 
-// The input as the kernels read it: the caller's tensor itself when g.direct, else xp.
+// The input as the kernels read it: the caller's tensor itself where reads_in_place, else xp.
 inline at::Tensor pack_input(const at::Tensor& input, const Geometry& g, at::ScalarType t) {
-  if (g.direct) {
-    TORCH_INTERNAL_ASSERT(input.scalar_type() == t && input.size(1) == g.Cp &&
-                          input.is_contiguous(at::MemoryFormat::ChannelsLast));
-    return input;
-  }
+  if (reads_in_place(input, g, t)) return input;
   at::Tensor xp = scratch(0, {g.N, g.Hp, g.Wp, g.Cp}, input.options().dtype(t));
   // bfloat16 widened to float32 in the same pass (its bits shifted up: exact), for the
   // float32 kernels that read a bfloat16 input (the backward).
@@ -214,10 +215,10 @@ inline at::Tensor pack_input(const at::Tensor& input, const Geometry& g, at::Sca
     const size_t es = xp.element_size(), in_es = input.element_size();
     const char* src = static_cast<const char*>(input.data_ptr());
     char* dst = static_cast<char*>(xp.data_ptr());
-    const int64_t row = g.Wp * g.Cp, pad = g.p.pw * g.Cp, body = g.W * g.C;
+    const int64_t row = g.Wp * g.Cp, pad = g.pad_x() * g.Cp, body = g.W * g.C;
     at::parallel_for(0, g.N * g.Hp, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t n = r / g.Hp, y = r % g.Hp - g.p.ph;
+        const int64_t n = r / g.Hp, y = r % g.Hp - g.pad_y();
         char* d = dst + r * row * es;
         if (y < 0 || y >= g.H) {
           std::memset(d, 0, row * es);
@@ -238,16 +239,17 @@ inline at::Tensor pack_input(const at::Tensor& input, const Geometry& g, at::Sca
     return xp;
   }
   if (pack_nchw_fast(input, xp, g)) return xp;
-  if (g.p.ph > 0) {
-    xp.narrow(1, 0, g.p.ph).zero_();
-    xp.narrow(1, g.Hp - g.p.ph, g.p.ph).zero_();
+  const int64_t py = g.pad_y(), px = g.pad_x();
+  if (py > 0) {
+    xp.narrow(1, 0, py).zero_();
+    xp.narrow(1, g.Hp - py, py).zero_();
   }
-  if (g.p.pw > 0) {
-    xp.narrow(2, 0, g.p.pw).zero_();
-    xp.narrow(2, g.Wp - g.p.pw, g.p.pw).zero_();
+  if (px > 0) {
+    xp.narrow(2, 0, px).zero_();
+    xp.narrow(2, g.Wp - px, px).zero_();
   }
   if (g.Cp > g.C) xp.narrow(3, g.C, g.Cp - g.C).zero_();
-  xp.narrow(1, g.p.ph, g.H).narrow(2, g.p.pw, g.W).narrow(3, 0, g.C).copy_(input.permute({0, 2, 3, 1}));
+  xp.narrow(1, py, g.H).narrow(2, px, g.W).narrow(3, 0, g.C).copy_(input.permute({0, 2, 3, 1}));
   return xp;
 }
 

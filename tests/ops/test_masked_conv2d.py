@@ -462,16 +462,18 @@ DIRECT_SHAPES = [
 ]
 
 
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "nchw"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", DIRECT_SHAPES, ids=lambda s: "x".join(map(str, s[:6])))
-def test_channels_last_input_read_in_place_matches_float64(shape, dtype):
-    """A channels_last input whose channels fill whole vectors is read by the kernels as it
-    is (no padded copy; csrc/cpu/packing.h, Geometry::direct): patches at the border are
-    clipped to the rows and columns inside the image. Forward, input and weight gradients
-    against float64 of the same inputs, every border case in the shapes above."""
+def test_unpadded_input_and_clipped_patches_match_float64(shape, dtype, layout):
+    """With dilation_w 1 the kernels read the input without a padding ring (csrc/cpu/packing.h,
+    Geometry::unpadded): a channels_last input whose channels fill whole vectors as it is
+    (reads_in_place), an NCHW one transposed row by row; patches at the border are clipped
+    to the rows and columns inside the image. Forward, input and weight gradients against
+    float64 of the same inputs, every border case in the shapes above."""
     x, weight, bias, mask, s, p, d = _case(shape, 0.6, seed=3)
     x, weight, bias = (t.to(dtype) for t in (x, weight * 0.3, bias))
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=layout)
     xs, ws = x.clone().requires_grad_(), weight.clone().requires_grad_()
     with sparsemask.backend("cpu"):
         out = sparsemask.masked_conv2d(xs, ws, bias, mask, s, p, d)
