@@ -73,18 +73,19 @@ void forward_bf16(const at::Tensor& input, const at::Tensor& weight, const std::
                   const Prepared& pr, at::Tensor& out) {
   using B = c10::BFloat16;
   Geometry g = make_geometry<B>(input, weight, pr.p, pr.ho, pr.wo);
-  at::Tensor xp = pack_input(input, g, at::kBFloat16);
   at::Tensor wp = pack_weight(weight, g, at::kBFloat16);
   at::Tensor b = bias.has_value() && bias->defined() ? bias->to(at::kFloat).contiguous() : at::Tensor();
   const float* bias_p = b.defined() ? b.data_ptr<float>() : nullptr;
   B* out_p = out.data_ptr<B>();
   const int64_t sN = out.stride(0), sC = out.stride(1), sH = out.stride(2), sW = out.stride(3);
-  forward_kernel<B>(xp.data_ptr<B>(), wp.data_ptr<B>(), *pr.plan, g,
-                    [&](int64_t n, int64_t, int64_t co, int64_t q, float v) {
-                      out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
-                          static_cast<B>(v + (bias_p ? bias_p[co] : 0.0f));
-                    },
-                    zero_rows(out));
+  with_forward_input<B>(input, g, at::kBFloat16, [&](const auto& source) {
+    forward_kernel<B>(source, wp.data_ptr<B>(), *pr.plan, g,
+                      [&](int64_t n, int64_t, int64_t co, int64_t q, float v) {
+                        out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
+                            static_cast<B>(v + (bias_p ? bias_p[co] : 0.0f));
+                      },
+                      zero_rows(out));
+  });
 }
 #endif
 
@@ -112,18 +113,19 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
     using T = at::opmath_type<scalar_t>;
     const at::ScalarType t = c10::CppTypeToScalarType<T>::value;
     Geometry g = make_geometry<T>(input, weight, pr.p, pr.ho, pr.wo);
-    at::Tensor xp = pack_input(input, g, t);
     at::Tensor wp = pack_weight(weight, g, t);
     at::Tensor b = bias.has_value() && bias->defined() ? bias->to(t).contiguous() : at::Tensor();
     const T* bias_p = b.defined() ? b.data_ptr<T>() : nullptr;
     scalar_t* out_p = out.data_ptr<scalar_t>();  // 16-bit outputs rounded once, as they are stored
     const int64_t sN = out.stride(0), sC = out.stride(1), sH = out.stride(2), sW = out.stride(3);
-    forward_kernel<T>(xp.data_ptr<T>(), wp.data_ptr<T>(), *pr.plan, g,
-                      [&](int64_t n, int64_t, int64_t co, int64_t q, T v) {
-                        out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
-                            static_cast<scalar_t>(v + (bias_p ? bias_p[co] : T(0)));
-                      },
-                      zero_rows(out));
+    with_forward_input<T>(input, g, t, [&](const auto& source) {
+      forward_kernel<T>(source, wp.data_ptr<T>(), *pr.plan, g,
+                        [&](int64_t n, int64_t, int64_t co, int64_t q, T v) {
+                          out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
+                              static_cast<scalar_t>(v + (bias_p ? bias_p[co] : T(0)));
+                        },
+                        zero_rows(out));
+    });
   });
   return out;
 }

@@ -130,8 +130,10 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const 
 // The buffer is bytes, viewed as the dtype asked for: a bfloat16 forward (bfloat16 packing)
 // and its backward (float32 packing) then share it instead of replacing each other's
 // buffer on every call (a fresh 40 MB per call again: measured +11 ms per bf16 step, N=128).
+// Slots: 0 the packed input (pack_input), 1 bfloat16 image pairs (interleave_image_pairs),
+// 2 NchwRows' rows (conv_kernels.h).
 inline at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  thread_local at::Tensor buffers[2];
+  thread_local at::Tensor buffers[3];
   at::Tensor& buf = buffers[slot];
   const at::ScalarType dtype = opts.dtype().toScalarType();
   const int64_t nbytes = c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype));

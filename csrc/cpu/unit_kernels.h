@@ -216,12 +216,13 @@ at::Tensor kept_conv(const at::Tensor& input, const at::Tensor& weight, const Ma
     return gather_kept<T>(at::conv2d(input, weight, {}, stride, padding, dilation), plan, g, t);
   at::Tensor kept = pooled_empty({plan.nnz, g.N}, input.options());
   if (plan.nnz > 0 && g.N > 0) {
-    at::Tensor xp = pack_input(input, g, t);
     at::Tensor wp = pack_weight(weight, g, t);
     T* kp = kept.data_ptr<T>();
     const int64_t N = g.N;
-    forward_kernel<T>(xp.data_ptr<T>(), wp.data_ptr<T>(), plan, g,
-                      [&](int64_t n, int64_t row, int64_t, int64_t, T v) { kp[row * N + n] = v; });
+    with_forward_input<T>(input, g, t, [&](const auto& source) {
+      forward_kernel<T>(source, wp.data_ptr<T>(), plan, g,
+                        [&](int64_t n, int64_t row, int64_t, int64_t, T v) { kp[row * N + n] = v; });
+    });
   }
   return kept;
 }
