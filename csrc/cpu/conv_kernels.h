@@ -62,6 +62,16 @@ inline void forward_tile(const T* const* xs, const T* const* ws, const Segments&
       }
     }
   }
+  if constexpr (NB * JB <= L && NB * JB > L / 4) {  // several vectors' sums: all at once
+    Vec<T> all[L];
+    for (int n = 0; n < NB; ++n)
+      for (int j = 0; j < JB; ++j) all[n * JB + j] = acc[n][j];
+    for (int i = NB * JB; i < L; ++i) all[i] = Vec<T>{};
+    const Vec<T> sums = hsum_lanes<T>(all);
+    for (int n = 0; n < NB; ++n)
+      for (int j = 0; j < JB; ++j) res[n][j] = sums[n * JB + j];
+    return;
+  }
   for (int n = 0; n < NB; ++n)
     for (int j = 0; j < JB; ++j) res[n][j] = hsum<T>(acc[n][j]);
 }

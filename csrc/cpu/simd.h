@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #ifndef SPARSEMASK_CPU_LEVEL
 #error "the CPU kernels are compiled once per ISA level: include them through csrc/cpu/isa/*.cpp (isa.h)"
@@ -84,6 +85,35 @@ inline auto tree_sum(V v) {
 template <typename T>
 inline T hsum(Vec<T> v) {
   return tree_sum(v);
+}
+
+// Horizontal sums of up to kLanes<T> vectors at once, into one vector (lane i = the sum of
+// v[i]). Each level adds the halves of every lane group of two vectors side by side — two
+// two-source shuffles and one add per pair — so 16 float vectors on AVX-512 cost 15 such
+// steps (45 instructions) where 16 tree_sums cost 128 — an estimated eighth of a 4x4
+// forward tile's instructions at 64 input channels (measured, 64->64@32 channels_last fp32,
+// N=32 keep 1.0 forward: 8.8-9.1 -> 8.3-8.6 ms; keep 0.1 about 2%). Output lane i of a level takes lane lo_lane(G, i)
+// (and that + G/2) of the pair's 2 * lanes, where G is the size of the lane groups that
+// each still hold one vector's partial sums.
+constexpr int lo_lane(int G, int i) {
+  return (i / (G / 2)) * G + i % (G / 2);
+}
+template <int G, typename V, size_t... I>
+inline V fold_pair(V a, V b, std::index_sequence<I...>) {
+  return __builtin_shufflevector(a, b, lo_lane(G, I)...) + __builtin_shufflevector(a, b, (lo_lane(G, I) + G / 2)...);
+}
+template <int G, int Count, typename V>
+inline void fold_levels(V* v) {
+  constexpr int n = sizeof(V) / sizeof(v[0][0]);
+  for (int i = 0; i < Count / 2; ++i) v[i] = fold_pair<G>(v[2 * i], v[2 * i + 1], std::make_index_sequence<n>{});
+  if constexpr (G > 2) fold_levels<G / 2, Count / 2>(v);
+}
+// v: kLanes<T> vectors (clobbered); returns their horizontal sums as one vector.
+template <typename T>
+inline Vec<T> hsum_lanes(Vec<T>* v) {
+  constexpr int n = static_cast<int>(kLanes<T>);
+  fold_levels<n, n>(v);
+  return v[0];
 }
 
 // Stores a float vector as O: float as is, bfloat16 rounded to nearest even in registers
