@@ -388,6 +388,48 @@ inline void grad_input_tile_cv(int cv, const std::vector<Tap>& taps, const T* gk
   }
 }
 
+// The taps of input pixel (iy, ix): the output positions whose patches read it and that
+// keep some channel, with the offset of the pixel within their weight rows.
+inline void pixel_taps(const Geometry& g, const int32_t* pos_count, const int64_t* pos_start, int64_t iy, int64_t ix,
+                       std::vector<Tap>& taps) {
+  taps.clear();
+  for (int64_t ky = 0; ky < g.kh; ++ky) {
+    const int64_t ty = iy + g.p.ph - ky * g.p.dh;
+    if (ty < 0 || ty % g.p.sh != 0 || ty / g.p.sh >= g.Ho) continue;
+    for (int64_t kx = 0; kx < g.kw; ++kx) {
+      const int64_t tx = ix + g.p.pw - kx * g.p.dw;
+      if (tx < 0 || tx % g.p.sw != 0 || tx / g.p.sw >= g.Wo) continue;
+      const int64_t q = (ty / g.p.sh) * g.Wo + tx / g.p.sw;
+      if (pos_count[q] > 0) taps.push_back({pos_start[q], pos_count[q], q, (ky * g.kw + kx) * g.Cp});
+    }
+  }
+}
+
+// gx of one input pixel (its taps) for images [n_begin, n_end): Cp elements per image, image
+// n at out + (n - n_begin) * img_stride, in the input's dtype O (computed in T).
+template <typename T, typename O>
+void grad_input_pixel(const std::vector<Tap>& taps, const T* gk, const int32_t* pos_ch, const T* wp,
+                      const Geometry& g, int64_t n_begin, int64_t n_end, O* out, int64_t img_stride) {
+  constexpr int64_t L = kLanes<T>;
+  if (taps.empty()) {
+    for (int64_t n = n_begin; n < n_end; ++n) std::fill_n(out + (n - n_begin) * img_stride, g.Cp, O(0));
+    return;
+  }
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += kRowBlock) {
+    const int64_t nb = std::min<int64_t>(kRowBlock, n_end - n0);
+    O* rows = out + (n0 - n_begin) * img_stride;
+    for (int64_t c0 = 0; c0 < g.Cp; c0 += kColBlock * L) {
+      const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.Cp - c0) / L));
+      if (nb == kRowBlock) {
+        grad_input_tile_cv<T, O, kRowBlock>(cv, taps, gk, pos_ch, wp, g, n0, c0, rows, img_stride);
+      } else {
+        for (int64_t n = 0; n < nb; ++n)
+          grad_input_tile_cv<T, O, 1>(cv, taps, gk, pos_ch, wp, g, n0 + n, c0, rows + n * img_stride, img_stride);
+      }
+    }
+  }
+}
+
 // gx [N, H, W, Cp] in the input's dtype O (computed in T; channel padding is written too
 // and dropped by the caller).
 template <typename T, typename O>
@@ -395,43 +437,44 @@ void grad_input_kernel(const T* gk, const T* wp, const MaskPlan& plan, const Geo
   const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
   const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
   const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
-  const int64_t gx_img_stride = g.H * g.W * g.Cp;
-  constexpr int64_t L = kLanes<T>;
   at::parallel_for(0, g.H * g.W, 1, [&](int64_t p0, int64_t p1) {
     std::vector<Tap> taps;
     taps.reserve(g.kh * g.kw);
     for (int64_t pix = p0; pix < p1; ++pix) {
-      const int64_t iy = pix / g.W, ix = pix % g.W;
-      taps.clear();
-      for (int64_t ky = 0; ky < g.kh; ++ky) {
-        const int64_t ty = iy + g.p.ph - ky * g.p.dh;
-        if (ty < 0 || ty % g.p.sh != 0 || ty / g.p.sh >= g.Ho) continue;
-        for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t tx = ix + g.p.pw - kx * g.p.dw;
-          if (tx < 0 || tx % g.p.sw != 0 || tx / g.p.sw >= g.Wo) continue;
-          const int64_t q = (ty / g.p.sh) * g.Wo + tx / g.p.sw;
-          if (pos_count[q] > 0) taps.push_back({pos_start[q], pos_count[q], q, (ky * g.kw + kx) * g.Cp});
-        }
+      pixel_taps(g, pos_count, pos_start, pix / g.W, pix % g.W, taps);
+      grad_input_pixel<T, O>(taps, gk, pos_ch, wp, g, 0, g.N, gx + pix * g.Cp, g.H * g.W * g.Cp);
+    }
+  });
+}
+
+// grad_input [N, C, H, W] (NCHW-contiguous, the input's dtype O) directly: each task computes
+// one input row of a block of images channels-innermost into a per-thread buffer, in cache,
+// and transposes it into the images' planes (transpose.h) — instead of the whole gx
+// [N, H, W, Cp] written to memory, read back and transposed in a second pass.
+template <typename T, typename O>
+void grad_input_kernel_nchw(const T* gk, const T* wp, const MaskPlan& plan, const Geometry& g, O* out) {
+  using U = Bits<sizeof(O)>;
+  // Images per task: all of a usual batch. The weight rows of a pixel's taps are then read
+  // once for all its images (32 per task was slower for bfloat16: 4x the weight reads), and
+  // the buffer [128, W, Cp] is 1 MB at W=32, Cp=64 in float32, L2-sized.
+  constexpr int64_t kImages = 128;
+  const int32_t* pos_count = plan.pos_count.data_ptr<int32_t>();
+  const int32_t* pos_ch = plan.pos_ch.data_ptr<int32_t>();
+  const int64_t* pos_start = plan.pos_start.data_ptr<int64_t>();
+  const int64_t blocks = (g.N + kImages - 1) / kImages, row = g.W * g.Cp, plane = g.H * g.W;
+  at::parallel_for(0, g.H * blocks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<Tap> taps;
+    taps.reserve(g.kh * g.kw);
+    O* buf = scratch(3, {kImages, g.W, g.Cp}, c10::CppTypeToScalarType<O>::value).template data_ptr<O>();
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t y = t / blocks, n_begin = (t % blocks) * kImages, n_end = std::min(g.N, n_begin + kImages);
+      for (int64_t x = 0; x < g.W; ++x) {
+        pixel_taps(g, pos_count, pos_start, y, x, taps);
+        grad_input_pixel<T, O>(taps, gk, pos_ch, wp, g, n_begin, n_end, buf + x * g.Cp, row);
       }
-      O* gx_pix = gx + pix * g.Cp;
-      if (taps.empty()) {
-        for (int64_t n = 0; n < g.N; ++n) std::fill_n(gx_pix + n * gx_img_stride, g.Cp, O(0));
-        continue;
-      }
-      for (int64_t n0 = 0; n0 < g.N; n0 += kRowBlock) {
-        const int64_t nb = std::min<int64_t>(kRowBlock, g.N - n0);
-        for (int64_t c0 = 0; c0 < g.Cp; c0 += kColBlock * L) {
-          const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (g.Cp - c0) / L));
-          if (nb == kRowBlock) {
-            grad_input_tile_cv<T, O, kRowBlock>(cv, taps, gk, pos_ch, wp, g, n0, c0, gx_pix + n0 * gx_img_stride,
-                                             gx_img_stride);
-          } else {
-            for (int64_t n = n0; n < n0 + nb; ++n)
-              grad_input_tile_cv<T, O, 1>(cv, taps, gk, pos_ch, wp, g, n, c0, gx_pix + n * gx_img_stride,
-                                       gx_img_stride);
-          }
-        }
-      }
+      for (int64_t n = n_begin; n < n_end; ++n)
+        transpose(reinterpret_cast<const U*>(buf + (n - n_begin) * row), g.Cp,
+                  reinterpret_cast<U*>(out + n * g.C * plane + y * g.W), plane, g.W, g.C);
     }
   });
 }
@@ -658,27 +701,33 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
   at::Tensor grad_input, grad_weight;
   if (need_input) {
     at::Tensor wp = pack_weight(weight, g, t);
-    // Written in the input's dtype by the kernel (16-bit inputs: no float32 copy to convert).
-    at::Tensor gx = pooled_empty({g.N, g.H, g.W, g.Cp}, input.options());
     const at::ScalarType out_t = input.scalar_type();
-    if (out_t == at::kBFloat16 && t != out_t) {
-      grad_input_kernel<T, c10::BFloat16>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::BFloat16>());
-    } else if (out_t == at::kHalf && t != out_t) {
-      grad_input_kernel<T, c10::Half>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::Half>());
-    } else {
-      grad_input_kernel<T, T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
-    }
-    // [N, H, W, C] viewed as [N, C, H, W]: already channels_last when C == Cp; NCHW is one
-    // tiled transpose (transpose.h), a channels_last input with C < Cp one strided copy.
-    at::Tensor view = gx.narrow(3, 0, g.C).permute({0, 3, 1, 2});
+    // Written in the input's dtype by the kernels (16-bit inputs: no float32 copy to convert).
     const at::MemoryFormat fmt = input.suggest_memory_format();
-    if (view.is_contiguous(fmt)) {
-      grad_input = view;
-    } else if (fmt == at::MemoryFormat::Contiguous) {
+    if (fmt == at::MemoryFormat::Contiguous) {  // NCHW: written directly, row by row
       grad_input = pooled_empty(input.sizes(), input.options(), fmt);
-      nhwc_to_nchw(gx.const_data_ptr(), g.Cp, grad_input.data_ptr(), g.N, g.C, g.H * g.W, gx.element_size());
+      if (out_t == at::kBFloat16 && t != out_t) {
+        grad_input_kernel_nchw<T, c10::BFloat16>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g,
+                                                 grad_input.data_ptr<c10::BFloat16>());
+      } else if (out_t == at::kHalf && t != out_t) {
+        grad_input_kernel_nchw<T, c10::Half>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g,
+                                             grad_input.data_ptr<c10::Half>());
+      } else {
+        grad_input_kernel_nchw<T, T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, grad_input.data_ptr<T>());
+      }
     } else {
-      grad_input = pooled_empty(input.sizes(), input.options(), fmt).copy_(view);
+      at::Tensor gx = pooled_empty({g.N, g.H, g.W, g.Cp}, input.options());
+      if (out_t == at::kBFloat16 && t != out_t) {
+        grad_input_kernel<T, c10::BFloat16>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::BFloat16>());
+      } else if (out_t == at::kHalf && t != out_t) {
+        grad_input_kernel<T, c10::Half>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::Half>());
+      } else {
+        grad_input_kernel<T, T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
+      }
+      // [N, H, W, Cp] viewed as [N, C, H, W]: already channels_last when C == Cp, else one
+      // strided copy.
+      at::Tensor view = gx.narrow(3, 0, g.C).permute({0, 3, 1, 2});
+      grad_input = view.is_contiguous(fmt) ? view : pooled_empty(input.sizes(), input.options(), fmt).copy_(view);
     }
   }
   if (need_weight) {

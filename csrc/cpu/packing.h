@@ -131,9 +131,9 @@ Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const 
 // and its backward (float32 packing) then share it instead of replacing each other's
 // buffer on every call (a fresh 40 MB per call again: measured +11 ms per bf16 step, N=128).
 // Slots: 0 the packed input (pack_input), 1 bfloat16 image pairs (interleave_image_pairs),
-// 2 NchwRows' rows (conv_kernels.h).
+// 2 NchwRows' rows, 3 grad_input_kernel_nchw's rows (conv_kernels.h).
 inline at::Tensor scratch(int slot, at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  thread_local at::Tensor buffers[3];
+  thread_local at::Tensor buffers[4];
   at::Tensor& buf = buffers[slot];
   const at::ScalarType dtype = opts.dtype().toScalarType();
   const int64_t nbytes = c10::multiply_integers(sizes) * static_cast<int64_t>(c10::elementSize(dtype));

@@ -460,6 +460,7 @@ DIRECT_SHAPES = [
     (3, 16, 8, 6, 6, 1, 2, 0, 1),            # 1x1 stride 2
     (2, 16, 5, 7, 7, 3, 1, 1, (1, 2)),       # dilation_w 2: packed, the path the others skip
     (37, 32, 5, 5, 6, 3, 1, 1, 1),           # N over two image chunks of grad_weight, odd (bf16 pairs)
+    (130, 16, 3, 3, 4, 3, 1, 1, 1),          # N over two image blocks of the NCHW grad_input
 ]
 
 
