@@ -55,12 +55,18 @@ inline void select_kept(const at::Tensor& src, at::Tensor& dst, const MaskPlan& 
   }
 }
 
+// A mask that keeps every neuron (keep 1.0: an ablation's non-defective layer) needs no
+// masking pass at all, forward or backward.
+inline bool keeps_all(const MaskPlan& plan) {
+  return plan.nnz == plan.channels * plan.height * plan.width;
+}
+
 inline at::Tensor dense_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias, const MaskPlan& plan,
                                     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
   const at::MemoryFormat fmt = input.suggest_memory_format();
   at::Tensor out = at::conv2d(input, weight, bias, stride, padding, dilation).contiguous(fmt);
-  select_kept(out, out, plan, fmt);
+  if (!keeps_all(plan)) select_kept(out, out, plan, fmt);
   return out;
 }
 
@@ -69,6 +75,7 @@ inline Grads dense_backward_cpu(const at::Tensor& grad_output, const at::Tensor&
                                 at::IntArrayRef dilation, std::array<bool, 3> output_mask) {
   const at::MemoryFormat fmt = input.suggest_memory_format();
   const at::Tensor go = grad_output.contiguous(fmt);
+  if (keeps_all(plan)) return dense_backward_masked(go, input, weight, stride, padding, dilation, output_mask);
   at::Tensor masked = at::empty(go.sizes(), go.options().memory_format(fmt));
   select_kept(go, masked, plan, fmt);
   return dense_backward_masked(masked, input, weight, stride, padding, dilation, output_mask);

@@ -289,9 +289,13 @@ def test_cuda_backend_refuses_cpu_tensors():
         sparsemask.masked_conv2d(x, weight, bias, mask, s, p, d)
 
 
-def test_dense_fallback_inside_the_op_is_exact():
+@pytest.mark.parametrize("keep", [0.8, 1.0])  # 1.0: every neuron kept, no masking pass
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_dense_fallback_inside_the_op_is_exact(keep, layout):
     """max_density below the mask's kept fraction makes the kernel run the dense path."""
-    x, weight, bias, mask, s, p, d = _case(SHAPES[0], 0.8)
+    x, weight, bias, mask, s, p, d = _case(SHAPES[0], keep)
+    x = x.contiguous(memory_format=layout)
+    assert mask.all() == (keep == 1.0)
     out = torch.ops.sparsemask.masked_conv2d(x, weight, bias, mask, s, p, d, 0.5)
     torch.testing.assert_close(out, _reference(x, weight, bias, mask, s, p, d))
     grad = torch.randn_like(out)
