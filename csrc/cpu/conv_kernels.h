@@ -177,25 +177,27 @@ struct PackedInput {
 };
 
 // NchwRows: an NCHW input of type S transposed row by row, as the tasks reach the rows,
-// into a per-thread buffer of kRowBlock unpadded images in T — instead of a packed copy of
+// into a per-thread buffer of `images` unpadded images in T — instead of a packed copy of
 // the whole input first. That copy is written to memory and read back (64->64@32, N=32,
 // keep 0.05: ~18 of the ~27 MB a forward moves); a thread's rows here stay in its cache
 // between being transposed and being read. A thread sweeps the positions of one block of
-// images in order (forward_kernel's task order), so each row is transposed about once.
+// images in order (forward_kernel's and grad_weight_loops' task order), so each row is
+// transposed about once per pass.
 template <typename S, typename T>
 class NchwRows {
  public:
-  NchwRows(const at::Tensor& input, const Geometry& g)
-      : src_(static_cast<const S*>(input.const_data_ptr())), g_(g), state_(at::get_num_threads()) {
+  NchwRows(const at::Tensor& input, const Geometry& g, int64_t images)
+      : src_(static_cast<const S*>(input.const_data_ptr())), g_(g), images_(images), state_(at::get_num_threads()) {
     TORCH_INTERNAL_ASSERT(g.unpadded && input.is_contiguous());
   }
 
   const T* operator()(int64_t n0, int nb, int64_t q0, int64_t q1) const {
     const int64_t tid = at::get_thread_num();
-    TORCH_CHECK(tid < static_cast<int64_t>(state_.size()), "masked_conv2d: thread id ", tid, " out of range");
+    TORCH_CHECK(tid < static_cast<int64_t>(state_.size()) && nb <= images_, "masked_conv2d: thread id ", tid,
+                " or block of ", nb, " images out of range");
     Rows& r = state_[tid];
     if (r.buf == nullptr)
-      r.buf = scratch(2, {kRowBlock, g_.H, g_.W, g_.Cp}, c10::CppTypeToScalarType<T>::value).template data_ptr<T>();
+      r.buf = scratch(2, {images_, g_.H, g_.W, g_.Cp}, c10::CppTypeToScalarType<T>::value).template data_ptr<T>();
     // Input rows read by the patches of output rows [oy0, oy1].
     const int64_t oy0 = q0 / g_.Wo, oy1 = (q1 - 1) / g_.Wo;
     const int64_t y0 = std::max<int64_t>(0, oy0 * g_.p.sh - g_.p.ph);
@@ -212,10 +214,11 @@ class NchwRows {
  private:
   struct Rows {
     T* buf = nullptr;
-    int64_t n0 = -1, lo = 0, hi = 0;  // rows [lo, hi) of images [n0, n0 + kRowBlock) are in buf
+    int64_t n0 = -1, lo = 0, hi = 0;  // rows [lo, hi) of the block of images from n0 are in buf
   };
   const S* src_;
   const Geometry& g_;
+  int64_t images_;
   mutable std::vector<Rows> state_;  // one per thread, each touched by its own thread only
 };
 
@@ -261,17 +264,18 @@ void forward_kernel(const Source& source, const T* wp, const MaskPlan& plan, con
   });
 }
 
-// Runs run(source) with the input source for `input` in compute type T (dtype t): NchwRows
-// for an NCHW input that the geometry reads unpadded and that is not read in place, in the
-// dtype pairs the kernels use (same type, or 16-bit widened to float32); else PackedInput.
+// Runs run(source) with the input source for `input` in compute type T (dtype t), for tasks
+// of up to `images` images: NchwRows for an NCHW input that the geometry reads unpadded and
+// that is not read in place, in the dtype pairs the kernels use (same type, or 16-bit
+// widened to float32); else PackedInput.
 template <typename T, typename Run>
-void with_forward_input(const at::Tensor& input, const Geometry& g, at::ScalarType t, const Run& run) {
+void with_input_source(const at::Tensor& input, const Geometry& g, at::ScalarType t, int64_t images, const Run& run) {
   const at::ScalarType s = input.scalar_type();
   if (g.unpadded && input.is_contiguous() && !reads_in_place(input, g, t)) {
-    if (s == t) return run(NchwRows<T, T>(input, g));
+    if (s == t) return run(NchwRows<T, T>(input, g, images));
     if constexpr (std::is_same_v<T, float>) {
-      if (s == at::kBFloat16) return run(NchwRows<c10::BFloat16, float>(input, g));
-      if (s == at::kHalf) return run(NchwRows<c10::Half, float>(input, g));
+      if (s == at::kBFloat16) return run(NchwRows<c10::BFloat16, float>(input, g, images));
+      if (s == at::kHalf) return run(NchwRows<c10::Half, float>(input, g, images));
     }
   }
   const at::Tensor xp = pack_input(input, g, t);
@@ -491,7 +495,7 @@ inline void grad_weight_tile(const T* const* grows, const T* xq, const Geometry&
   for (int j = 0; j < JB; ++j)
     for (int v = 0; v < CV; ++v) acc[j][v] = loadu(gw[j] + v * L);
   for (int64_t n = n0; n < n1; ++n) {
-    const T* x = xq + n * g.img_stride;
+    const T* x = xq + (n - n0) * g.img_stride;  // xq: image n0
     Vec<T> xv[CV];
     for (int v = 0; v < CV; ++v) xv[v] = loadu(x + v * L);
     for (int j = 0; j < JB; ++j) {
@@ -534,13 +538,14 @@ constexpr int64_t kImageChunk = 32;
 
 // The loops of grad_weight, shared by the float tiles and the native bfloat16 ones: returns
 // the float/double accumulators gw [K, kh, kw, Cp] (dtype of acc_opts, summed over threads).
-// tile(jb, cv, rows, offset, n0, n1, gws) accumulates into gws[0..jb) (weight rows of the
-// kept channels, at a run of cv * lanes elements) the outer product over images [n0, n1)
-// of the kept-gradient rows rows[0..jb) and the packed input at element `offset` of each
-// image (patch origin + run + k0).
-template <typename Acc, typename Tile>
+// tile(jb, cv, rows, x, offset, n0, n1, gws) accumulates into gws[0..jb) (weight rows of
+// the kept channels, at a run of cv * lanes elements) the outer product over images [n0, n1)
+// of the kept-gradient rows rows[0..jb) and the input at element `offset` of each image
+// (patch origin + run + k0), image n0 of the input at x = source(n0, ...) (forward_kernel's
+// sources: the packed or in-place input, or NchwRows).
+template <typename Acc, typename Source, typename Tile>
 at::Tensor grad_weight_loops(const MaskPlan& plan, const Geometry& g, int64_t lanes, const at::TensorOptions& acc_opts,
-                             const Tile& tile) {
+                             const Source& source, const Tile& tile) {
   const int64_t nthreads = at::get_num_threads();
   at::Tensor gw_all = at::zeros({nthreads, g.K, g.kh, g.kw, g.Cp}, acc_opts);
   Acc* gw_base = gw_all.data_ptr<Acc>();
@@ -559,8 +564,9 @@ at::Tensor grad_weight_loops(const MaskPlan& plan, const Geometry& g, int64_t la
     ClippedRuns clipped;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = (t / qchunks) * kImageChunk, n1 = std::min(g.N, n0 + kImageChunk);
-      const int64_t qbegin = (t % qchunks) * kPosChunk;
-      for (int64_t q = qbegin; q < std::min(g.Q, qbegin + kPosChunk); ++q) {
+      const int64_t qbegin = (t % qchunks) * kPosChunk, qend = std::min(g.Q, qbegin + kPosChunk);
+      const auto* x = source(n0, static_cast<int>(n1 - n0), qbegin, qend);  // image n0
+      for (int64_t q = qbegin; q < qend; ++q) {
         const int64_t cnt = pos_count[q];
         if (cnt == 0) continue;
         const int32_t* chs = pos_ch + q * g.K;
@@ -572,7 +578,7 @@ at::Tensor grad_weight_loops(const MaskPlan& plan, const Geometry& g, int64_t la
             for (int64_t k0 = 0; k0 < sg.len; k0 += kColBlock * lanes) {
               const int cv = static_cast<int>(std::min<int64_t>(kColBlock, (sg.len - k0) / lanes));
               for (int j = 0; j < jb; ++j) gws[j] = gw + chs[j0 + j] * g.krow + sg.w[s] + k0;
-              tile(jb, cv, rows, org + sg.x[s] + k0, n0, n1, gws);
+              tile(jb, cv, rows, x, org + sg.x[s] + k0, n0, n1, gws);
             }
           }
         }
@@ -582,16 +588,16 @@ at::Tensor grad_weight_loops(const MaskPlan& plan, const Geometry& g, int64_t la
   return nthreads == 1 ? gw_all[0] : gw_all.sum(0);
 }
 
-// Returns gw [K, kh, kw, Cp] in dtype T.
-template <typename T>
-at::Tensor grad_weight_kernel(const T* gk, const T* xp, const MaskPlan& plan, const Geometry& g,
+// Returns gw [K, kh, kw, Cp] in dtype T, the input read through `source`.
+template <typename T, typename Source>
+at::Tensor grad_weight_kernel(const T* gk, const Source& source, const MaskPlan& plan, const Geometry& g,
                               const at::TensorOptions& opts) {
-  return grad_weight_loops<T>(plan, g, kLanes<T>, opts,
-                              [&](int jb, int cv, const int64_t* rows, int64_t offset, int64_t n0, int64_t n1,
-                                  T* const* gws) {
+  return grad_weight_loops<T>(plan, g, kLanes<T>, opts, source,
+                              [&](int jb, int cv, const int64_t* rows, const T* x, int64_t offset, int64_t n0,
+                                  int64_t n1, T* const* gws) {
                                 const T* grows[kColBlock];
                                 for (int j = 0; j < jb; ++j) grows[j] = gk + rows[j] * g.N;
-                                grad_weight_tile_dispatch<T>(jb, cv, grows, xp + offset, g, n0, n1, gws);
+                                grad_weight_tile_dispatch<T>(jb, cv, grows, x + offset, g, n0, n1, gws);
                               });
 }
 
@@ -610,7 +616,7 @@ grad_weight_tile_bf16(const c10::BFloat16* const* grows, const c10::BFloat16* xq
   for (int j = 0; j < JB; ++j)
     for (int v = 0; v < CV; ++v) acc[j][v] = _mm512_loadu_ps(gw[j] + v * 16);
   for (int64_t p = p0; p < p1; ++p) {
-    const c10::BFloat16* x = xq + p * pair_stride;
+    const c10::BFloat16* x = xq + (p - p0) * pair_stride;  // xq: pair p0
     __m512bh xv[CV];
     for (int v = 0; v < CV; ++v) xv[v] = (__m512bh)_mm512_loadu_si512(x + v * 32);
     for (int j = 0; j < JB; ++j) {
@@ -701,12 +707,14 @@ inline at::Tensor grad_weight_bf16(const at::Tensor& gk, const at::Tensor& input
   const at::Tensor gk2 = (Np == g.N ? gk : at::constant_pad_nd(gk, {0, Np - g.N})).to(at::kBFloat16).contiguous();
   const B* gk2_p = gk2.const_data_ptr<B>();
   const B* xq_p = xq.const_data_ptr<B>();
+  // Image n0 (even) starts pair n0 / 2, at n0 * img_stride bfloat16 elements.
   at::Tensor gw = grad_weight_loops<float>(
-      plan, g, 16, gk.options().dtype(at::kFloat),
-      [&](int jb, int cv, const int64_t* rows, int64_t offset, int64_t n0, int64_t n1, float* const* gws) {
+      plan, g, 16, gk.options().dtype(at::kFloat), PackedInput<B>{xq_p, g.img_stride},
+      [&](int jb, int cv, const int64_t* rows, const B* xn0, int64_t offset, int64_t n0, int64_t n1,
+          float* const* gws) {
         const B* grows[kColBlock];
         for (int j = 0; j < jb; ++j) grows[j] = gk2_p + rows[j] * Np;
-        const B* x = xq_p + 2 * offset;
+        const B* x = xn0 + 2 * offset;
         const int64_t p0 = n0 / 2, p1 = (n1 + 1) / 2;  // n0 is a multiple of kImageChunk: even
         switch (jb) {
           case 1: return grad_weight_tile_bf16_cv<1>(cv, grows, x, 2 * g.img_stride, p0, p1, gws);
@@ -765,8 +773,10 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
       return {grad_input, grad_weight_bf16(gk, input, weight, plan, g)};
     }
 #endif
-    at::Tensor xp = pack_input(input, g, t);
-    at::Tensor gw = grad_weight_kernel<T>(gk.data_ptr<T>(), xp.data_ptr<T>(), plan, g, xp.options());
+    at::Tensor gw;
+    with_input_source<T>(input, g, t, kImageChunk, [&](const auto& source) {
+      gw = grad_weight_kernel<T>(gk.data_ptr<T>(), source, plan, g, input.options().dtype(t));
+    });
     grad_weight = gw.narrow(3, 0, g.C).permute({0, 3, 1, 2}).to(weight.scalar_type()).contiguous();
   }
   return {grad_input, grad_weight};

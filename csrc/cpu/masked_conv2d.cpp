@@ -78,7 +78,7 @@ void forward_bf16(const at::Tensor& input, const at::Tensor& weight, const std::
   const float* bias_p = b.defined() ? b.data_ptr<float>() : nullptr;
   B* out_p = out.data_ptr<B>();
   const int64_t sN = out.stride(0), sC = out.stride(1), sH = out.stride(2), sW = out.stride(3);
-  with_forward_input<B>(input, g, at::kBFloat16, [&](const auto& source) {
+  with_input_source<B>(input, g, at::kBFloat16, kRowBlock, [&](const auto& source) {
     forward_kernel<B>(source, wp.data_ptr<B>(), *pr.plan, g,
                       [&](int64_t n, int64_t, int64_t co, int64_t q, float v) {
                         out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =
@@ -118,7 +118,7 @@ at::Tensor masked_conv2d_cpu(const at::Tensor& input, const at::Tensor& weight, 
     const T* bias_p = b.defined() ? b.data_ptr<T>() : nullptr;
     scalar_t* out_p = out.data_ptr<scalar_t>();  // 16-bit outputs rounded once, as they are stored
     const int64_t sN = out.stride(0), sC = out.stride(1), sH = out.stride(2), sW = out.stride(3);
-    with_forward_input<T>(input, g, t, [&](const auto& source) {
+    with_input_source<T>(input, g, t, kRowBlock, [&](const auto& source) {
       forward_kernel<T>(source, wp.data_ptr<T>(), *pr.plan, g,
                         [&](int64_t n, int64_t, int64_t co, int64_t q, T v) {
                           out_p[n * sN + co * sC + (q / g.Wo) * sH + (q % g.Wo) * sW] =

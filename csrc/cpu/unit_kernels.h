@@ -219,7 +219,7 @@ at::Tensor kept_conv(const at::Tensor& input, const at::Tensor& weight, const Ma
     at::Tensor wp = pack_weight(weight, g, t);
     T* kp = kept.data_ptr<T>();
     const int64_t N = g.N;
-    with_forward_input<T>(input, g, t, [&](const auto& source) {
+    with_input_source<T>(input, g, t, kRowBlock, [&](const auto& source) {
       forward_kernel<T>(source, wp.data_ptr<T>(), plan, g,
                         [&](int64_t n, int64_t row, int64_t, int64_t, T v) { kp[row * N + n] = v; });
     });
