@@ -152,10 +152,25 @@ def measure_point(point: tuple, second: str, reps: int) -> dict:
     return {key: round(ms, 4) for key, ms in zip(convs, times)}
 
 
+# How long the first grid point runs, untimed, before any measurement: a fresh process's first
+# calls are slower for a while (oneDNN primitive creation, the thread pool's first forks, cold
+# caches and page faults), and the first grid points measured in that state gave the dense
+# reference 0.13 ms where it takes 0.05 (3-64@32 N=1 forward) — a sparse "win" auto then lost.
+WARMUP_S = 2.0
+
+
+def warm_up(point: tuple, second: str, seconds: float = WARMUP_S) -> None:
+    """Run ``point``'s dense and ``second`` calls, untimed, for ``seconds``."""
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        measure_point(point, second, 1)
+
+
 def measure(args, second: str) -> list[dict]:
     """Rows {dtype, layout, mode, shape, batch, keep, dense_ms, <second>_ms[, dense_path_ms]}
     over the grid, dense vs backend ``second`` ("cpu" for the sweep, "auto" for verify)."""
     points = list(grid(args))
+    warm_up(points[0], second)
     rows, t_start = [], time.perf_counter()
     for i, point in enumerate(points, 1):
         dtype, layout, shape, n, mode, keep = point

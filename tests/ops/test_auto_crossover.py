@@ -258,3 +258,19 @@ def test_committed_table_is_generated_from_the_committed_raw_sweep():
                                            committed["provenance"]["margin"])
     assert regenerated == committed, "cpu_crossover.json differs from `sweep_auto.py generate` of the raw sweep"
     assert dispatch.load_cpu_table(table_path) is not None
+
+
+def test_sweep_warms_the_process_up_before_the_first_measurement(monkeypatch):
+    """measure() runs its first grid point, untimed, before timing anything (a fresh process's
+    first calls are slow and once made a sparse "win" out of a slow dense reference)."""
+    calls = []
+    monkeypatch.setattr(crossover, "measure_point",
+                        lambda point, second, reps: calls.append((point, reps)) or {"dense_ms": 1.0, f"{second}_ms": 1.0})
+    monkeypatch.setattr(crossover, "WARMUP_S", 0.01)
+    monkeypatch.setattr(crossover.warm_up, "__defaults__", (0.01,))
+    args = crossover.build_parser().parse_args(["sweep", "--shapes", "3-64@32", "--keeps", "0.1", "0.5", "--batch", "1",
+                                                "--layouts", "nchw", "--dtypes", "float32", "--modes", "forward"])
+    rows = crossover.measure(args, "cpu")
+    first = ("float32", "nchw", "3-64@32", 1, "forward", 0.1)
+    warmups = [c for c in calls[:-2] if c == (first, 1)]
+    assert len(warmups) >= 1 and len(calls) == len(warmups) + 2 and len(rows) == 2
