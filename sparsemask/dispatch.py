@@ -471,9 +471,10 @@ def conv_backend(input: Tensor, weight: Tensor, mask: Tensor, stride: Sequence[i
             best, best_limit = impl, limit
     if best.name == "dense" and device == "cpu" and "cpu" in _REGISTRY and dtype in _CPU_OP_DTYPES:
         # Dense on CPU still goes through the C++ op, told never to run sparse (max_density 0):
-        # its dense path masks the convolution in one pass with the plan's byte masks and
-        # pools the backward's masked gradient (csrc/cpu/dense_path.h), so it is faster than
-        # F.conv2d(...) * mask — which keeps `auto` at or above dense where sparse loses.
+        # its dense path masks the convolution in one pass with the plan's byte masks (none at
+        # all for a mask that keeps everything; csrc/cpu/dense_path.h), so it is faster than
+        # F.conv2d(...) * mask — which keeps `auto` at or above dense where sparse loses. The
+        # crossover table's thresholds are where sparse beats this path too (crossover.py).
         best, best_limit = _REGISTRY["cpu"], 0.0
     decision = best, (best_limit if best.name != "dense" else 1.0)
     if key is not None:
