@@ -131,7 +131,7 @@ inline void store_as(O* p, Vec<T> v) {
     std::memcpy(&u, &v, sizeof(u));
     const U32 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     const U32 is_nan = (U32)(v != v);
-    const U16 bits = __builtin_convertvector((rounded & ~is_nan) | (U32{} + 0x7FC0u & is_nan), U16);
+    const U16 bits = __builtin_convertvector((rounded & ~is_nan) | ((U32{} + 0x7FC0u) & is_nan), U16);
     std::memcpy(p, &bits, sizeof(bits));
   } else {
     for (int64_t i = 0; i < kLanes<T>; ++i) p[i] = static_cast<O>(v[i]);
