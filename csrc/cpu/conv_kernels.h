@@ -265,13 +265,12 @@ void forward_kernel(const Source& source, const T* wp, const MaskPlan& plan, con
 }
 
 // Runs run(source) with the input source for `input` in compute type T (dtype t), for tasks
-// of up to `images` images: NchwRows for an NCHW input that the geometry reads unpadded and
-// that is not read in place, in the dtype pairs the kernels use (same type, or 16-bit
-// widened to float32); else PackedInput.
+// of up to `images` images: NchwRows where reads_nchw_rows, in the dtype pairs the kernels
+// use (same type, or 16-bit widened to float32); else PackedInput.
 template <typename T, typename Run>
 void with_input_source(const at::Tensor& input, const Geometry& g, at::ScalarType t, int64_t images, const Run& run) {
   const at::ScalarType s = input.scalar_type();
-  if (g.unpadded && input.is_contiguous() && !reads_in_place(input, g, t)) {
+  if (reads_nchw_rows(input, g, t)) {
     if (s == t) return run(NchwRows<T, T>(input, g, images));
     if constexpr (std::is_same_v<T, float>) {
       if (s == at::kBFloat16) return run(NchwRows<c10::BFloat16, float>(input, g, images));
@@ -700,9 +699,9 @@ inline at::Tensor grad_weight_bf16(const at::Tensor& gk, const at::Tensor& input
                                    const MaskPlan& plan, const Geometry& g_float) {
   using B = c10::BFloat16;
   const Geometry g = make_geometry<B>(input, weight, g_float.p, g_float.Ho, g_float.Wo);
-  const bool from_nchw = g.unpadded && input.is_contiguous() && !reads_in_place(input, g, at::kBFloat16);
-  const at::Tensor xq = from_nchw ? interleave_image_pairs_from_nchw(input, g)
-                                  : interleave_image_pairs(pack_input(input, g, at::kBFloat16), g);
+  const at::Tensor xq = reads_nchw_rows(input, g, at::kBFloat16)
+                           ? interleave_image_pairs_from_nchw(input, g)
+                           : interleave_image_pairs(pack_input(input, g, at::kBFloat16), g);
   const int64_t Np = (g.N + 1) / 2 * 2;
   const at::Tensor gk2 = (Np == g.N ? gk : at::constant_pad_nd(gk, {0, Np - g.N})).to(at::kBFloat16).contiguous();
   const B* gk2_p = gk2.const_data_ptr<B>();
@@ -738,32 +737,27 @@ std::pair<at::Tensor, at::Tensor> conv_grads_from_kept(const at::Tensor& gk, con
   at::Tensor grad_input, grad_weight;
   if (need_input) {
     at::Tensor wp = pack_weight(weight, g, t);
-    const at::ScalarType out_t = input.scalar_type();
-    // Written in the input's dtype by the kernels (16-bit inputs: no float32 copy to convert).
+    // NCHW: written into the planes row by row; otherwise gx [N, H, W, Cp], then viewed.
     const at::MemoryFormat fmt = input.suggest_memory_format();
-    if (fmt == at::MemoryFormat::Contiguous) {  // NCHW: written directly, row by row
-      grad_input = pooled_empty(input.sizes(), input.options(), fmt);
-      if (out_t == at::kBFloat16 && t != out_t) {
-        grad_input_kernel_nchw<T, c10::BFloat16>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g,
-                                                 grad_input.data_ptr<c10::BFloat16>());
-      } else if (out_t == at::kHalf && t != out_t) {
-        grad_input_kernel_nchw<T, c10::Half>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g,
-                                             grad_input.data_ptr<c10::Half>());
-      } else {
-        grad_input_kernel_nchw<T, T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, grad_input.data_ptr<T>());
-      }
+    const bool nchw = fmt == at::MemoryFormat::Contiguous;
+    at::Tensor out = nchw ? pooled_empty(input.sizes(), input.options(), fmt)
+                          : pooled_empty({g.N, g.H, g.W, g.Cp}, input.options());
+    const auto run = [&](auto out_zero) {
+      using O = decltype(out_zero);
+      if (nchw) grad_input_kernel_nchw<T, O>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, out.data_ptr<O>());
+      else grad_input_kernel<T, O>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, out.data_ptr<O>());
+    };
+    // Written in the input's dtype by the kernels (16-bit inputs: no float32 copy to convert).
+    const at::ScalarType out_t = input.scalar_type();
+    if (out_t == at::kBFloat16 && t != out_t) run(c10::BFloat16{});
+    else if (out_t == at::kHalf && t != out_t) run(c10::Half{});
+    else run(T{});
+    if (nchw) {
+      grad_input = out;
     } else {
-      at::Tensor gx = pooled_empty({g.N, g.H, g.W, g.Cp}, input.options());
-      if (out_t == at::kBFloat16 && t != out_t) {
-        grad_input_kernel<T, c10::BFloat16>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::BFloat16>());
-      } else if (out_t == at::kHalf && t != out_t) {
-        grad_input_kernel<T, c10::Half>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<c10::Half>());
-      } else {
-        grad_input_kernel<T, T>(gk.data_ptr<T>(), wp.data_ptr<T>(), plan, g, gx.data_ptr<T>());
-      }
       // [N, H, W, Cp] viewed as [N, C, H, W]: already channels_last when C == Cp, else one
       // strided copy.
-      at::Tensor view = gx.narrow(3, 0, g.C).permute({0, 3, 1, 2});
+      at::Tensor view = out.narrow(3, 0, g.C).permute({0, 3, 1, 2});
       grad_input = view.is_contiguous(fmt) ? view : pooled_empty(input.sizes(), input.options(), fmt).copy_(view);
     }
   }

@@ -83,6 +83,13 @@ inline bool reads_in_place(const at::Tensor& input, const Geometry& g, at::Scala
          input.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
+// Whether the kernels read an NCHW `input` row by row as they reach the rows (NchwRows,
+// interleave_image_pairs_from_nchw in conv_kernels.h): NCHW-contiguous, read unpadded by g,
+// and not a tensor that is read in place (C = 1 is both layouts at once).
+inline bool reads_nchw_rows(const at::Tensor& input, const Geometry& g, at::ScalarType t) {
+  return g.unpadded && input.is_contiguous() && !reads_in_place(input, g, t);
+}
+
 template <typename T>
 Geometry make_geometry(const at::Tensor& input, const at::Tensor& weight, const ConvParams& p, int64_t ho, int64_t wo) {
   Geometry g;

@@ -159,9 +159,9 @@ def measure_point(point: tuple, second: str, reps: int) -> dict:
 WARMUP_S = 2.0
 
 
-def warm_up(point: tuple, second: str, seconds: float = WARMUP_S) -> None:
-    """Run ``point``'s dense and ``second`` calls, untimed, for ``seconds``."""
-    t_end = time.perf_counter() + seconds
+def warm_up(point: tuple, second: str, seconds: Optional[float] = None) -> None:
+    """Run ``point``'s dense and ``second`` calls, untimed, for ``seconds`` (WARMUP_S)."""
+    t_end = time.perf_counter() + (WARMUP_S if seconds is None else seconds)
     while time.perf_counter() < t_end:
         measure_point(point, second, 1)
 

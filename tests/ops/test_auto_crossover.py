@@ -267,7 +267,6 @@ def test_sweep_warms_the_process_up_before_the_first_measurement(monkeypatch):
     monkeypatch.setattr(crossover, "measure_point",
                         lambda point, second, reps: calls.append((point, reps)) or {"dense_ms": 1.0, f"{second}_ms": 1.0})
     monkeypatch.setattr(crossover, "WARMUP_S", 0.01)
-    monkeypatch.setattr(crossover.warm_up, "__defaults__", (0.01,))
     args = crossover.build_parser().parse_args(["sweep", "--shapes", "3-64@32", "--keeps", "0.1", "0.5", "--batch", "1",
                                                 "--layouts", "nchw", "--dtypes", "float32", "--modes", "forward"])
     rows = crossover.measure(args, "cpu")
